@@ -1,0 +1,46 @@
+/** `serve`: start the proxy and run until SIGINT/SIGTERM. */
+import type { Config } from "../config.ts";
+import { startProxy } from "../proxy-server.ts";
+import { version } from "./usage.ts";
+
+export interface CommandIO {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+/** Resolves with the exit code when the server has stopped. */
+export async function serve(config: Config, io: CommandIO): Promise<number> {
+  const started = await startProxy(config, { onStoreError: (message) => io.err(`keys: ${message}`) });
+  if (!started.ok) {
+    io.err(`openrouter-proxy: ${started.message}`);
+    return 2;
+  }
+  const { proxy } = started;
+  io.out(`openrouter-proxy ${version} listening on ${proxy.url}/v1 (upstream ${config.OPENROUTER_BASE_URL})`);
+  io.out(
+    proxy.keyCount === 0
+      ? `no keys in ${config.KEYS_FILE} yet: put one there ({"keys":[{"key":"sk-or-v1-…"}]}, see keys.json.example); it is picked up without a restart`
+      : `${proxy.keyCount} key${proxy.keyCount === 1 ? "" : "s"} from ${config.KEYS_FILE}, rotation ${config.ROTATION}`,
+  );
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        io.err(`${signal} again: exiting now`);
+        process.exit(130);
+      }
+      stopping = true;
+      io.out(`${signal}: finishing requests in flight (up to ${config.SHUTDOWN_GRACE_SECONDS} s), then saving key state`);
+      proxy.stop().then(
+        () => resolve(0),
+        (error: unknown) => {
+          io.err(`error while stopping: ${error instanceof Error ? error.message : String(error)}`);
+          resolve(1);
+        },
+      );
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}

@@ -1,0 +1,99 @@
+/**
+ * Configuration: environment variables (and `.env`), overridden by `--port` / `--host`.
+ *
+ * Each setting is one row of a table: its variable, its zod schema and, for error messages,
+ * the words that say what is allowed. `loadConfig` returns errors as values so that `main.ts`,
+ * the only place that exits, can print one line naming the variable, the value and the rule.
+ */
+import { z } from "zod";
+
+const seconds = (min: number, max: number) => z.coerce.number().min(min).max(max);
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+export const Rotation = z.enum(["sticky", "round-robin", "least-recently-used"]);
+export type Rotation = z.infer<typeof Rotation>;
+
+const settings = {
+  PORT: { schema: integer(0, 65535).default(3000), allowed: "an integer from 0 to 65535 (0 picks a free port)" },
+  HOST: { schema: z.string().min(1).default("127.0.0.1"), allowed: "a host name or IP address to listen on" },
+  OPENROUTER_BASE_URL: {
+    schema: z
+      .url({ protocol: /^https?$/ })
+      .default("https://openrouter.ai/api/v1")
+      .transform((url) => url.replace(/\/+$/, "")),
+    allowed: "an http(s) URL such as https://openrouter.ai/api/v1",
+  },
+  KEYS_FILE: { schema: z.string().min(1).default("keys.json"), allowed: "a file path" },
+  MAX_ATTEMPTS: { schema: integer(1, 20).default(3), allowed: "an integer from 1 to 20" },
+  FAILURE_THRESHOLD: { schema: integer(1, 1000).default(5), allowed: "an integer from 1 to 1000" },
+  COOLDOWN_SECONDS: { schema: seconds(0.001, 172_800).default(60), allowed: "a number of seconds above 0, at most 172800 (48 h)" },
+  ROTATION: { schema: Rotation.default("sticky"), allowed: "one of sticky, round-robin, least-recently-used" },
+  UPSTREAM_TIMEOUT_SECONDS: {
+    schema: seconds(0, 86_400).default(600),
+    allowed: "a number of seconds from 0 (no limit) to 86400",
+  },
+  RETRY_BACKOFF_MS: { schema: integer(0, 60_000).default(200), allowed: "an integer number of milliseconds from 0 to 60000" },
+  SHUTDOWN_GRACE_SECONDS: { schema: seconds(0, 3600).default(30), allowed: "a number of seconds from 0 to 3600" },
+} as const;
+
+type Settings = typeof settings;
+export type ConfigName = keyof Settings;
+
+export const ConfigSchema = z.object(
+  Object.fromEntries(Object.entries(settings).map(([name, { schema }]) => [name, schema])) as {
+    [K in ConfigName]: Settings[K]["schema"];
+  },
+);
+export type Config = z.infer<typeof ConfigSchema>;
+
+export type ConfigResult = { ok: true; config: Config } | { ok: false; message: string };
+
+/** Environment-like input: `process.env`, `.env` contents and flag overrides merged by the caller. */
+export type EnvInput = Record<string, string | undefined>;
+
+export function loadConfig(env: EnvInput): ConfigResult {
+  const input: Record<string, string | undefined> = {};
+  for (const name of Object.keys(settings) as ConfigName[]) {
+    const raw = env[name];
+    // An empty variable (`PORT=`) means "not set", as in most shells' .env conventions.
+    input[name] = raw === undefined || raw.trim() === "" ? undefined : raw.trim();
+  }
+  const parsed = ConfigSchema.safeParse(input);
+  if (parsed.success) return { ok: true, config: parsed.data };
+  const issue = parsed.error.issues[0];
+  const name = String(issue?.path[0] ?? "configuration") as ConfigName;
+  const allowed = settings[name]?.allowed ?? issue?.message ?? "a valid value";
+  return { ok: false, message: `invalid ${name}=${JSON.stringify(input[name] ?? "")}: expected ${allowed}` };
+}
+
+/** The defaults, for tests and for subcommands that need only a few settings. */
+export function defaultConfig(overrides: Partial<Config> = {}): Config {
+  const result = loadConfig({});
+  if (!result.ok) throw new Error(result.message);
+  return { ...result.config, ...overrides };
+}
+
+/**
+ * Parses a `.env` file's text: `KEY=value` lines, `#` comments, optional `export `, single or
+ * double quotes. Values already present in the real environment win (as with Bun's own loader).
+ */
+export function parseDotenv(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const rawLine of text.split(/\r?\n/)) {
+    const line = rawLine.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!match) continue;
+    const [, key = "", rest = ""] = match;
+    let value = rest;
+    const quote = value[0];
+    if ((quote === '"' || quote === "'") && value.indexOf(quote, 1) > 0) {
+      value = value.slice(1, value.indexOf(quote, 1));
+      if (quote === '"') value = value.replace(/\\n/g, "\n");
+    } else {
+      value = value.replace(/\s+#.*$/, "").trim();
+    }
+    out[key] = value;
+  }
+  return out;
+}

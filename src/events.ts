@@ -1,0 +1,56 @@
+/**
+ * A small typed event bus. The pool and the forward loop announce what happened; logs, metrics
+ * and tests subscribe. Emitting is synchronous and cheap; listeners must not throw or block.
+ */
+import type { ResetSource } from "./upstream/policy.ts";
+
+export interface ProxyEventMap {
+  "key.cooldown": { keyId: string; until: number; source: ResetSource; reason: string };
+  "key.failure": { keyId: string; consecutiveFailures: number; reason: string };
+  "key.disabled": { keyId: string; reason: string };
+  "key.recovered": { keyId: string };
+  "attempt.done": { requestId: string; attempt: number; keyId: string; status: number; outcome: string };
+  "request.done": {
+    requestId: string;
+    method: string;
+    path: string;
+    status: number;
+    attempts: number;
+    keyId?: string;
+    durationMs: number;
+    aborted: boolean;
+  };
+  "store.error": { message: string };
+}
+
+export type ProxyEventName = keyof ProxyEventMap;
+type Listener<K extends ProxyEventName> = (event: ProxyEventMap[K]) => void;
+
+export interface EventBus {
+  on<K extends ProxyEventName>(name: K, listener: Listener<K>): () => void;
+  emit<K extends ProxyEventName>(name: K, event: ProxyEventMap[K]): void;
+}
+
+export function createEventBus(): EventBus {
+  const listeners = new Map<ProxyEventName, Set<(event: never) => void>>();
+  return {
+    on(name, listener) {
+      let set = listeners.get(name);
+      if (!set) listeners.set(name, (set = new Set()));
+      set.add(listener as (event: never) => void);
+      return () => set.delete(listener as (event: never) => void);
+    },
+    emit(name, event) {
+      const set = listeners.get(name);
+      if (!set) return;
+      for (const listener of set) {
+        try {
+          (listener as Listener<typeof name>)(event);
+        } catch (error) {
+          // A broken subscriber must not break a request.
+          console.error(`event listener for ${name} failed:`, error);
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,42 @@
+/**
+ * Where key state is remembered. The pool decides; a store remembers. The JSON file is the first
+ * implementation (json-file-store.ts); a shared one (Redis) can follow without touching the pool.
+ *
+ * Two writers share a store: people (an editor, `add-key`, the admin API) change the key list,
+ * the server changes runtime state. `mergeKeyLists` keeps both: the stored list wins for which keys
+ * exist and their labels, the server's memory wins for runtime state, except for a key a person
+ * has reset since (its `resetAt` differs), where the person's reset wins.
+ */
+import type { KeyFileDocument, KeyRecord } from "./schema.ts";
+
+export type StoreLoad = { ok: true; doc: KeyFileDocument; exists: boolean } | { ok: false; message: string };
+
+export interface KeyStore {
+  /** A human name for messages, e.g. the file path. */
+  readonly name: string;
+  load(): Promise<StoreLoad>;
+  /**
+   * Persists the server's records merged with whatever the store holds now. Returns the merged
+   * list (so the pool can adopt outside changes), or an error when the stored data is unreadable:
+   * then nothing is written over it.
+   */
+  save(ours: readonly KeyRecord[]): Promise<StoreLoad>;
+  /** Read-modify-write for people's changes (CLI, admin API), under the store's lock. */
+  update(change: (doc: KeyFileDocument) => KeyFileDocument): Promise<StoreLoad>;
+  /** Calls back with the stored list when someone else changes it; returns an unsubscribe. */
+  watch(onChange: (result: StoreLoad) => void): () => void;
+}
+
+export function mergeKeyLists(theirs: readonly KeyRecord[], ours: readonly KeyRecord[]): KeyRecord[] {
+  const oursById = new Map(ours.map((record) => [record.id, record]));
+  return theirs.map((stored) => {
+    const mine = oursById.get(stored.id);
+    if (!mine || mine.resetAt !== stored.resetAt) return stored;
+    return {
+      ...mine,
+      label: stored.label,
+      extra: stored.extra,
+      addedAt: stored.addedAt,
+    };
+  });
+}

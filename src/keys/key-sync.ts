@@ -1,0 +1,90 @@
+/**
+ * Keeps the pool and the store in step: the pool's changes are saved coalesced (one write per
+ * `saveDelayMs` at most, never one per request), and changes someone else makes to the store are
+ * adopted by the pool. The hot path only sets a timer; all I/O happens here, off the request.
+ */
+import type { EventBus } from "../events.ts";
+import type { KeyPool } from "./key-pool.ts";
+import type { KeyStore, StoreLoad } from "./key-store.ts";
+
+export interface KeySync {
+  /** Writes any pending state now and waits for it (shutdown, tests). */
+  flush(): Promise<void>;
+  /** Stops watching and saving, after a final flush. */
+  stop(): Promise<void>;
+}
+
+export interface KeySyncOptions {
+  pool: KeyPool;
+  store: KeyStore;
+  saveDelayMs?: number;
+  events?: EventBus;
+  /** Called once per distinct store problem (a broken file, a failed write). */
+  onStoreError?: (message: string) => void;
+}
+
+export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreError }: KeySyncOptions): KeySync {
+  let timer: Timer | undefined;
+  let saving: Promise<void> | undefined;
+  let dirty = false;
+  let lastReported: string | undefined;
+
+  const report = (message: string) => {
+    if (message === lastReported) return;
+    lastReported = message;
+    events?.emit("store.error", { message });
+    onStoreError?.(message);
+  };
+
+  const adopt = (result: StoreLoad) => {
+    if (!result.ok) {
+      report(`${result.message}; serving from memory and not writing over it until it is fixed`);
+      return;
+    }
+    lastReported = undefined;
+    pool.replaceKeys(result.doc.records);
+  };
+
+  const save = async (): Promise<void> => {
+    timer = undefined;
+    if (saving) {
+      dirty = true; // one more save after the one in flight
+      return saving;
+    }
+    dirty = false;
+    saving = store
+      .save(pool.records())
+      .then(adopt, (error: unknown) => report(`could not write ${store.name}: ${error instanceof Error ? error.message : String(error)}`))
+      .finally(() => {
+        saving = undefined;
+      });
+    await saving;
+    if (dirty) await save();
+  };
+
+  const unsubscribeChanges = pool.onChange(() => {
+    if (timer === undefined) {
+      timer = setTimeout(save, saveDelayMs);
+      timer.unref?.();
+    }
+  });
+  const unwatch = store.watch(adopt);
+
+  const flush = async () => {
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      await save();
+    } else if (saving) {
+      await saving;
+    }
+  };
+
+  return {
+    flush,
+    async stop() {
+      unsubscribeChanges();
+      unwatch();
+      await flush();
+    },
+  };
+}

@@ -1,0 +1,162 @@
+/**
+ * The key file's shape (`KEYS_FILE`). People write `{"keys":[{"key":"sk-or-v1-…","label":"main"}]}`
+ * or a bare array of key strings; the proxy adds each key's id and runtime state and writes the
+ * object form back. Fields it does not know are kept as they were: nothing a user wrote is lost.
+ */
+import { z } from "zod";
+import { keyIdOf } from "./key-identity.ts";
+
+const isoDate = z.iso.datetime({ offset: true });
+
+export const CooldownSource = z.enum(["header", "body", "retry-after", "default"]);
+
+export const KeyStateSchema = z.looseObject({
+  cooldownUntil: isoDate.optional(),
+  cooldownSource: CooldownSource.optional(),
+  cooldownReason: z.string().optional(),
+  consecutiveFailures: z.number().int().min(0).default(0),
+  disabled: z.object({ reason: z.string(), at: isoDate }).optional(),
+  lastUsedAt: isoDate.optional(),
+  requests: z.number().int().min(0).default(0),
+  successes: z.number().int().min(0).default(0),
+  failures: z.number().int().min(0).default(0),
+});
+
+const keyString = z
+  .string()
+  .trim()
+  .min(1, "a key must not be empty")
+  .regex(/^\S+$/, "a key must not contain spaces");
+
+export const KeyEntrySchema = z.looseObject({
+  key: keyString,
+  label: z.string().optional(),
+  id: z.string().optional(),
+  addedAt: isoDate.optional(),
+  /** When a person last re-enabled the key (CLI or admin API): their reset beats the server's state. */
+  resetAt: isoDate.optional(),
+  state: KeyStateSchema.optional(),
+});
+
+const entryOrString = z.union([keyString, KeyEntrySchema]);
+
+export const KeyFileSchema = z.union([
+  z.array(entryOrString),
+  z.looseObject({ keys: z.array(entryOrString) }),
+]);
+
+export type KeyEntry = z.infer<typeof KeyEntrySchema>;
+
+/** A key as the pool holds it: times as epoch milliseconds, the user's extra fields kept aside. */
+export interface KeyRecord {
+  id: string;
+  secret: string;
+  label?: string;
+  addedAt: number;
+  resetAt?: number;
+  cooldownUntil: number;
+  cooldownSource?: z.infer<typeof CooldownSource>;
+  cooldownReason?: string;
+  consecutiveFailures: number;
+  disabled?: { reason: string; at: number };
+  lastUsedAt: number;
+  requests: number;
+  successes: number;
+  failures: number;
+  /** Fields of the entry (and of its state) that the proxy does not know; written back as they were. */
+  extra: Record<string, unknown>;
+  extraState: Record<string, unknown>;
+}
+
+export interface KeyFileDocument {
+  records: KeyRecord[];
+  /** Top-level fields besides `keys`, kept as they were. */
+  extraTopLevel: Record<string, unknown>;
+}
+
+const time = (iso: string | undefined): number => (iso === undefined ? 0 : Date.parse(iso));
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+const knownEntryFields = new Set(["key", "label", "id", "addedAt", "resetAt", "state"]);
+const knownStateFields = new Set(Object.keys(KeyStateSchema.shape));
+
+function pick(source: Record<string, unknown>, known: Set<string>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(source).filter(([name]) => !known.has(name)));
+}
+
+export function newKeyRecord(secret: string, now: number, label?: string): KeyRecord {
+  return {
+    id: keyIdOf(secret),
+    secret,
+    ...(label === undefined ? {} : { label }),
+    addedAt: now,
+    cooldownUntil: 0,
+    consecutiveFailures: 0,
+    lastUsedAt: 0,
+    requests: 0,
+    successes: 0,
+    failures: 0,
+    extra: {},
+    extraState: {},
+  };
+}
+
+/** A parsed file → records (duplicates dropped, the first one kept). */
+export function recordsFromFile(parsed: z.infer<typeof KeyFileSchema>, now: number): KeyFileDocument {
+  const entries = Array.isArray(parsed) ? parsed : parsed.keys;
+  const extraTopLevel = Array.isArray(parsed) ? {} : pick(parsed, new Set(["keys"]));
+  const seen = new Set<string>();
+  const records: KeyRecord[] = [];
+  for (const entry of entries) {
+    const raw: KeyEntry = typeof entry === "string" ? { key: entry } : entry;
+    const record = newKeyRecord(raw.key, raw.addedAt ? time(raw.addedAt) : now, raw.label);
+    if (seen.has(record.id)) continue;
+    seen.add(record.id);
+    const state = raw.state;
+    records.push({
+      ...record,
+      ...(raw.resetAt ? { resetAt: time(raw.resetAt) } : {}),
+      cooldownUntil: time(state?.cooldownUntil),
+      ...(state?.cooldownSource ? { cooldownSource: state.cooldownSource } : {}),
+      ...(state?.cooldownReason ? { cooldownReason: state.cooldownReason } : {}),
+      consecutiveFailures: state?.consecutiveFailures ?? 0,
+      ...(state?.disabled ? { disabled: { reason: state.disabled.reason, at: time(state.disabled.at) } } : {}),
+      lastUsedAt: time(state?.lastUsedAt),
+      requests: state?.requests ?? 0,
+      successes: state?.successes ?? 0,
+      failures: state?.failures ?? 0,
+      extra: pick(raw, knownEntryFields),
+      extraState: state ? pick(state, knownStateFields) : {},
+    });
+  }
+  return { records, extraTopLevel };
+}
+
+export function entryFromRecord(record: KeyRecord, now: number): Record<string, unknown> {
+  const coolingDown = record.cooldownUntil > now;
+  return {
+    key: record.secret,
+    ...(record.label === undefined ? {} : { label: record.label }),
+    id: record.id,
+    addedAt: iso(record.addedAt),
+    ...(record.resetAt ? { resetAt: iso(record.resetAt) } : {}),
+    ...record.extra,
+    state: {
+      ...(coolingDown ? { cooldownUntil: iso(record.cooldownUntil) } : {}),
+      ...(coolingDown && record.cooldownSource ? { cooldownSource: record.cooldownSource } : {}),
+      ...(coolingDown && record.cooldownReason ? { cooldownReason: record.cooldownReason } : {}),
+      consecutiveFailures: record.consecutiveFailures,
+      ...(record.disabled ? { disabled: { reason: record.disabled.reason, at: iso(record.disabled.at) } } : {}),
+      ...(record.lastUsedAt ? { lastUsedAt: iso(record.lastUsedAt) } : {}),
+      requests: record.requests,
+      successes: record.successes,
+      failures: record.failures,
+      ...record.extraState,
+    },
+  };
+}
+
+export function fileTextFromDocument(doc: KeyFileDocument, now: number): string {
+  const body = { ...doc.extraTopLevel, keys: doc.records.map((record) => entryFromRecord(record, now)) };
+  return `${JSON.stringify(body, null, 2)}\n`;
+}

@@ -1,0 +1,103 @@
+/**
+ * Builds a running proxy from a config: the store, the pool, the sync between them, the
+ * forwarder, the app and the HTTP server. `serve` uses it, and so do the tests (with a fake
+ * upstream, an injected clock or sleep), so both run the same wiring.
+ */
+import { createApp } from "./app.ts";
+import type { Config } from "./config.ts";
+import { createEventBus, type EventBus } from "./events.ts";
+import { createJsonFileStore } from "./keys/json-file-store.ts";
+import { createKeyPool, type KeyPool } from "./keys/key-pool.ts";
+import type { KeyStore } from "./keys/key-store.ts";
+import { startKeySync, type KeySync } from "./keys/key-sync.ts";
+import { startHttpServer, stopGracefully, type HttpServer } from "./server.ts";
+import { abortableSleep, createForwarder } from "./upstream/forward.ts";
+
+export interface ProxyOverrides {
+  fetch?: typeof fetch;
+  now?: () => number;
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  events?: EventBus;
+  store?: KeyStore;
+  saveDelayMs?: number;
+  idleTimeoutSeconds?: number;
+  onStoreError?: (message: string) => void;
+}
+
+export interface RunningProxy {
+  server: HttpServer;
+  url: string;
+  pool: KeyPool;
+  store: KeyStore;
+  sync: KeySync;
+  events: EventBus;
+  keyCount: number;
+  /** Graceful stop: drain within the grace period, then flush key state. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export type StartResult = { ok: true; proxy: RunningProxy } | { ok: false; message: string };
+
+export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<StartResult> {
+  const now = overrides.now ?? Date.now;
+  const events = overrides.events ?? createEventBus();
+  const store = overrides.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
+  const loaded = await store.load();
+  if (!loaded.ok) return { ok: false, message: `${loaded.message}; the file was left untouched` };
+
+  const pool = createKeyPool({ rotation: config.ROTATION, failureThreshold: config.FAILURE_THRESHOLD, now, events });
+  pool.replaceKeys(loaded.doc.records);
+  const sync = startKeySync({
+    pool,
+    store,
+    events,
+    ...(overrides.saveDelayMs === undefined ? {} : { saveDelayMs: overrides.saveDelayMs }),
+    ...(overrides.onStoreError ? { onStoreError: overrides.onStoreError } : {}),
+  });
+
+  const forward = createForwarder({
+    pool,
+    baseUrl: config.OPENROUTER_BASE_URL,
+    maxAttempts: config.MAX_ATTEMPTS,
+    defaultCooldownMs: config.COOLDOWN_SECONDS * 1000,
+    upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_SECONDS * 1000,
+    retryBackoffMs: config.RETRY_BACKOFF_MS,
+    fetch: overrides.fetch ?? globalThis.fetch,
+    now,
+    sleep: overrides.sleep ?? abortableSleep,
+    events,
+  });
+  const app = createApp({ forward });
+
+  let server: HttpServer;
+  try {
+    server = startHttpServer({
+      app,
+      port: config.PORT,
+      hostname: config.HOST,
+      ...(overrides.idleTimeoutSeconds === undefined ? {} : { idleTimeoutSeconds: overrides.idleTimeoutSeconds }),
+    });
+  } catch (error) {
+    await sync.stop();
+    const reason = error instanceof Error ? error.message : String(error);
+    return { ok: false, message: `cannot listen on ${config.HOST}:${config.PORT}: ${reason}` };
+  }
+
+  const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
+  return {
+    ok: true,
+    proxy: {
+      server,
+      url: `http://${host}:${server.port}`,
+      pool,
+      store,
+      sync,
+      events,
+      keyCount: loaded.doc.records.length,
+      async stop(graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000) {
+        await stopGracefully(server, graceMs);
+        await sync.stop();
+      },
+    },
+  };
+}

@@ -1,0 +1,41 @@
+/**
+ * Bun.serve wiring and a graceful stop: stop accepting, let requests and streams in flight
+ * finish within the grace period, then close what is left.
+ */
+import type { Hono } from "hono";
+import type { AppEnv } from "./app.ts";
+
+export interface ServerOptions {
+  app: Hono<AppEnv>;
+  port: number;
+  hostname: string;
+  /**
+   * Seconds an idle keep-alive connection is kept. Bun does not apply it to a request whose
+   * answer is pending or streaming, so long silences from a reasoning model are not cut by it
+   * (tested in test/streaming.test.ts).
+   */
+  idleTimeoutSeconds?: number;
+}
+
+export type HttpServer = ReturnType<typeof Bun.serve>;
+
+export function startHttpServer({ app, port, hostname, idleTimeoutSeconds = 30 }: ServerOptions): HttpServer {
+  return Bun.serve({
+    port,
+    hostname,
+    idleTimeout: idleTimeoutSeconds,
+    fetch: app.fetch,
+  });
+}
+
+/** Stops accepting; waits up to `graceMs` for requests in flight, then closes the rest. */
+export async function stopGracefully(server: HttpServer, graceMs: number): Promise<void> {
+  const drained = server.stop(false);
+  let timer: Timer | undefined;
+  const graceOver = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), graceMs);
+  });
+  const result = await Promise.race([drained.then(() => "drained" as const), graceOver]);
+  clearTimeout(timer);
+  if (result === "timeout") await server.stop(true);
+}

@@ -1,0 +1,280 @@
+/**
+ * The attempt loop: lease a key, send the request's bytes upstream, classify the answer, report
+ * it to the pool, and either retry on another key or commit. The commit point is the moment a
+ * response is handed to the client: before it the proxy may still retry; after it, the bytes pass
+ * untouched and nothing is replayed.
+ */
+import { ProxyError } from "../errors.ts";
+import type { EventBus } from "../events.ts";
+import type { KeyPool } from "../keys/key-pool.ts";
+import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
+import { classify, readErrorBody, type Outcome } from "./policy.ts";
+import { relay } from "./relay.ts";
+
+export interface ProxyRequest {
+  requestId: string;
+  method: string;
+  /** The path below the API root with its leading slash, e.g. `/chat/completions`. */
+  path: string;
+  /** The query string with its `?`, or "". */
+  search: string;
+  headers: Headers;
+  body: ArrayBuffer | undefined;
+  /** Fires when the client goes away. */
+  signal: AbortSignal;
+}
+
+export interface ForwarderOptions {
+  pool: KeyPool;
+  baseUrl: string;
+  maxAttempts: number;
+  defaultCooldownMs: number;
+  /** Longest wait for the upstream's answer, and longest silence inside a body; 0 for none. */
+  upstreamTimeoutMs: number;
+  /** Pause before retrying after an upstream fault (5xx, 408, connection); doubles per retry. */
+  retryBackoffMs: number;
+  fetch?: typeof fetch;
+  now?: () => number;
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  events?: EventBus;
+}
+
+/** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
+ * limit (`upstreamTimeoutMs`) takes its place. https://github.com/oven-sh/bun/issues/16682 */
+type BunFetchInit = BunFetchRequestInit & { timeout: false };
+
+/** What the last failed attempt left, to answer with when no attempt succeeds. */
+type LastFailure =
+  | { kind: "response"; status: number; headers: Headers; bytes: Uint8Array; outcome: Outcome }
+  | { kind: "unreachable"; reason: string; timedOut: boolean };
+
+export const abortableSleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+
+export function createForwarder({
+  pool,
+  baseUrl,
+  maxAttempts,
+  defaultCooldownMs,
+  upstreamTimeoutMs,
+  retryBackoffMs,
+  fetch: fetchUpstream = globalThis.fetch,
+  now = Date.now,
+  sleep = abortableSleep,
+  events,
+}: ForwarderOptions) {
+  return async function forward(request: ProxyRequest): Promise<Response> {
+    const started = performance.now();
+    const exclude = new Set<string>();
+    const avoid = new Set<string>();
+    let last: LastFailure | undefined;
+    let attempts = 0;
+    let upstreamFaults = 0;
+
+    const done = (status: number, keyId: string | undefined, aborted = false) =>
+      events?.emit("request.done", {
+        requestId: request.requestId,
+        method: request.method,
+        path: request.path,
+        status,
+        attempts,
+        ...(keyId ? { keyId } : {}),
+        durationMs: performance.now() - started,
+        aborted,
+      });
+    const clientGone = () => {
+      done(499, undefined, true);
+      return new ProxyError(499, "the client closed the request", { type: "invalid_request_error", code: "client_closed_request" });
+    };
+
+    while (attempts < maxAttempts) {
+      if (request.signal.aborted) throw clientGone();
+      const acquired = pool.acquire({ exclude, avoid });
+      if (!acquired.ok) {
+        if (last && acquired.reason !== "all-cooling") break; // answer with what the upstream last said
+        throw noKeyError(acquired, now(), last);
+      }
+      const { keyId, secret } = acquired.lease;
+      attempts++;
+
+      // One controller per attempt: the client leaving, the timeout, or the relay can abort it.
+      const upstream = new AbortController();
+      const onClientAbort = () => upstream.abort(request.signal.reason);
+      request.signal.addEventListener("abort", onClientAbort, { once: true });
+      const timer =
+        upstreamTimeoutMs > 0
+          ? setTimeout(
+              () => upstream.abort(new DOMException(`no answer from the upstream within ${upstreamTimeoutMs / 1000} s`, "TimeoutError")),
+              upstreamTimeoutMs,
+            )
+          : undefined;
+      const release = () => {
+        clearTimeout(timer);
+        request.signal.removeEventListener("abort", onClientAbort);
+      };
+
+      let response: Response;
+      try {
+        const init: BunFetchInit = {
+          method: request.method,
+          headers: upstreamRequestHeaders(request.headers, secret),
+          body: request.body,
+          signal: upstream.signal,
+          redirect: "manual",
+          timeout: false,
+        };
+        response = await fetchUpstream(`${baseUrl}${request.path}${request.search}`, init);
+      } catch (error) {
+        release();
+        if (request.signal.aborted) throw clientGone();
+        const timedOut = upstream.signal.reason instanceof DOMException && upstream.signal.reason.name === "TimeoutError";
+        const reason = timedOut ? String((upstream.signal.reason as DOMException).message) : describeFetchError(error);
+        last = { kind: "unreachable", reason, timedOut };
+        pool.report(keyId, { kind: "upstream-error", reason });
+        events?.emit("attempt.done", { requestId: request.requestId, attempt: attempts, keyId, status: 0, outcome: "upstream-error" });
+        avoid.add(keyId);
+        await backoff();
+        continue;
+      }
+
+      const proxyHeaders = { "x-proxy-key-id": keyId, "x-proxy-attempts": String(attempts) };
+
+      if (response.status < 400) {
+        const outcome = classify({ status: response.status, headers: response.headers, now: now(), defaultCooldownMs });
+        pool.report(keyId, outcome);
+        events?.emit("attempt.done", { requestId: request.requestId, attempt: attempts, keyId, status: response.status, outcome: outcome.kind });
+        // Commit point: from here on the bytes go to the client and nothing is retried.
+        clearTimeout(timer);
+        const status = response.status;
+        const body = response.body
+          ? relay(response.body, {
+              upstream,
+              idleMs: upstreamTimeoutMs,
+              onEnd: (end) => {
+                request.signal.removeEventListener("abort", onClientAbort);
+                done(status, keyId, end.kind === "client-gone");
+              },
+            })
+          : null;
+        if (!body) {
+          release();
+          done(status, keyId);
+        }
+        return new Response(body, { status, headers: clientResponseHeaders(response.headers, proxyHeaders) });
+      }
+
+      // An error answer: small, read whole so the policy can see its message and reset.
+      let bytes: Uint8Array;
+      try {
+        bytes = new Uint8Array(await response.arrayBuffer());
+      } catch (error) {
+        release();
+        if (request.signal.aborted) throw clientGone();
+        const reason = `the upstream's ${response.status} answer broke off: ${describeFetchError(error)}`;
+        last = { kind: "unreachable", reason, timedOut: false };
+        avoid.add(keyId);
+        continue;
+      }
+      release();
+      const outcome = classify({
+        status: response.status,
+        headers: response.headers,
+        body: readErrorBody(new TextDecoder().decode(bytes)),
+        now: now(),
+        defaultCooldownMs,
+      });
+      pool.report(keyId, outcome);
+      events?.emit("attempt.done", { requestId: request.requestId, attempt: attempts, keyId, status: response.status, outcome: outcome.kind });
+      last = { kind: "response", status: response.status, headers: response.headers, bytes, outcome };
+
+      if (outcome.kind === "request-error") break; // the request's own fault: no retry, as it came
+      if (outcome.kind === "upstream-error") {
+        avoid.add(keyId);
+        await backoff();
+      } else {
+        exclude.add(keyId); // rate-limited or a bad key: never again for this request
+      }
+    }
+
+    if (request.signal.aborted) throw clientGone();
+    if (!last) throw new ProxyError(500, "no upstream attempt was made", { type: "internal_error", code: "internal_error" });
+    if (last.kind === "unreachable") {
+      done(last.timedOut ? 504 : 502, undefined);
+      throw new ProxyError(
+        last.timedOut ? 504 : 502,
+        `the upstream ${baseUrl} could not be reached after ${attempts} attempt${attempts === 1 ? "" : "s"}: ${last.reason}`,
+        { type: last.timedOut ? "timeout_error" : "upstream_error", code: last.timedOut ? "upstream_timeout" : "upstream_unreachable" },
+      );
+    }
+    // Every attempt failed, or the request was refused: the upstream's last answer, as it came.
+    const lastKeyId = [...exclude, ...avoid].at(-1);
+    done(last.status, lastKeyId);
+    return new Response(last.bytes, {
+      status: last.status,
+      headers: clientResponseHeaders(last.headers, {
+        ...(lastKeyId ? { "x-proxy-key-id": lastKeyId } : {}),
+        "x-proxy-attempts": String(attempts),
+      }),
+    });
+
+    async function backoff() {
+      upstreamFaults++;
+      if (attempts >= maxAttempts || retryBackoffMs === 0) return;
+      await sleep(retryBackoffMs * 2 ** (upstreamFaults - 1), request.signal);
+    }
+  };
+}
+
+function noKeyError(
+  acquired: Exclude<ReturnType<KeyPool["acquire"]>, { ok: true }>,
+  now: number,
+  last: LastFailure | undefined,
+): ProxyError {
+  const lastSaid =
+    last?.kind === "response" && last.outcome.kind === "rate-limited" && last.outcome.message
+      ? ` The upstream last said: ${last.outcome.message}`
+      : "";
+  switch (acquired.reason) {
+    case "no-keys":
+      return new ProxyError(503, "no OpenRouter keys are configured: add one with `openrouter-proxy add-key` or to the keys file", {
+        type: "service_unavailable",
+        code: "no_keys_configured",
+      });
+    case "all-tried":
+      return new ProxyError(503, "every available key was tried for this request and failed", {
+        type: "service_unavailable",
+        code: "all_keys_failed",
+      });
+    case "all-disabled":
+      return new ProxyError(
+        503,
+        `all ${acquired.total} keys are disabled after repeated failures: re-enable one with \`openrouter-proxy enable-key <id>\` (or add it again)`,
+        { type: "service_unavailable", code: "all_keys_disabled" },
+      );
+    case "all-cooling": {
+      const seconds = Math.max(1, Math.ceil((acquired.nextAvailableAt - now) / 1000));
+      return new ProxyError(
+        429,
+        `all keys are rate limited: ${acquired.cooling} of ${acquired.total} cooling down; the first returns in ${seconds} s (${new Date(acquired.nextAvailableAt).toISOString()}).${lastSaid}`,
+        { type: "rate_limit_error", code: "all_keys_cooling_down", headers: { "retry-after": String(seconds) } },
+      );
+    }
+  }
+}
+
+function describeFetchError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as Error & { code?: string }).code;
+    return code ? `${error.message} (${code})` : error.message;
+  }
+  return String(error);
+}

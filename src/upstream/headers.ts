@@ -1,0 +1,43 @@
+/**
+ * Which headers cross the proxy. Hop-by-hop headers belong to one connection (RFC 9110 §7.6.1);
+ * the client's credentials are replaced by the chosen key; everything else passes as it came,
+ * including OpenRouter's app attribution (`HTTP-Referer`, `X-Title`, `X-OpenRouter-Title`).
+ */
+
+const hopByHop = [
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
+
+/** Request headers that never go upstream: hop-by-hop, the client's host and credentials, and
+ * framing/encoding that `fetch` sets itself for the bytes it actually sends. */
+const notForwarded = new Set([...hopByHop, "host", "authorization", "x-api-key", "content-length", "accept-encoding"]);
+
+export function upstreamRequestHeaders(client: Headers, secret: string): Headers {
+  const headers = new Headers();
+  client.forEach((value, name) => {
+    if (!notForwarded.has(name)) headers.set(name, value);
+  });
+  headers.set("authorization", `Bearer ${secret}`);
+  return headers;
+}
+
+export function clientResponseHeaders(upstream: Headers, extra: Record<string, string>): Headers {
+  const headers = new Headers(upstream);
+  for (const name of hopByHop) headers.delete(name);
+  // `fetch` has already decoded a compressed body, so the encoding and its length no longer
+  // describe the bytes we send on (the same reason hono's proxy helper drops them).
+  if (headers.has("content-encoding")) {
+    headers.delete("content-encoding");
+    headers.delete("content-length");
+  }
+  for (const [name, value] of Object.entries(extra)) headers.set(name, value);
+  return headers;
+}

@@ -1,0 +1,69 @@
+/**
+ * Hands an upstream body to the client chunk by chunk, as it arrives: nothing is held back or
+ * re-encoded. Around the bytes it watches three things: the client going away (cancel → the
+ * upstream request is aborted, so no quota is spent on nobody), an upstream that falls silent
+ * for longer than the idle limit, and the end of the body (for the request's bookkeeping).
+ */
+
+export type RelayEnd = { kind: "complete" } | { kind: "client-gone" } | { kind: "upstream-failed"; error: unknown };
+
+export interface RelayOptions {
+  /** Aborting it cancels the upstream `fetch` and its body. */
+  upstream: AbortController;
+  /** Longest silence from the upstream before the stream is ended; 0 for no limit. */
+  idleMs: number;
+  onEnd?: (end: RelayEnd) => void;
+}
+
+export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, onEnd }: RelayOptions): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let ended = false;
+  let lastActivity = performance.now();
+  let idleTimer: Timer | undefined;
+
+  const end = (result: RelayEnd) => {
+    if (ended) return;
+    ended = true;
+    if (idleTimer) clearTimeout(idleTimer);
+    onEnd?.(result);
+  };
+
+  // One timer per stream, re-armed lazily: a chunk only records the time (cheap per chunk).
+  const watchIdle = () => {
+    const silentFor = performance.now() - lastActivity;
+    if (silentFor >= idleMs) {
+      upstream.abort(new DOMException(`the upstream sent nothing for ${Math.round(idleMs / 1000)} s`, "TimeoutError"));
+      return;
+    }
+    idleTimer = setTimeout(watchIdle, idleMs - silentFor);
+  };
+  if (idleMs > 0) idleTimer = setTimeout(watchIdle, idleMs);
+
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read();
+          lastActivity = performance.now();
+          if (done) {
+            controller.close();
+            end({ kind: "complete" });
+          } else {
+            controller.enqueue(value);
+          }
+        } catch (error) {
+          // The upstream died or went silent: end the client's stream with an error (its
+          // connection is closed without the final chunk), so nothing hangs on either side.
+          end({ kind: "upstream-failed", error });
+          controller.error(error);
+        }
+      },
+      cancel(reason) {
+        end({ kind: "client-gone" });
+        upstream.abort(reason);
+        return reader.cancel(reason).catch(() => {});
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}

@@ -1,0 +1,88 @@
+import { describe, expect, test } from "bun:test";
+import { classify, parseResetInstant, parseRetryAfter, readErrorBody, resetFrom } from "../src/upstream/policy.ts";
+
+const now = Date.parse("2026-11-25T12:00:00.000Z");
+const minute = 60_000;
+
+describe("reset parsing", () => {
+  test.each([
+    ["a 13-digit reset is epoch milliseconds", String(now + minute), now + minute],
+    ["a 10-digit reset is epoch seconds", String((now + minute) / 1000), now + minute],
+    ["a small number is seconds from now", "30", now + 30_000],
+    ["a reset in the past falls back to the default", String(now - minute), undefined],
+    ["a reset more than 48 h ahead falls back to the default", String(now + 49 * 3600_000), undefined],
+    ["milliseconds multiplied by 1000 (the original design's bug) fall back to the default", String((now + minute) * 1000), undefined],
+    ["garbage falls back to the default", "soon", undefined],
+    ["an empty value falls back to the default", "", undefined],
+  ])("%s", (_rule, raw, expected) => {
+    expect(parseResetInstant(raw, now)).toBe(expected);
+  });
+
+  test.each([
+    ["Retry-After in seconds", "120", now + 120_000],
+    ["Retry-After as an HTTP date", new Date(now + 90_000).toUTCString(), now + 90_000],
+    ["Retry-After in the past falls back to the default", new Date(now - 90_000).toUTCString(), undefined],
+    ["Retry-After that is not a number or date falls back to the default", "later", undefined],
+  ])("%s", (_rule, raw, expected) => {
+    expect(parseRetryAfter(raw, now)).toBe(expected);
+  });
+
+  test("the header reset wins over the body's copy, which wins over Retry-After", () => {
+    const headers = new Headers({ "x-ratelimit-reset": String(now + minute), "retry-after": "5" });
+    const body = { metadataHeaders: { "x-ratelimit-reset": String(now + 2 * minute) } };
+    expect(resetFrom(headers, body, now, 1000)).toEqual({ until: now + minute, source: "header" });
+    expect(resetFrom(new Headers({ "retry-after": "5" }), body, now, 1000)).toEqual({ until: now + 2 * minute, source: "body" });
+    expect(resetFrom(new Headers({ "retry-after": "5" }), {}, now, 1000)).toEqual({ until: now + 5000, source: "retry-after" });
+    expect(resetFrom(new Headers(), {}, now, 1000)).toEqual({ until: now + 1000, source: "default" });
+  });
+
+  test("the error body's metadata headers are read whatever their case", () => {
+    const facts = readErrorBody(
+      JSON.stringify({ error: { code: 429, message: "Rate limit exceeded: free-models-per-day", metadata: { headers: { "X-RateLimit-Reset": String(now + minute) } } } }),
+    );
+    expect(facts).toEqual({ message: "Rate limit exceeded: free-models-per-day", metadataHeaders: { "x-ratelimit-reset": String(now + minute) } });
+    expect(readErrorBody("<html>Bad gateway</html>")).toEqual({});
+  });
+});
+
+describe("what an upstream status means", () => {
+  const outcomeOf = (status: number, message?: string, headers: Record<string, string> = {}) =>
+    classify({ status, headers: new Headers(headers), body: message ? { message } : {}, now, defaultCooldownMs: minute }).kind;
+
+  test.each([
+    [200, "ok"],
+    [400, "request-error"],
+    [401, "key-failure"],
+    [402, "key-failure"],
+    [403, "request-error"],
+    [404, "request-error"],
+    [408, "upstream-error"],
+    [413, "request-error"],
+    [422, "request-error"],
+    [429, "rate-limited"],
+    [500, "upstream-error"],
+    [502, "upstream-error"],
+    [503, "upstream-error"],
+    [524, "upstream-error"],
+  ])("status %d is %s", (status, kind) => {
+    expect(outcomeOf(status)).toBe(kind);
+  });
+
+  test("a 403 saying the key limit is exceeded blames the key, not the request", () => {
+    expect(outcomeOf(403, "Key limit exceeded")).toBe("key-failure");
+    expect(outcomeOf(403, "Your input was flagged for moderation")).toBe("request-error");
+  });
+
+  test("a 429 without reset information cools down for the default", () => {
+    expect(classify({ status: 429, headers: new Headers(), now, defaultCooldownMs: minute })).toEqual({ kind: "rate-limited", until: now + minute, source: "default" });
+  });
+
+  test("a success whose headers say nothing remains cools down until its reset", () => {
+    const headers = new Headers({ "x-ratelimit-remaining": "0", "x-ratelimit-reset": String(now + 5 * minute) });
+    expect(classify({ status: 200, headers, now, defaultCooldownMs: minute })).toEqual({
+      kind: "ok",
+      exhausted: { until: now + 5 * minute, source: "header" },
+    });
+    expect(classify({ status: 200, headers: new Headers({ "x-ratelimit-remaining": "3" }), now, defaultCooldownMs: minute })).toEqual({ kind: "ok" });
+  });
+});
