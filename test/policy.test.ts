@@ -49,7 +49,7 @@ describe("what an upstream status means", () => {
   const outcomeOf = (status: number, message?: string, headers: Record<string, string> = {}) =>
     classify({ status, headers: new Headers(headers), body: message ? { message } : {}, now, defaultCooldownMs: minute }).kind;
 
-  test.each([
+  test.each<[number, string]>([
     [200, "ok"],
     [400, "request-error"],
     [401, "key-failure"],
@@ -65,7 +65,7 @@ describe("what an upstream status means", () => {
     [503, "upstream-error"],
     [524, "upstream-error"],
   ])("status %d is %s", (status, kind) => {
-    expect(outcomeOf(status)).toBe(kind);
+    expect<string>(outcomeOf(status)).toBe(kind);
   });
 
   test("a 403 saying the key limit is exceeded blames the key, not the request", () => {

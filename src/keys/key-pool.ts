@@ -31,8 +31,19 @@ export type KeyStatus =
   | { state: "cooling"; until: number; reason?: string }
   | { state: "disabled"; reason: string; at: number };
 
+export interface Availability {
+  total: number;
+  available: number;
+  cooling: number;
+  disabled: number;
+  /** When the first cooling key returns; undefined when none is cooling. */
+  nextAvailableAt?: number;
+}
+
 export interface KeyPool {
   acquire(options?: AcquireOptions): AcquireResult;
+  /** How many keys could serve now, rest, or are disabled (readiness, error messages). */
+  availability(): Availability;
   report(keyId: string, outcome: Outcome): void;
   /** Adopts a stored list: new keys join, missing ones leave, known ones keep runtime state. */
   replaceKeys(records: readonly KeyRecord[]): void;
@@ -123,6 +134,22 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       stickyId = key.id;
       changed();
       return { ok: true, lease: { keyId: key.id, secret: key.secret } };
+    },
+
+    availability() {
+      const at = now();
+      let available = 0;
+      let disabled = 0;
+      let cooling = 0;
+      let nextAvailableAt = Infinity;
+      for (const key of keys) {
+        if (key.disabled) disabled++;
+        else if (key.cooldownUntil > at) {
+          cooling++;
+          nextAvailableAt = Math.min(nextAvailableAt, key.cooldownUntil);
+        } else available++;
+      }
+      return { total: keys.length, available, cooling, disabled, ...(cooling > 0 ? { nextAvailableAt } : {}) };
     },
 
     report(keyId, outcome) {

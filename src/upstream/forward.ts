@@ -215,6 +215,18 @@ export function createForwarder({
         { type: last.timedOut ? "timeout_error" : "upstream_error", code: last.timedOut ? "upstream_timeout" : "upstream_unreachable" },
       );
     }
+    if (last.outcome.kind === "rate-limited") {
+      // Rotated through rate limits until nothing is left: say when a key returns, not just "429".
+      const availability = pool.availability();
+      if (availability.available === 0 && availability.nextAvailableAt !== undefined) {
+        done(429, undefined);
+        throw noKeyError(
+          { ok: false, reason: "all-cooling", cooling: availability.cooling, nextAvailableAt: availability.nextAvailableAt, total: availability.total },
+          now(),
+          last,
+        );
+      }
+    }
     // Every attempt failed, or the request was refused: the upstream's last answer, as it came.
     const lastKeyId = [...exclude, ...avoid].at(-1);
     done(last.status, lastKeyId);

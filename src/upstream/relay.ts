@@ -32,7 +32,7 @@ export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, onEn
   const watchIdle = () => {
     const silentFor = performance.now() - lastActivity;
     if (silentFor >= idleMs) {
-      upstream.abort(new DOMException(`the upstream sent nothing for ${Math.round(idleMs / 1000)} s`, "TimeoutError"));
+      upstream.abort(new DOMException(`the upstream sent nothing for ${idleMs / 1000} s`, "TimeoutError"));
       return;
     }
     idleTimer = setTimeout(watchIdle, idleMs - silentFor);
@@ -42,20 +42,24 @@ export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, onEn
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
+        let result: ReadableStreamReadResult<Uint8Array>;
         try {
-          const { done, value } = await reader.read();
-          lastActivity = performance.now();
-          if (done) {
-            controller.close();
-            end({ kind: "complete" });
-          } else {
-            controller.enqueue(value);
-          }
+          result = await reader.read();
         } catch (error) {
+          if (ended) return; // the client left first; the stream is already cancelled
           // The upstream died or went silent: end the client's stream with an error (its
           // connection is closed without the final chunk), so nothing hangs on either side.
           end({ kind: "upstream-failed", error });
           controller.error(error);
+          return;
+        }
+        if (ended) return;
+        lastActivity = performance.now();
+        if (result.done) {
+          end({ kind: "complete" });
+          controller.close();
+        } else {
+          controller.enqueue(result.value);
         }
       },
       cancel(reason) {
