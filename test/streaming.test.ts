@@ -29,7 +29,11 @@ function streamRequest(p: TestProxy, signal?: AbortSignal) {
 const decoder = new TextDecoder();
 
 /** Reads until the text received so far contains `marker`; returns everything read. */
-async function readUntil(reader: ReadableStreamDefaultReader<Uint8Array>, marker: string, soFar = ""): Promise<string> {
+interface ChunkReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>;
+}
+
+async function readUntil(reader: ChunkReader, marker: string, soFar = ""): Promise<string> {
   let text = soFar;
   while (!text.includes(marker)) {
     const { done, value } = await reader.read();

@@ -42,7 +42,7 @@ export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, onEn
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        let result: ReadableStreamReadResult<Uint8Array>;
+        let result: Awaited<ReturnType<typeof reader.read>>;
         try {
           result = await reader.read();
         } catch (error) {
