@@ -16,14 +16,11 @@ export async function serve(config: Config, io: CommandIO): Promise<number> {
     return 2;
   }
   const { proxy } = started;
-  io.out(`openrouter-proxy ${version} listening on ${proxy.url}/v1 (upstream ${config.OPENROUTER_BASE_URL})`);
-  io.out(
-    proxy.keyCount === 0
-      ? `no keys in ${config.KEYS_FILE} yet: put one there ({"keys":[{"key":"sk-or-v1-…"}]}, see keys.json.example); it is picked up without a restart`
-      : `${proxy.keyCount} key${proxy.keyCount === 1 ? "" : "s"} from ${config.KEYS_FILE}, rotation ${config.ROTATION}`,
-  );
 
-  return new Promise<number>((resolve) => {
+  // The signal handlers go in before the "listening" line is printed: a supervisor (or a test)
+  // may send SIGTERM the moment it reads that line, and with no handler yet the default action
+  // kills the process without saving key state (seen in test/cli.test.ts about half the time).
+  const stopped = new Promise<number>((resolve) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
       if (stopping) {
@@ -43,4 +40,12 @@ export async function serve(config: Config, io: CommandIO): Promise<number> {
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
   });
+
+  io.out(`openrouter-proxy ${version} listening on ${proxy.url}/v1 (upstream ${config.OPENROUTER_BASE_URL})`);
+  io.out(
+    proxy.keyCount === 0
+      ? `no keys in ${config.KEYS_FILE} yet: put one there ({"keys":[{"key":"sk-or-v1-…"}]}, see keys.json.example); it is picked up without a restart`
+      : `${proxy.keyCount} key${proxy.keyCount === 1 ? "" : "s"} from ${config.KEYS_FILE}, rotation ${config.ROTATION}`,
+  );
+  return stopped;
 }

@@ -9,8 +9,10 @@
  * - `watch` polls the file (async stat, a few times a second) and reports changes that are not
  *   the store's own writes.
  */
-import { open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { readFileSync, renameSync } from "node:fs";
+import { open, readFile, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import type { z } from "zod";
 import { findJsonSyntaxError } from "./json-syntax.ts";
 import { mergeKeyLists, type KeyStore, type StoreLoad } from "./key-store.ts";
 import { KeyFileSchema, fileTextFromDocument, recordsFromFile, type KeyFileDocument, type KeyRecord } from "./schema.ts";
@@ -39,7 +41,7 @@ export function parseKeyFile(text: string, name: string, now: number): StoreLoad
   }
   const parsed = KeyFileSchema.safeParse(json);
   if (!parsed.success) {
-    const issue = parsed.error.issues.find((candidate) => candidate.path.length > 0) ?? parsed.error.issues[0];
+    const issue = deepestIssue(parsed.error.issues);
     const path = issue?.path.length ? issue.path.map((part) => (typeof part === "number" ? `[${part}]` : `.${String(part)}`)).join("") : "";
     const expected = 'expected {"keys":[{"key":"sk-or-v1-…","label":"…"}]} or ["sk-or-v1-…"]';
     return {
@@ -48,6 +50,27 @@ export function parseKeyFile(text: string, name: string, now: number): StoreLoad
     };
   }
   return { ok: true, doc: recordsFromFile(parsed.data, now), exists: true };
+}
+
+type ShapeIssue = { path: PropertyKey[]; message: string };
+
+/**
+ * The issue that says most precisely what is wrong. The file is a union (object form or bare
+ * list) of unions (entry or key string), and zod reports a failed union as one "Invalid input" at
+ * its root with each branch's issues inside, their paths relative to it: the deepest of those
+ * names the field a person has to fix (`keys[1].key`), not just the file.
+ */
+function deepestIssue(issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[] = []): ShapeIssue | undefined {
+  let best: ShapeIssue | undefined;
+  for (const issue of issues) {
+    const path = [...prefix, ...issue.path];
+    const candidate =
+      issue.code === "invalid_union" && issue.errors.length > 0
+        ? deepestIssue(issue.errors.flat(), path)
+        : { path, message: issue.message };
+    if (candidate && (!best || candidate.path.length > best.path.length)) best = candidate;
+  }
+  return best;
 }
 
 export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleLockMs = 5000 }: JsonFileStoreOptions): KeyStore {
@@ -65,15 +88,35 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
     }
   }
 
-  async function readDoc(): Promise<StoreLoad> {
-    const text = await readText();
+  function loadText(text: string | undefined): StoreLoad {
     if (text === undefined) return { ok: true, doc: { records: [], extraTopLevel: {} }, exists: false };
     const result = parseKeyFile(text, name, now());
     if (result.ok) lastKnownText = text;
     return result;
   }
 
-  async function writeDoc(doc: KeyFileDocument): Promise<void> {
+  function readTextSync(): string | undefined {
+    try {
+      return readFileSync(path, "utf8");
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async function readDoc(): Promise<StoreLoad> {
+    return loadText(await readText());
+  }
+
+  /**
+   * Writes `doc` unless the file no longer holds `expected`, the text the caller read and merged
+   * with; then returns false and writes nothing. People's editors take no lock, so without this
+   * check a save whose write and fsync overlapped an edit would rename over the edit and lose it.
+   * The check and the rename run synchronously, back to back, so the window left between them is
+   * two system calls on a small file (an edit landing exactly there is still lost: no lock-free
+   * compare-and-rename exists; writers that hold `<file>.lock`, like `update`, are safe).
+   */
+  async function writeDoc(doc: KeyFileDocument, expected: string | undefined): Promise<boolean> {
     const text = fileTextFromDocument(doc, now());
     const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
     const handle = await open(temp, "w", 0o600);
@@ -84,12 +127,35 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
       await handle.close();
     }
     try {
-      await rename(temp, path);
+      if (readTextSync() !== expected) {
+        await unlink(temp);
+        return false;
+      }
+      renameSync(temp, path);
     } catch (error) {
       await unlink(temp).catch(() => {});
       throw error;
     }
     lastKnownText = text;
+    return true;
+  }
+
+  /**
+   * Read, change, write, under the lock; read and change again when someone edited the file
+   * while it was being written. `change` returns undefined to leave the file as it is.
+   */
+  function readModifyWrite(change: (current: Extract<StoreLoad, { ok: true }>) => KeyFileDocument | undefined): Promise<StoreLoad> {
+    return withLock(async () => {
+      for (let attempt = 1; ; attempt++) {
+        const text = await readText();
+        const current = loadText(text);
+        if (!current.ok) return current;
+        const next = change(current);
+        if (next === undefined) return current;
+        if (await writeDoc(next, text)) return { ok: true, doc: next, exists: true };
+        if (attempt >= 10) throw new Error(`${name} kept changing while it was being written`);
+      }
+    });
   }
 
   async function withLock<T>(work: () => Promise<T>): Promise<T> {
@@ -119,27 +185,20 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
     load: readDoc,
 
     save(ours: readonly KeyRecord[]) {
-      return withLock(async () => {
-        const current = await readDoc();
-        if (!current.ok) return current;
+      return readModifyWrite((current) => {
         // Nothing on disk and nothing to remember: do not create a file nobody asked for.
-        if (!current.exists && ours.length === 0) return current;
-        const merged: KeyFileDocument = {
+        if (!current.exists && ours.length === 0) return undefined;
+        return {
           records: current.exists ? mergeKeyLists(current.doc.records, ours) : [...ours],
           extraTopLevel: current.doc.extraTopLevel,
         };
-        await writeDoc(merged);
-        return { ok: true, doc: merged, exists: true };
       });
     },
 
     update(change) {
-      return withLock(async () => {
-        const current = await readDoc();
-        if (!current.ok) return current;
+      return readModifyWrite((current) => {
         const next = change(current.doc);
-        await writeDoc(next);
-        return { ok: true, doc: next, exists: true };
+        return next === current.doc ? undefined : next; // unchanged: write nothing
       });
     },
 

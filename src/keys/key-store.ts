@@ -21,7 +21,11 @@ export interface KeyStore {
    * then nothing is written over it.
    */
   save(ours: readonly KeyRecord[]): Promise<StoreLoad>;
-  /** Read-modify-write for people's changes (CLI, admin API), under the store's lock. */
+  /**
+   * Read-modify-write for people's changes (CLI, admin API), under the store's lock. `change` may
+   * run more than once (again when someone edits the file while it is being written), so it must
+   * be a pure function of the document it is given.
+   */
   update(change: (doc: KeyFileDocument) => KeyFileDocument): Promise<StoreLoad>;
   /** Calls back with the stored list when someone else changes it; returns an unsubscribe. */
   watch(onChange: (result: StoreLoad) => void): () => void;

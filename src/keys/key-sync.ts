@@ -28,6 +28,12 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
   let saving: Promise<void> | undefined;
   let dirty = false;
   let lastReported: string | undefined;
+  /**
+   * The last save was refused (the stored file did not parse) or failed: the pool's state waits in
+   * memory. Nothing in the pool changes when the file is fixed, so the watcher must ask for the
+   * save, or that state would stay unwritten until the next request.
+   */
+  let unsaved = false;
 
   const report = (message: string) => {
     if (message === lastReported) return;
@@ -54,7 +60,16 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
     dirty = false;
     saving = store
       .save(pool.records())
-      .then(adopt, (error: unknown) => report(`could not write ${store.name}: ${error instanceof Error ? error.message : String(error)}`))
+      .then(
+        (result) => {
+          unsaved = !result.ok;
+          adopt(result);
+        },
+        (error: unknown) => {
+          unsaved = true;
+          report(`could not write ${store.name}: ${error instanceof Error ? error.message : String(error)}`);
+        },
+      )
       .finally(() => {
         saving = undefined;
       });
@@ -62,13 +77,17 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
     if (dirty) await save();
   };
 
-  const unsubscribeChanges = pool.onChange(() => {
+  const scheduleSave = () => {
     if (timer === undefined) {
       timer = setTimeout(save, saveDelayMs);
       timer.unref?.();
     }
+  };
+  const unsubscribeChanges = pool.onChange(scheduleSave);
+  const unwatch = store.watch((result) => {
+    adopt(result);
+    if (result.ok && unsaved) scheduleSave();
   });
-  const unwatch = store.watch(adopt);
 
   const flush = async () => {
     if (timer !== undefined) {

@@ -1,0 +1,180 @@
+/** Settings from the environment: the defaults, one readable line per bad value, and `.env` parsing. */
+import { describe, expect, test } from "bun:test";
+import { defaultConfig, loadConfig, parseDotenv, type Config, type ConfigName } from "../src/config.ts";
+
+describe("defaults", () => {
+  const defaults: Array<[ConfigName, Config[ConfigName]]> = [
+    ["PORT", 3000],
+    ["HOST", "127.0.0.1"],
+    ["OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1"],
+    ["KEYS_FILE", "keys.json"],
+    ["MAX_ATTEMPTS", 3],
+    ["FAILURE_THRESHOLD", 5],
+    ["COOLDOWN_SECONDS", 60],
+    ["ROTATION", "sticky"],
+    ["UPSTREAM_TIMEOUT_SECONDS", 600],
+    ["RETRY_BACKOFF_MS", 200],
+    ["SHUTDOWN_GRACE_SECONDS", 30],
+  ];
+
+  test.each(defaults)("%s defaults to %p", (name, value) => {
+    const result = loadConfig({});
+    if (!result.ok) throw new Error(result.message);
+    expect(result.config[name]).toBe(value);
+  });
+
+  test("the defaults table covers every setting", () => {
+    expect(Object.keys(defaultConfig()).sort()).toEqual(defaults.map(([name]) => name).sort());
+  });
+
+  test("no timeout of the proxy's own is shorter than 10 minutes by default", () => {
+    const config = defaultConfig();
+    const timeouts = (Object.keys(config) as ConfigName[]).filter((name) => /TIMEOUT/.test(name));
+    expect(timeouts).toEqual(["UPSTREAM_TIMEOUT_SECONDS"]);
+    for (const name of timeouts) expect(config[name] as number).toBeGreaterThanOrEqual(600);
+  });
+
+  test("an empty variable counts as not set", () => {
+    const result = loadConfig({ PORT: "", ROTATION: "  ", KEYS_FILE: "" });
+    expect(result).toEqual({ ok: true, config: defaultConfig() });
+  });
+});
+
+describe("good values", () => {
+  test("values are read, numbers as numbers and surrounding spaces trimmed", () => {
+    const result = loadConfig({
+      PORT: " 0 ",
+      HOST: "0.0.0.0",
+      OPENROUTER_BASE_URL: "http://localhost:8080/api/v1",
+      KEYS_FILE: "/etc/openrouter-proxy/keys.json",
+      MAX_ATTEMPTS: "20",
+      FAILURE_THRESHOLD: "1",
+      COOLDOWN_SECONDS: "0.5",
+      ROTATION: "least-recently-used",
+      UPSTREAM_TIMEOUT_SECONDS: "0",
+      RETRY_BACKOFF_MS: "0",
+      SHUTDOWN_GRACE_SECONDS: "3600",
+    });
+    expect(result).toEqual({
+      ok: true,
+      config: {
+        PORT: 0,
+        HOST: "0.0.0.0",
+        OPENROUTER_BASE_URL: "http://localhost:8080/api/v1",
+        KEYS_FILE: "/etc/openrouter-proxy/keys.json",
+        MAX_ATTEMPTS: 20,
+        FAILURE_THRESHOLD: 1,
+        COOLDOWN_SECONDS: 0.5,
+        ROTATION: "least-recently-used",
+        UPSTREAM_TIMEOUT_SECONDS: 0,
+        RETRY_BACKOFF_MS: 0,
+        SHUTDOWN_GRACE_SECONDS: 3600,
+      },
+    });
+  });
+
+  test("a trailing slash on OPENROUTER_BASE_URL is dropped, so paths join cleanly", () => {
+    const result = loadConfig({ OPENROUTER_BASE_URL: "https://openrouter.ai/api/v1/" });
+    expect(result.ok && result.config.OPENROUTER_BASE_URL).toBe("https://openrouter.ai/api/v1");
+  });
+
+  test.each(["sticky", "round-robin", "least-recently-used"])("ROTATION=%s is accepted", (rotation) => {
+    const result = loadConfig({ ROTATION: rotation });
+    expect(result.ok && result.config.ROTATION).toBe(rotation);
+  });
+});
+
+describe("bad values", () => {
+  const port = "an integer from 0 to 65535 (0 picks a free port)";
+  const url = "an http(s) URL such as https://openrouter.ai/api/v1";
+  const attempts = "an integer from 1 to 20";
+  const threshold = "an integer from 1 to 1000";
+  const cooldown = "a number of seconds above 0, at most 172800 (48 h)";
+  const rotation = "one of sticky, round-robin, least-recently-used";
+  const timeout = "a number of seconds from 0 (no limit) to 86400";
+  const cases: Array<[ConfigName, string, string]> = [
+    ["PORT", "abc", port],
+    ["PORT", "70000", port],
+    ["PORT", "-1", port],
+    ["PORT", "80.5", port],
+    ["PORT", "3000abc", port],
+    ["OPENROUTER_BASE_URL", "openrouter.ai/api/v1", url],
+    ["OPENROUTER_BASE_URL", "ftp://openrouter.ai/api/v1", url],
+    ["MAX_ATTEMPTS", "0", attempts],
+    ["MAX_ATTEMPTS", "21", attempts],
+    ["MAX_ATTEMPTS", "two", attempts],
+    ["FAILURE_THRESHOLD", "0", threshold],
+    ["FAILURE_THRESHOLD", "2.5", threshold],
+    ["COOLDOWN_SECONDS", "0", cooldown],
+    ["COOLDOWN_SECONDS", "-60", cooldown],
+    ["COOLDOWN_SECONDS", "1m", cooldown],
+    ["COOLDOWN_SECONDS", "172801", cooldown],
+    ["ROTATION", "bogus", rotation],
+    ["ROTATION", "Sticky", rotation],
+    ["UPSTREAM_TIMEOUT_SECONDS", "-1", timeout],
+    ["UPSTREAM_TIMEOUT_SECONDS", "10m", timeout],
+    ["UPSTREAM_TIMEOUT_SECONDS", "Infinity", timeout],
+    ["RETRY_BACKOFF_MS", "60001", "an integer number of milliseconds from 0 to 60000"],
+    ["SHUTDOWN_GRACE_SECONDS", "3601", "a number of seconds from 0 to 3600"],
+  ];
+
+  test.each(cases)("%s=%p is refused in one line naming the variable, the value and what is allowed", (name, value, allowed) => {
+    const result = loadConfig({ [name]: value });
+    if (result.ok) throw new Error(`${name}=${value} was accepted as ${String(result.config[name])}`);
+    expect(result.message).toBe(`invalid ${name}=${JSON.stringify(value)}: expected ${allowed}`);
+  });
+
+  test("a value with a line break still gives one line", () => {
+    const result = loadConfig({ ROTATION: "sticky\nround-robin" });
+    expect(result.ok).toBe(false);
+    if (!result.ok) {
+      expect(result.message).not.toContain("\n");
+      expect(result.message).toContain("ROTATION=");
+    }
+  });
+
+  test("of several bad values, the message names one of them, not a list", () => {
+    const result = loadConfig({ PORT: "x", ROTATION: "y" });
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.message).toMatch(/^invalid (PORT="x"|ROTATION="y"): expected [^\n]+$/);
+  });
+});
+
+describe("parseDotenv", () => {
+  test("reads KEY=value lines and skips blank lines and # comments", () => {
+    expect(parseDotenv("# settings\n\nPORT=8080\n   # indented comment\nHOST=0.0.0.0\n")).toEqual({ PORT: "8080", HOST: "0.0.0.0" });
+  });
+
+  test("an `export ` prefix is allowed, as in files meant to be sourced by a shell", () => {
+    expect(parseDotenv("export PORT=8080\nexport  ROTATION=round-robin")).toEqual({ PORT: "8080", ROTATION: "round-robin" });
+  });
+
+  test("double and single quotes are removed, keeping what is inside as written", () => {
+    expect(parseDotenv(`A="has # hash and spaces "\nB='single # quoted'\nC=""`)).toEqual({ A: "has # hash and spaces ", B: "single # quoted", C: "" });
+  });
+
+  test("\\n inside double quotes is a line break; inside single quotes it stays as written", () => {
+    expect(parseDotenv(`A="one\\ntwo"\nB='one\\ntwo'`)).toEqual({ A: "one\ntwo", B: "one\\ntwo" });
+  });
+
+  test("a # after a space ends an unquoted value; one inside a word does not", () => {
+    expect(parseDotenv("PORT=8080 # the usual\nKEYS_FILE=keys#1.json\nQUOTED=\"x\" # note")).toEqual({ PORT: "8080", KEYS_FILE: "keys#1.json", QUOTED: "x" });
+  });
+
+  test("spaces around = are allowed, = inside the value is kept, and CRLF line ends are handled", () => {
+    expect(parseDotenv("PORT = 8080\r\nOPENROUTER_BASE_URL=http://h/api?x=1\r\n")).toEqual({ PORT: "8080", OPENROUTER_BASE_URL: "http://h/api?x=1" });
+  });
+
+  test("an empty value is kept as empty, and lines that are not assignments are ignored", () => {
+    expect(parseDotenv("PORT=\nnot an assignment\n1BAD=x\n=nothing")).toEqual({ PORT: "" });
+  });
+
+  test("a later line wins over an earlier one for the same name", () => {
+    expect(parseDotenv("PORT=1\nPORT=2")).toEqual({ PORT: "2" });
+  });
+
+  test("what it reads feeds loadConfig", () => {
+    const result = loadConfig(parseDotenv('export ROTATION="round-robin" # spread the load\nPORT=0'));
+    expect(result.ok && [result.config.ROTATION, result.config.PORT]).toEqual(["round-robin", 0]);
+  });
+});
