@@ -4,21 +4,34 @@
  */
 import { Hono } from "hono";
 import { ProxyError, renderError } from "./errors.ts";
-import { healthHandler } from "./routes/health.ts";
+import type { KeyPool } from "./keys/key-pool.ts";
+import type { KeyStore } from "./keys/key-store.ts";
+import { adminRoutes } from "./routes/admin.ts";
+import { requireClientKey } from "./routes/client-auth.ts";
+import { healthHandler, readinessHandler } from "./routes/health.ts";
 import { proxyHandler } from "./routes/proxy.ts";
 import type { ProxyRequest } from "./upstream/forward.ts";
+import type { KeyCheck } from "./upstream/key-info.ts";
 
 export type AppEnv = { Variables: { requestId: string } };
 
 export interface AppDeps {
   forward: (request: ProxyRequest) => Promise<Response>;
+  pool: KeyPool;
+  store: KeyStore;
+  checkKey: (secret: string) => Promise<KeyCheck>;
+  /** Unset: the admin API answers 404 saying how to turn it on. */
+  adminToken?: string | undefined;
+  /** Set: clients must send one of these as their bearer. */
+  proxyApiKeys?: readonly string[] | undefined;
+  now?: () => number;
   /** Errors that are the proxy's own fault go here (stderr by default) before a 500 is sent. */
   reportInternalError?: (error: unknown, requestId: string) => void;
 }
 
 const clientRequestId = /^[A-Za-z0-9._:-]{1,128}$/;
 
-export function createApp({ forward, reportInternalError = defaultReport }: AppDeps): Hono<AppEnv> {
+export function createApp({ forward, pool, store, checkKey, adminToken, proxyApiKeys, now = Date.now, reportInternalError = defaultReport }: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async function requestId(c, next) {
@@ -31,8 +44,15 @@ export function createApp({ forward, reportInternalError = defaultReport }: AppD
   });
 
   app.get("/healthz", healthHandler());
+  app.get("/readyz", readinessHandler(pool, now));
+  app.route("/admin", adminRoutes({ adminToken, pool, store, checkKey, now }));
 
   const proxy = proxyHandler(forward);
+  if (proxyApiKeys && proxyApiKeys.length > 0) {
+    const clientAuth = requireClientKey(proxyApiKeys);
+    app.use("/v1/*", clientAuth);
+    app.use("/api/v1/*", clientAuth);
+  }
   app.all("/v1/*", proxy);
   app.all("/api/v1/*", proxy);
 

@@ -9,6 +9,7 @@ import { z } from "zod";
 
 const seconds = (min: number, max: number) => z.coerce.number().min(min).max(max);
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const boolean = z.enum(["true", "false", "1", "0", "yes", "no"]).transform((value) => ["true", "1", "yes"].includes(value));
 
 export const Rotation = z.enum(["sticky", "round-robin", "least-recently-used"]);
 export type Rotation = z.infer<typeof Rotation>;
@@ -34,6 +35,21 @@ const settings = {
   },
   RETRY_BACKOFF_MS: { schema: integer(0, 60_000).default(200), allowed: "an integer number of milliseconds from 0 to 60000" },
   SHUTDOWN_GRACE_SECONDS: { schema: seconds(0, 3600).default(30), allowed: "a number of seconds from 0 to 3600" },
+  ADMIN_TOKEN: {
+    schema: z.string().min(8).regex(/^\S+$/).optional(),
+    allowed: "a token of at least 8 characters without spaces (unset: the admin API is off)",
+    secret: true,
+  },
+  PROXY_API_KEYS: {
+    schema: z
+      .string()
+      .transform((list) => list.split(",").map((key) => key.trim()).filter((key) => key !== ""))
+      .pipe(z.array(z.string().regex(/^\S+$/)).min(1))
+      .optional(),
+    allowed: "a comma-separated list of keys without spaces",
+    secret: true,
+  },
+  ALLOW_OPEN_PROXY: { schema: boolean.default(false), allowed: "true or false" },
 } as const;
 
 type Settings = typeof settings;
@@ -62,8 +78,11 @@ export function loadConfig(env: EnvInput): ConfigResult {
   if (parsed.success) return { ok: true, config: parsed.data };
   const issue = parsed.error.issues[0];
   const name = String(issue?.path[0] ?? "configuration") as ConfigName;
-  const allowed = settings[name]?.allowed ?? issue?.message ?? "a valid value";
-  return { ok: false, message: `invalid ${name}=${JSON.stringify(input[name] ?? "")}: expected ${allowed}` };
+  const setting: { allowed: string; secret?: boolean } | undefined = settings[name];
+  const allowed = setting?.allowed ?? issue?.message ?? "a valid value";
+  // A secret's value is never echoed, not even a wrong one: it may be a real token.
+  const shown = setting?.secret ? "(hidden)" : JSON.stringify(input[name] ?? "");
+  return { ok: false, message: `invalid ${name}=${shown}: expected ${allowed}` };
 }
 
 /** The defaults, for tests and for subcommands that need only a few settings. */

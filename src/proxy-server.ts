@@ -11,7 +11,9 @@ import { createKeyPool, type KeyPool } from "./keys/key-pool.ts";
 import type { KeyStore } from "./keys/key-store.ts";
 import { startKeySync, type KeySync } from "./keys/key-sync.ts";
 import { startHttpServer, stopGracefully, type HttpServer } from "./server.ts";
+import { isLoopbackHost } from "./routes/client-auth.ts";
 import { abortableSleep, createForwarder } from "./upstream/forward.ts";
+import { checkKey } from "./upstream/key-info.ts";
 
 export interface ProxyOverrides {
   fetch?: typeof fetch;
@@ -39,6 +41,14 @@ export interface RunningProxy {
 export type StartResult = { ok: true; proxy: RunningProxy } | { ok: false; message: string };
 
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<StartResult> {
+  if (!config.PROXY_API_KEYS && !isLoopbackHost(config.HOST) && !config.ALLOW_OPEN_PROXY) {
+    return {
+      ok: false,
+      message:
+        `refusing to listen on ${config.HOST} without PROXY_API_KEYS: anyone who can reach it could spend your keys. ` +
+        "Set PROXY_API_KEYS=<a secret for your clients>, listen on 127.0.0.1, or set ALLOW_OPEN_PROXY=true if another layer guards it",
+    };
+  }
   const now = overrides.now ?? Date.now;
   const events = overrides.events ?? createEventBus();
   const store = overrides.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
@@ -67,7 +77,15 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     sleep: overrides.sleep ?? abortableSleep,
     events,
   });
-  const app = createApp({ forward });
+  const app = createApp({
+    forward,
+    pool,
+    store,
+    checkKey: (secret) => checkKey(secret, { baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch }),
+    adminToken: config.ADMIN_TOKEN,
+    proxyApiKeys: config.PROXY_API_KEYS,
+    now,
+  });
 
   let server: HttpServer;
   try {

@@ -15,6 +15,9 @@ describe("defaults", () => {
     ["UPSTREAM_TIMEOUT_SECONDS", 600],
     ["RETRY_BACKOFF_MS", 200],
     ["SHUTDOWN_GRACE_SECONDS", 30],
+    ["ADMIN_TOKEN", undefined],
+    ["PROXY_API_KEYS", undefined],
+    ["ALLOW_OPEN_PROXY", false],
   ];
 
   test.each(defaults)("%s defaults to %p", (name, value) => {
@@ -69,6 +72,7 @@ describe("good values", () => {
         UPSTREAM_TIMEOUT_SECONDS: 0,
         RETRY_BACKOFF_MS: 0,
         SHUTDOWN_GRACE_SECONDS: 3600,
+        ALLOW_OPEN_PROXY: false,
       },
     });
   });
@@ -116,12 +120,29 @@ describe("bad values", () => {
     ["UPSTREAM_TIMEOUT_SECONDS", "Infinity", timeout],
     ["RETRY_BACKOFF_MS", "60001", "an integer number of milliseconds from 0 to 60000"],
     ["SHUTDOWN_GRACE_SECONDS", "3601", "a number of seconds from 0 to 3600"],
+    ["ALLOW_OPEN_PROXY", "maybe", "true or false"],
   ];
 
   test.each(cases)("%s=%p is refused in one line naming the variable, the value and what is allowed", (name, value, allowed) => {
     const result = loadConfig({ [name]: value });
     if (result.ok) throw new Error(`${name}=${value} was accepted as ${String(result.config[name])}`);
     expect(result.message).toBe(`invalid ${name}=${JSON.stringify(value)}: expected ${allowed}`);
+  });
+
+  test.each([
+    ["ADMIN_TOKEN", "short", "a token of at least 8 characters without spaces (unset: the admin API is off)"],
+    ["ADMIN_TOKEN", "has a space in it", "a token of at least 8 characters without spaces (unset: the admin API is off)"],
+    ["PROXY_API_KEYS", " , ,", "a comma-separated list of keys without spaces"],
+    ["PROXY_API_KEYS", "good-key,bad key", "a comma-separated list of keys without spaces"],
+  ])("a bad secret %s is refused without echoing its value", (name, value, allowed) => {
+    const result = loadConfig({ [name]: value });
+    if (result.ok) throw new Error(`${name} was accepted`);
+    expect(result.message).toBe(`invalid ${name}=(hidden): expected ${allowed}`);
+  });
+
+  test("PROXY_API_KEYS is a comma-separated list, spaces around the commas ignored", () => {
+    const result = loadConfig({ PROXY_API_KEYS: " client-one , client-two,," });
+    expect(result.ok && result.config.PROXY_API_KEYS).toEqual(["client-one", "client-two"]);
   });
 
   test("a value with a line break still gives one line", () => {

@@ -1,12 +1,8 @@
 /** `serve`: start the proxy and run until SIGINT/SIGTERM. */
 import type { Config } from "../config.ts";
 import { startProxy } from "../proxy-server.ts";
+import type { CommandIO } from "./io.ts";
 import { version } from "./usage.ts";
-
-export interface CommandIO {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
 
 /** Resolves with the exit code when the server has stopped. */
 export async function serve(config: Config, io: CommandIO): Promise<number> {
@@ -44,7 +40,7 @@ export async function serve(config: Config, io: CommandIO): Promise<number> {
   io.out(`openrouter-proxy ${version} listening on ${proxy.url}/v1 (upstream ${config.OPENROUTER_BASE_URL})`);
   io.out(
     proxy.keyCount === 0
-      ? `no keys in ${config.KEYS_FILE} yet: put one there ({"keys":[{"key":"sk-or-v1-…"}]}, see keys.json.example); it is picked up without a restart`
+      ? `no keys in ${config.KEYS_FILE} yet: run \`openrouter-proxy add-key\` (or put one in the file, see keys.json.example); it is picked up without a restart`
       : `${proxy.keyCount} key${proxy.keyCount === 1 ? "" : "s"} from ${config.KEYS_FILE}, rotation ${config.ROTATION}`,
   );
   return stopped;

@@ -1,0 +1,47 @@
+/** What a command may touch of the terminal: two output lines, stdin, and whether it is a TTY. */
+
+export interface CommandIO {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  /** All of standard input as text (for `add-key < keys.txt`). */
+  readStdin?: () => Promise<string>;
+  /** Asks on the terminal without echoing what is typed; undefined when stdin is not a terminal. */
+  promptHidden?: (question: string) => Promise<string>;
+}
+
+export function processIO(): CommandIO {
+  return {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    readStdin: () => new Response(Bun.stdin.stream()).text(),
+    ...(process.stdin.isTTY ? { promptHidden } : {}),
+  };
+}
+
+/** Raw-mode read of one line with no echo: the key never shows on screen or in scrollback. */
+function promptHidden(question: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const stdin = process.stdin;
+    process.stderr.write(question);
+    stdin.setRawMode(true);
+    stdin.resume();
+    let typed = "";
+    const finish = (error?: Error) => {
+      stdin.setRawMode(false);
+      stdin.pause();
+      stdin.off("data", onData);
+      process.stderr.write("\n");
+      if (error) reject(error);
+      else resolve(typed);
+    };
+    const onData = (chunk: Buffer) => {
+      for (const char of chunk.toString("utf8")) {
+        if (char === "\r" || char === "\n") return finish();
+        if (char === "\u0003") return finish(new Error("cancelled")); // Ctrl-C
+        if (char === "\u007f" || char === "\b") typed = typed.slice(0, -1);
+        else if (char >= " ") typed += char;
+      }
+    };
+    stdin.on("data", onData);
+  });
+}

@@ -1,0 +1,71 @@
+/**
+ * Asks the upstream about one key: `GET ${OPENROUTER_BASE_URL}/key`. A 401/403 there means the
+ * key is rejected; anything else that is not a 200 (or no answer at all) means we could not tell.
+ * See ../shared/openrouter-api.md ("Endpoints": GET /key).
+ */
+import { z } from "zod";
+
+const KeyInfoSchema = z.looseObject({
+  data: z.looseObject({
+    label: z.string().nullish(),
+    limit: z.number().nullish(),
+    limit_remaining: z.number().nullish(),
+    usage: z.number().nullish(),
+    usage_daily: z.number().nullish(),
+    is_free_tier: z.boolean().nullish(),
+    creator_user_id: z.string().nullish(),
+    rate_limit: z.looseObject({ requests: z.number().nullish(), interval: z.string().nullish() }).nullish(),
+    free_model_daily_requests: z
+      .looseObject({ used: z.number().nullish(), limit: z.number().nullish(), remaining: z.number().nullish() })
+      .nullish(),
+  }),
+});
+
+export type KeyInfo = z.infer<typeof KeyInfoSchema>["data"];
+
+export type KeyCheck =
+  | { kind: "valid"; info: KeyInfo }
+  | { kind: "rejected"; status: number; message: string }
+  | { kind: "unknown"; reason: string };
+
+export interface KeyCheckOptions {
+  baseUrl: string;
+  fetch?: typeof fetch;
+  timeoutMs?: number;
+}
+
+export async function checkKey(secret: string, { baseUrl, fetch: fetchUpstream = globalThis.fetch, timeoutMs = 10_000 }: KeyCheckOptions): Promise<KeyCheck> {
+  let response: Response;
+  try {
+    response = await fetchUpstream(`${baseUrl}/key`, {
+      headers: { authorization: `Bearer ${secret}` },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (error) {
+    return { kind: "unknown", reason: `${baseUrl}/key could not be reached: ${error instanceof Error ? error.message : String(error)}` };
+  }
+  const text = await response.text().catch(() => "");
+  if (response.status === 401 || response.status === 403) {
+    return { kind: "rejected", status: response.status, message: upstreamMessage(text) ?? `the upstream answered ${response.status}` };
+  }
+  if (!response.ok) {
+    return { kind: "unknown", reason: `${baseUrl}/key answered ${response.status}${upstreamMessage(text) ? `: ${upstreamMessage(text)}` : ""}` };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { kind: "unknown", reason: `${baseUrl}/key answered 200 but not with JSON` };
+  }
+  const parsed = KeyInfoSchema.safeParse(json);
+  return parsed.success ? { kind: "valid", info: parsed.data.data } : { kind: "unknown", reason: `${baseUrl}/key answered in an unexpected shape` };
+}
+
+function upstreamMessage(text: string): string | undefined {
+  try {
+    const message = (JSON.parse(text) as { error?: { message?: unknown } }).error?.message;
+    return typeof message === "string" ? message : undefined;
+  } catch {
+    return undefined;
+  }
+}
