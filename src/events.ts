@@ -3,6 +3,7 @@
  * and tests subscribe. Emitting is synchronous and cheap; listeners must not throw or block.
  */
 import type { ResetSource } from "./upstream/policy.ts";
+import type { RequestRecord } from "./upstream/request-record.ts";
 
 export interface ProxyEventMap {
   "key.cooldown": { keyId: string; until: number; source: ResetSource; reason: string };
@@ -10,16 +11,10 @@ export interface ProxyEventMap {
   "key.disabled": { keyId: string; reason: string };
   "key.recovered": { keyId: string };
   "attempt.done": { requestId: string; attempt: number; keyId: string; status: number; outcome: string };
-  "request.done": {
-    requestId: string;
-    method: string;
-    path: string;
-    status: number;
-    attempts: number;
-    keyId?: string;
-    durationMs: number;
-    aborted: boolean;
-  };
+  "request.done": RequestRecord;
+  "key.added": { keyId: string; label?: string };
+  "key.removed": { keyId: string };
+  "key.enabled": { keyId: string };
   "store.error": { message: string };
 }
 

@@ -22,8 +22,10 @@ export function processIO(): CommandIO {
 function promptHidden(question: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const stdin = process.stdin;
-    process.stderr.write(question);
+    // Raw mode (no echo) goes on before the question shows: a key typed or pasted the instant the
+    // prompt appears would otherwise still be echoed by the terminal's line discipline.
     stdin.setRawMode(true);
+    process.stderr.write(question);
     stdin.resume();
     let typed = "";
     const finish = (error?: Error) => {

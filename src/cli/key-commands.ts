@@ -37,9 +37,19 @@ export async function addKeyCommand(
   const now = context.now ?? Date.now;
   let inputs: KeyInput[];
   if (key !== undefined) {
-    inputs = [{ secret: key.trim(), ...(label === undefined ? {} : { label }) }];
+    // An empty argument (`add-key ""`) is no key at all: the usage error below, not an empty entry.
+    inputs = key.trim() === "" ? [] : [{ secret: key.trim(), ...(label === undefined ? {} : { label }) }];
   } else if (io.promptHidden) {
-    const typed = (await io.promptHidden("OpenRouter API key (input hidden): ")).trim();
+    // Ctrl-C at the prompt rejects; without this catch main.ts died with a source excerpt and a
+    // stack trace (exit 1). Answer like a shell does for an interrupt: one line, status 130.
+    let typed: string;
+    try {
+      typed = (await io.promptHidden("OpenRouter API key (input hidden): ")).trim();
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      io.err(`add-key: ${reason}; nothing was added`);
+      return reason === "cancelled" ? 130 : 1;
+    }
     inputs = typed ? [{ secret: typed, ...(label === undefined ? {} : { label }) }] : [];
   } else {
     // From a pipe: one key per line, optionally followed by a label; blank lines and # comments skipped.
@@ -64,6 +74,13 @@ export async function addKeyCommand(
   for (const input of inputs) {
     const id = keyIdOf(input.secret);
     const shown = `${id} (${maskKey(input.secret)})`;
+    // The key file's schema refuses a key with spaces in it (schema.ts); writing one anyway left a
+    // file that neither a running server nor any later command could load.
+    if (/\s/.test(input.secret)) {
+      io.err(`not added: ${shown}: a key must not contain spaces (quote only the key itself)`);
+      failures++;
+      continue;
+    }
     if (verify) {
       const check = await checkKey(input.secret, { baseUrl: config.OPENROUTER_BASE_URL, ...(context.fetch ? { fetch: context.fetch } : {}) });
       if (check.kind === "rejected") {

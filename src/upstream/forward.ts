@@ -6,10 +6,12 @@
  */
 import { ProxyError } from "../errors.ts";
 import type { EventBus } from "../events.ts";
-import type { KeyPool } from "../keys/key-pool.ts";
+import type { AcquireResult, KeyPool } from "../keys/key-pool.ts";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { classify, readErrorBody, type Outcome } from "./policy.ts";
 import { relay } from "./relay.ts";
+import type { RequestRecord } from "./request-record.ts";
+import { UsageTap } from "./usage-tap.ts";
 
 export interface ProxyRequest {
   requestId: string;
@@ -22,6 +24,12 @@ export interface ProxyRequest {
   body: ArrayBuffer | undefined;
   /** Fires when the client goes away. */
   signal: AbortSignal;
+  /** Read from the body for routing and logs; the body itself is sent as it came. */
+  model?: string;
+  stream?: boolean;
+  clientAddress?: string;
+  /** When the proxy received the request (performance.now()). */
+  receivedAt?: number;
 }
 
 export interface ForwarderOptions {
@@ -45,7 +53,7 @@ type BunFetchInit = BunFetchRequestInit & { timeout: false };
 
 /** What the last failed attempt left, to answer with when no attempt succeeds. */
 type LastFailure =
-  | { kind: "response"; status: number; headers: Headers; bytes: Uint8Array; outcome: Outcome }
+  | { kind: "response"; keyId: string; status: number; headers: Headers; bytes: Uint8Array; outcome: Outcome }
   | { kind: "unreachable"; reason: string; timedOut: boolean };
 
 export const abortableSleep = (ms: number, signal: AbortSignal): Promise<void> =>
@@ -60,6 +68,8 @@ export const abortableSleep = (ms: number, signal: AbortSignal): Promise<void> =
     }
   });
 
+const round = (ms: number) => Math.round(ms * 100) / 100;
+
 export function createForwarder({
   pool,
   baseUrl,
@@ -73,38 +83,58 @@ export function createForwarder({
   events,
 }: ForwarderOptions) {
   return async function forward(request: ProxyRequest): Promise<Response> {
-    const started = performance.now();
+    const started = request.receivedAt ?? performance.now();
+    const record: RequestRecord = {
+      requestId: request.requestId,
+      startedAt: now() - (performance.now() - started),
+      method: request.method,
+      path: request.path,
+      ...(request.model === undefined ? {} : { model: request.model }),
+      stream: request.stream ?? false,
+      status: 0,
+      attempts: [],
+      durationMs: 0,
+      aborted: false,
+      ...(request.clientAddress === undefined ? {} : { clientAddress: request.clientAddress }),
+      ...(request.headers.get("user-agent") ? { userAgent: request.headers.get("user-agent") as string } : {}),
+    };
     const exclude = new Set<string>();
     const avoid = new Set<string>();
     let last: LastFailure | undefined;
-    let attempts = 0;
     let upstreamFaults = 0;
+    const attempts = () => record.attempts.length;
 
-    const done = (status: number, keyId: string | undefined, aborted = false) =>
-      events?.emit("request.done", {
-        requestId: request.requestId,
-        method: request.method,
-        path: request.path,
-        status,
-        attempts,
-        ...(keyId ? { keyId } : {}),
-        durationMs: performance.now() - started,
-        aborted,
-      });
+    /** Announces the record once the answer has ended (or failed). */
+    const finish = (status: number, extra: Partial<RequestRecord> = {}) => {
+      Object.assign(record, extra);
+      record.status = status;
+      record.durationMs = round(performance.now() - started);
+      events?.emit("request.done", record);
+    };
     const clientGone = () => {
-      done(499, undefined, true);
+      finish(499, { aborted: true, error: "the client closed the request" });
       return new ProxyError(499, "the client closed the request", { type: "invalid_request_error", code: "client_closed_request" });
     };
+    const failWith = (error: ProxyError) => {
+      finish(error.status, { error: error.message, ttfbMs: round(performance.now() - started) });
+      return error;
+    };
 
-    while (attempts < maxAttempts) {
+    while (attempts() < maxAttempts) {
       if (request.signal.aborted) throw clientGone();
       const acquired = pool.acquire({ exclude, avoid });
       if (!acquired.ok) {
         if (last && acquired.reason !== "all-cooling") break; // answer with what the upstream last said
-        throw noKeyError(acquired, now(), last);
+        throw failWith(noKeyError(acquired, now(), last));
       }
       const { keyId, secret } = acquired.lease;
-      attempts++;
+      const attemptStarted = performance.now();
+      const noteAttempt = (status: number, outcome: string) => {
+        const attempt = { keyId, status, outcome, ms: round(performance.now() - attemptStarted) };
+        record.attempts.push(attempt);
+        events?.emit("attempt.done", { requestId: request.requestId, attempt: record.attempts.length, keyId, status, outcome });
+        return attempt;
+      };
 
       // One controller per attempt: the client leaving, the timeout, or the relay can abort it.
       const upstream = new AbortController();
@@ -140,36 +170,57 @@ export function createForwarder({
         const reason = timedOut ? String((upstream.signal.reason as DOMException).message) : describeFetchError(error);
         last = { kind: "unreachable", reason, timedOut };
         pool.report(keyId, { kind: "upstream-error", reason });
-        events?.emit("attempt.done", { requestId: request.requestId, attempt: attempts, keyId, status: 0, outcome: "upstream-error" });
+        noteAttempt(0, timedOut ? "upstream-timeout" : "upstream-unreachable");
         avoid.add(keyId);
         await backoff();
         continue;
       }
 
-      const proxyHeaders = { "x-proxy-key-id": keyId, "x-proxy-attempts": String(attempts) };
-
       if (response.status < 400) {
         const outcome = classify({ status: response.status, headers: response.headers, now: now(), defaultCooldownMs });
         pool.report(keyId, outcome);
-        events?.emit("attempt.done", { requestId: request.requestId, attempt: attempts, keyId, status: response.status, outcome: outcome.kind });
+        const attempt = noteAttempt(response.status, outcome.kind);
         // Commit point: from here on the bytes go to the client and nothing is retried.
         clearTimeout(timer);
         const status = response.status;
-        const body = response.body
-          ? relay(response.body, {
-              upstream,
-              idleMs: upstreamTimeoutMs,
-              onEnd: (end) => {
-                request.signal.removeEventListener("abort", onClientAbort);
-                done(status, keyId, end.kind === "client-gone");
-              },
-            })
-          : null;
-        if (!body) {
+        const elapsed = performance.now() - started;
+        const earlierAttempts = record.attempts.slice(0, -1).reduce((sum, each) => sum + each.ms, 0);
+        const headers = clientResponseHeaders(response.headers, {
+          "x-proxy-key-id": keyId,
+          "x-proxy-attempts": String(attempts()),
+          // What the proxy itself added, apart from the upstream's time (and earlier attempts').
+          "server-timing": `proxy;dur=${round(elapsed - attempt.ms - earlierAttempts)}, upstream;dur=${attempt.ms}${earlierAttempts > 0 ? `, retries;dur=${round(earlierAttempts)}` : ""}`,
+        });
+        record.keyId = keyId;
+        record.ttfbMs = round(elapsed);
+        if (!response.body) {
           release();
-          done(status, keyId);
+          finish(status);
+          return new Response(null, { status, headers });
         }
-        return new Response(body, { status, headers: clientResponseHeaders(response.headers, proxyHeaders) });
+        const tap = new UsageTap();
+        const isEventStream = (response.headers.get("content-type") ?? "").includes("text/event-stream");
+        const body = relay(response.body, {
+          upstream,
+          idleMs: upstreamTimeoutMs,
+          tap,
+          onEnd: (end) => {
+            request.signal.removeEventListener("abort", onClientAbort);
+            const { usage, lateError } = tap.finish(isEventStream);
+            finish(status, {
+              ...(usage ? { usage } : {}),
+              aborted: end.kind === "client-gone",
+              ...(end.kind === "upstream-failed"
+                ? { error: `the upstream's answer broke off: ${describeFetchError(end.error)}` }
+                : lateError
+                  ? { error: `error inside the answer: ${lateError}` }
+                  : end.kind === "client-gone"
+                    ? { error: "the client closed the request" }
+                    : {}),
+            });
+          },
+        });
+        return new Response(body, { status, headers });
       }
 
       // An error answer: small, read whole so the policy can see its message and reset.
@@ -181,20 +232,17 @@ export function createForwarder({
         if (request.signal.aborted) throw clientGone();
         const reason = `the upstream's ${response.status} answer broke off: ${describeFetchError(error)}`;
         last = { kind: "unreachable", reason, timedOut: false };
+        noteAttempt(response.status, "upstream-error");
         avoid.add(keyId);
         continue;
       }
       release();
-      const outcome = classify({
-        status: response.status,
-        headers: response.headers,
-        body: readErrorBody(new TextDecoder().decode(bytes)),
-        now: now(),
-        defaultCooldownMs,
-      });
+      const facts = readErrorBody(new TextDecoder().decode(bytes));
+      const outcome = classify({ status: response.status, headers: response.headers, body: facts, now: now(), defaultCooldownMs });
       pool.report(keyId, outcome);
-      events?.emit("attempt.done", { requestId: request.requestId, attempt: attempts, keyId, status: response.status, outcome: outcome.kind });
-      last = { kind: "response", status: response.status, headers: response.headers, bytes, outcome };
+      noteAttempt(response.status, outcome.kind);
+      last = { kind: "response", keyId, status: response.status, headers: response.headers, bytes, outcome };
+      record.error = `upstream answered ${response.status}${facts.message ? `: ${facts.message}` : ""}`;
 
       if (outcome.kind === "request-error") break; // the request's own fault: no retry, as it came
       if (outcome.kind === "upstream-error") {
@@ -206,51 +254,46 @@ export function createForwarder({
     }
 
     if (request.signal.aborted) throw clientGone();
-    if (!last) throw new ProxyError(500, "no upstream attempt was made", { type: "internal_error", code: "internal_error" });
+    if (!last) throw failWith(new ProxyError(500, "no upstream attempt was made", { type: "internal_error", code: "internal_error" }));
     if (last.kind === "unreachable") {
-      done(last.timedOut ? 504 : 502, undefined);
-      throw new ProxyError(
-        last.timedOut ? 504 : 502,
-        `the upstream ${baseUrl} could not be reached after ${attempts} attempt${attempts === 1 ? "" : "s"}: ${last.reason}`,
-        { type: last.timedOut ? "timeout_error" : "upstream_error", code: last.timedOut ? "upstream_timeout" : "upstream_unreachable" },
+      throw failWith(
+        new ProxyError(
+          last.timedOut ? 504 : 502,
+          `the upstream ${baseUrl} could not be reached after ${attempts()} attempt${attempts() === 1 ? "" : "s"}: ${last.reason}`,
+          { type: last.timedOut ? "timeout_error" : "upstream_error", code: last.timedOut ? "upstream_timeout" : "upstream_unreachable" },
+        ),
       );
     }
     if (last.outcome.kind === "rate-limited") {
       // Rotated through rate limits until nothing is left: say when a key returns, not just "429".
       const availability = pool.availability();
       if (availability.available === 0 && availability.nextAvailableAt !== undefined) {
-        done(429, undefined);
-        throw noKeyError(
-          { ok: false, reason: "all-cooling", cooling: availability.cooling, nextAvailableAt: availability.nextAvailableAt, total: availability.total },
-          now(),
-          last,
+        throw failWith(
+          noKeyError(
+            { ok: false, reason: "all-cooling", cooling: availability.cooling, nextAvailableAt: availability.nextAvailableAt, total: availability.total },
+            now(),
+            last,
+          ),
         );
       }
     }
     // Every attempt failed, or the request was refused: the upstream's last answer, as it came.
-    const lastKeyId = [...exclude, ...avoid].at(-1);
-    done(last.status, lastKeyId);
+    record.keyId = last.keyId;
+    finish(last.status, { ttfbMs: round(performance.now() - started) });
     return new Response(last.bytes, {
       status: last.status,
-      headers: clientResponseHeaders(last.headers, {
-        ...(lastKeyId ? { "x-proxy-key-id": lastKeyId } : {}),
-        "x-proxy-attempts": String(attempts),
-      }),
+      headers: clientResponseHeaders(last.headers, { "x-proxy-key-id": last.keyId, "x-proxy-attempts": String(attempts()) }),
     });
 
     async function backoff() {
       upstreamFaults++;
-      if (attempts >= maxAttempts || retryBackoffMs === 0) return;
+      if (attempts() >= maxAttempts || retryBackoffMs === 0) return;
       await sleep(retryBackoffMs * 2 ** (upstreamFaults - 1), request.signal);
     }
   };
 }
 
-function noKeyError(
-  acquired: Exclude<ReturnType<KeyPool["acquire"]>, { ok: true }>,
-  now: number,
-  last: LastFailure | undefined,
-): ProxyError {
+function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: number, last: LastFailure | undefined): ProxyError {
   const lastSaid =
     last?.kind === "response" && last.outcome.kind === "rate-limited" && last.outcome.message
       ? ` The upstream last said: ${last.outcome.message}`

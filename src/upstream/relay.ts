@@ -5,6 +5,8 @@
  * for longer than the idle limit, and the end of the body (for the request's bookkeeping).
  */
 
+import type { UsageTap } from "./usage-tap.ts";
+
 export type RelayEnd = { kind: "complete" } | { kind: "client-gone" } | { kind: "upstream-failed"; error: unknown };
 
 export interface RelayOptions {
@@ -12,10 +14,12 @@ export interface RelayOptions {
   upstream: AbortController;
   /** Longest silence from the upstream before the stream is ended; 0 for no limit. */
   idleMs: number;
+  /** Sees each chunk after it is handed on (usage accounting); never delays one. */
+  tap?: UsageTap;
   onEnd?: (end: RelayEnd) => void;
 }
 
-export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, onEnd }: RelayOptions): ReadableStream<Uint8Array> {
+export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, tap, onEnd }: RelayOptions): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let ended = false;
   let lastActivity = performance.now();
@@ -60,6 +64,7 @@ export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, onEn
           controller.close();
         } else {
           controller.enqueue(result.value);
+          tap?.observe(result.value);
         }
       },
       cancel(reason) {

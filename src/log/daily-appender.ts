@@ -1,0 +1,165 @@
+/**
+ * A date-rotated log file appender: `<dir>/<prefix>-YYYY-MM-DD.log` (UTC), one line per record.
+ *
+ * - `write` only pushes onto an in-memory buffer: no disk I/O on the caller's path. A timer (or a
+ *   buffer past `maxBufferBytes`) flushes it with one async append.
+ * - The file for a line is chosen by the line's own time, so a flush that spans midnight splits
+ *   correctly and a new file starts at midnight without a restart.
+ * - Retention: files of this prefix older than `retentionDays` are deleted at startup and at each
+ *   rotation; other files in the folder are never touched.
+ * - A write that fails (unwritable folder, full disk) is reported once through `onError`, and the
+ *   process keeps serving; lines past `maxPendingBytes` are dropped rather than growing memory.
+ */
+import { appendFile, mkdir, readdir, unlink } from "node:fs/promises";
+import { join } from "node:path";
+
+export interface DailyAppenderOptions {
+  dir: string;
+  prefix: string;
+  retentionDays: number;
+  now?: () => number;
+  flushIntervalMs?: number;
+  maxBufferBytes?: number;
+  /** Bytes kept while the disk refuses writes, before lines are dropped. */
+  maxPendingBytes?: number;
+  onError?: (message: string) => void;
+}
+
+export interface DailyAppender {
+  write(line: string): void;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const DAY_MS = 86_400_000;
+export const utcDay = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
+
+export function createDailyAppender({
+  dir,
+  prefix,
+  retentionDays,
+  now = Date.now,
+  flushIntervalMs = 200,
+  maxBufferBytes = 256 * 1024,
+  maxPendingBytes = 16 * 1024 * 1024,
+  onError,
+}: DailyAppenderOptions): DailyAppender {
+  /** Lines waiting, grouped by the day they belong to (normally one group). */
+  let pending = new Map<string, string[]>();
+  let pendingBytes = 0;
+  let timer: Timer | undefined;
+  let flushing: Promise<void> | undefined;
+  let currentDay: string | undefined;
+  let dirReady: Promise<void> | undefined;
+  let reported = false;
+  let dropped = 0;
+
+  const report = (message: string) => {
+    if (reported) return;
+    reported = true; // once: a full disk must not flood stderr
+    onError?.(message);
+  };
+
+  const fileName = (day: string) => `${prefix}-${day}.log`;
+  const ownFile = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-(\\d{4}-\\d{2}-\\d{2})\\.log$`);
+
+  async function sweep(today: string): Promise<void> {
+    const oldest = utcDay(Date.parse(`${today}T00:00:00Z`) - (retentionDays - 1) * DAY_MS);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return;
+    }
+    await Promise.all(
+      names.map(async (name) => {
+        const day = ownFile.exec(name)?.[1];
+        if (day !== undefined && day < oldest) await unlink(join(dir, name)).catch(() => {});
+      }),
+    );
+  }
+
+  async function writeOut(): Promise<void> {
+    if (pending.size === 0) return;
+    const batch = pending;
+    pending = new Map();
+    const batchBytes = pendingBytes;
+    pendingBytes = 0;
+    dirReady ??= mkdir(dir, { recursive: true }).then(() => undefined);
+    try {
+      await dirReady;
+    } catch (error) {
+      dirReady = undefined;
+      report(`logs: cannot create ${dir}: ${describe(error)}; logging to files is paused, the proxy keeps serving`);
+      requeue(batch, batchBytes);
+      return;
+    }
+    for (const [day, lines] of batch) {
+      if (day !== currentDay) {
+        // A new day: a new file, and old files go.
+        if (currentDay === undefined || day > currentDay) {
+          currentDay = day;
+          await sweep(day);
+        }
+      }
+      try {
+        await appendFile(join(dir, fileName(day)), lines.join(""), { mode: 0o600 });
+        reported = false;
+      } catch (error) {
+        report(`logs: cannot write ${join(dir, fileName(day))}: ${describe(error)}; the proxy keeps serving`);
+        requeue(new Map([[day, lines]]), lines.reduce((sum, line) => sum + line.length, 0));
+      }
+    }
+  }
+
+  function requeue(batch: Map<string, string[]>, bytes: number) {
+    if (pendingBytes + bytes > maxPendingBytes) {
+      dropped += batch.size;
+      return;
+    }
+    for (const [day, lines] of batch) pending.set(day, [...lines, ...(pending.get(day) ?? [])]);
+    pendingBytes += bytes;
+  }
+
+  function flush(): Promise<void> {
+    if (timer) {
+      clearTimeout(timer);
+      timer = undefined;
+    }
+    const run = (flushing ?? Promise.resolve()).then(writeOut);
+    flushing = run.finally(() => {
+      if (flushing === tracked) flushing = undefined;
+    });
+    const tracked = flushing;
+    return run;
+  }
+
+  return {
+    write(line) {
+      const day = utcDay(now());
+      let lines = pending.get(day);
+      if (!lines) pending.set(day, (lines = []));
+      const text = line.endsWith("\n") ? line : `${line}\n`;
+      if (pendingBytes + text.length > maxPendingBytes) {
+        dropped++;
+        return;
+      }
+      lines.push(text);
+      pendingBytes += text.length;
+      if (pendingBytes >= maxBufferBytes) void flush();
+      else if (!timer) {
+        timer = setTimeout(() => void flush(), flushIntervalMs);
+        timer.unref?.();
+      }
+    },
+    flush,
+    async close() {
+      await flush();
+      if (dropped > 0) onError?.(`logs: ${dropped} lines for ${prefix} could not be written`);
+    },
+  };
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

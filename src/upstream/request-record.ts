@@ -1,0 +1,37 @@
+/**
+ * What happened to one proxied request, filled in by the forward loop and announced once, when
+ * the answer (or the stream) has ended: the requests log, metrics and the status page read it.
+ */
+import type { Usage } from "./usage-tap.ts";
+
+export interface AttemptRecord {
+  keyId: string;
+  /** The upstream's status, or 0 when it could not be reached. */
+  status: number;
+  outcome: string;
+  /** From sending the attempt to its response headers (or failure). */
+  ms: number;
+}
+
+export interface RequestRecord {
+  requestId: string;
+  /** Epoch milliseconds when the proxy received the request. */
+  startedAt: number;
+  method: string;
+  path: string;
+  model?: string;
+  stream: boolean;
+  status: number;
+  attempts: AttemptRecord[];
+  /** The key that served the answer the client got. */
+  keyId?: string;
+  /** From receiving the request to sending the client the response headers. */
+  ttfbMs?: number;
+  durationMs: number;
+  usage?: Usage;
+  error?: string;
+  /** The client went away before the answer was complete. */
+  aborted: boolean;
+  clientAddress?: string;
+  userAgent?: string;
+}

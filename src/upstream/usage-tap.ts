@@ -1,0 +1,124 @@
+/**
+ * Reads the token usage (and a late error) from an answer while its bytes pass through, without
+ * holding any back. OpenRouter puts `usage` last: in a JSON body at its end, in a stream in the
+ * final chunk before `[DONE]`; an error after a 200 also ends the stream. So the tap keeps only
+ * the last few KB of bytes and reads them once, when the body ends: no per-chunk parsing.
+ */
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  cachedTokens?: number;
+  reasoningTokens?: number;
+  /** USD, as OpenRouter reports it. */
+  cost?: number;
+}
+
+export interface TapResult {
+  usage?: Usage;
+  /** An error event that arrived inside a 200 stream (or a 200 JSON body carrying `error`). */
+  lateError?: string;
+}
+
+const TAIL_BYTES = 16 * 1024;
+
+export class UsageTap {
+  private chunks: Uint8Array[] = [];
+  private bytes = 0;
+
+  observe(chunk: Uint8Array): void {
+    this.chunks.push(chunk);
+    this.bytes += chunk.byteLength;
+    // Drop whole chunks from the front while the rest still covers the tail.
+    while (this.chunks.length > 1 && this.bytes - (this.chunks[0] as Uint8Array).byteLength >= TAIL_BYTES) {
+      this.bytes -= (this.chunks.shift() as Uint8Array).byteLength;
+    }
+  }
+
+  finish(isEventStream: boolean): TapResult {
+    if (this.chunks.length === 0) return {};
+    const tail = new TextDecoder().decode(Buffer.concat(this.chunks));
+    this.chunks = [];
+    return isEventStream ? readStreamTail(tail) : readJsonTail(tail);
+  }
+}
+
+function readStreamTail(tail: string): TapResult {
+  const result: TapResult = {};
+  for (const line of tail.split("\n")) {
+    if (!line.startsWith("data:")) continue;
+    const data = line.slice(5).trim();
+    if (data === "[DONE]" || !(data.includes('"usage"') || data.includes('"error"'))) continue;
+    let event: unknown;
+    try {
+      event = JSON.parse(data);
+    } catch {
+      continue; // the first line of the tail may be cut; a broken line is not ours to judge
+    }
+    const usage = usageOf(field(event, "usage"));
+    if (usage) result.usage = usage;
+    const error = errorText(field(event, "error"));
+    if (error) result.lateError = error;
+  }
+  return result;
+}
+
+function readJsonTail(tail: string): TapResult {
+  try {
+    const body = JSON.parse(tail) as unknown;
+    const usage = usageOf(field(body, "usage"));
+    const error = errorText(field(body, "error"));
+    return { ...(usage ? { usage } : {}), ...(error ? { lateError: error } : {}) };
+  } catch {
+    // A body larger than the tail: find the last "usage" object and read just that.
+    const at = tail.lastIndexOf('"usage"');
+    const open = at === -1 ? -1 : tail.indexOf("{", at);
+    if (open === -1) return {};
+    let depth = 0;
+    for (let index = open; index < tail.length; index++) {
+      const char = tail[index];
+      if (char === "{") depth++;
+      else if (char === "}" && --depth === 0) {
+        try {
+          const usage = usageOf(JSON.parse(tail.slice(open, index + 1)));
+          return usage ? { usage } : {};
+        } catch {
+          return {};
+        }
+      }
+    }
+    return {};
+  }
+}
+
+function field(value: unknown, name: string): unknown {
+  return value !== null && typeof value === "object" ? (value as Record<string, unknown>)[name] : undefined;
+}
+
+const count = (value: unknown): number | undefined => (typeof value === "number" && Number.isFinite(value) ? value : undefined);
+
+function usageOf(value: unknown): Usage | undefined {
+  const prompt = count(field(value, "prompt_tokens"));
+  const completion = count(field(value, "completion_tokens"));
+  if (prompt === undefined && completion === undefined) return undefined;
+  const cached = count(field(field(value, "prompt_tokens_details"), "cached_tokens"));
+  const reasoning = count(field(field(value, "completion_tokens_details"), "reasoning_tokens"));
+  const cost = count(field(value, "cost"));
+  return {
+    promptTokens: prompt ?? 0,
+    completionTokens: completion ?? 0,
+    totalTokens: count(field(value, "total_tokens")) ?? (prompt ?? 0) + (completion ?? 0),
+    ...(cached === undefined ? {} : { cachedTokens: cached }),
+    ...(reasoning === undefined ? {} : { reasoningTokens: reasoning }),
+    ...(cost === undefined ? {} : { cost }),
+  };
+}
+
+function errorText(value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  const message = field(value, "message");
+  const code = field(value, "code");
+  if (typeof message === "string") return code === undefined ? message : `${String(code)}: ${message}`;
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
