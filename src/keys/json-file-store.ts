@@ -78,6 +78,8 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
   const name = path;
   /** The text this store last wrote or read: a file still holding it has not been edited by anyone else. */
   let lastKnownText: string | undefined;
+  /** inode, size and mtime of the file this store last wrote. */
+  let ownSignature: string | undefined;
 
   async function readText(): Promise<string | undefined> {
     try {
@@ -120,9 +122,12 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
     const text = fileTextFromDocument(doc, now());
     const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
     const handle = await open(temp, "w", 0o600);
+    let written: string;
     try {
       await handle.writeFile(text, "utf8");
       await handle.sync();
+      // The rename keeps inode, size and mtime: the watcher knows this file as ours without reading it.
+      written = signature(await handle.stat());
     } finally {
       await handle.close();
     }
@@ -137,6 +142,7 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
       throw error;
     }
     lastKnownText = text;
+    ownSignature = written;
     return true;
   }
 
@@ -210,11 +216,8 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
         if (busy) return;
         busy = true;
         try {
-          const info = await stat(path).then(
-            (s) => `${s.mtimeMs}:${s.size}:${s.ino}`,
-            () => "missing",
-          );
-          if (info === lastSeen) return;
+          const info = await stat(path).then(signature, () => "missing");
+          if (info === lastSeen || info === ownSignature) return;
           lastSeen = info;
           const text = await readText();
           if (text === undefined || text === lastKnownText || text === reportedText) return;
@@ -232,6 +235,10 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
       return () => clearInterval(timer);
     },
   };
+}
+
+function signature(info: { mtimeMs: number; size: number; ino: number }): string {
+  return `${info.mtimeMs}:${info.size}:${info.ino}`;
 }
 
 function isNotFound(error: unknown): boolean {

@@ -11,7 +11,8 @@ import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { classify, readErrorBody, type Outcome } from "./policy.ts";
 import { relay } from "./relay.ts";
 import type { RequestRecord } from "./request-record.ts";
-import { UsageTap } from "./usage-tap.ts";
+import { createSilenceWatcher } from "./silence-watch.ts";
+import { readAnswerTail, UsageTap } from "./usage-tap.ts";
 
 export interface ProxyRequest {
   requestId: string;
@@ -82,6 +83,7 @@ export function createForwarder({
   sleep = abortableSleep,
   events,
 }: ForwarderOptions) {
+  const silenceWatcher = createSilenceWatcher();
   return async function forward(request: ProxyRequest): Promise<Response> {
     const started = request.receivedAt ?? performance.now();
     const record: RequestRecord = {
@@ -136,19 +138,15 @@ export function createForwarder({
         return attempt;
       };
 
-      // One controller per attempt: the client leaving, the timeout, or the relay can abort it.
+      // One controller per attempt: the client leaving, the silence limit, or the relay can abort it.
       const upstream = new AbortController();
       const onClientAbort = () => upstream.abort(request.signal.reason);
       request.signal.addEventListener("abort", onClientAbort, { once: true });
-      const timer =
-        upstreamTimeoutMs > 0
-          ? setTimeout(
-              () => upstream.abort(new DOMException(`no answer from the upstream within ${upstreamTimeoutMs / 1000} s`, "TimeoutError")),
-              upstreamTimeoutMs,
-            )
-          : undefined;
+      const silence = silenceWatcher.watch(upstreamTimeoutMs, () =>
+        upstream.abort(new DOMException(`the upstream sent nothing for ${upstreamTimeoutMs / 1000} s`, "TimeoutError")),
+      );
       const release = () => {
-        clearTimeout(timer);
+        silence.stop();
         request.signal.removeEventListener("abort", onClientAbort);
       };
 
@@ -181,7 +179,6 @@ export function createForwarder({
         pool.report(keyId, outcome);
         const attempt = noteAttempt(response.status, outcome.kind);
         // Commit point: from here on the bytes go to the client and nothing is retried.
-        clearTimeout(timer);
         const status = response.status;
         const elapsed = performance.now() - started;
         const earlierAttempts = record.attempts.slice(0, -1).reduce((sum, each) => sum + each.ms, 0);
@@ -193,20 +190,39 @@ export function createForwarder({
         });
         record.keyId = keyId;
         record.ttfbMs = round(elapsed);
+        const isEventStream = (response.headers.get("content-type") ?? "").includes("text/event-stream");
         if (!response.body) {
           release();
           finish(status);
           return new Response(null, { status, headers });
         }
+        if (!isEventStream) {
+          // A whole answer (JSON, a model list): read natively in one piece and handed on as the
+          // same bytes; a JavaScript pass per chunk would cost more than the rest of the request.
+          let bytes: ArrayBuffer;
+          try {
+            bytes = await response.arrayBuffer();
+          } catch (error) {
+            release();
+            if (request.signal.aborted) throw clientGone();
+            throw failWith(
+              new ProxyError(502, `the upstream's answer broke off: ${describeFetchError(error)}`, { type: "upstream_error", code: "upstream_broke_off" }),
+            );
+          }
+          release();
+          const { usage, lateError } = readAnswerTail(new Uint8Array(bytes), false);
+          finish(status, { ...(usage ? { usage } : {}), ...(lateError ? { error: `error inside the answer: ${lateError}` } : {}) });
+          return new Response(bytes, { status, headers });
+        }
+        silence.touch();
         const tap = new UsageTap();
-        const isEventStream = (response.headers.get("content-type") ?? "").includes("text/event-stream");
         const body = relay(response.body, {
           upstream,
-          idleMs: upstreamTimeoutMs,
+          silence,
           tap,
           onEnd: (end) => {
             request.signal.removeEventListener("abort", onClientAbort);
-            const { usage, lateError } = tap.finish(isEventStream);
+            const { usage, lateError } = tap.finish(true);
             finish(status, {
               ...(usage ? { usage } : {}),
               aborted: end.kind === "client-gone",

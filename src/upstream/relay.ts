@@ -5,6 +5,7 @@
  * for longer than the idle limit, and the end of the body (for the request's bookkeeping).
  */
 
+import type { SilenceWatch } from "./silence-watch.ts";
 import type { UsageTap } from "./usage-tap.ts";
 
 export type RelayEnd = { kind: "complete" } | { kind: "client-gone" } | { kind: "upstream-failed"; error: unknown };
@@ -12,36 +13,23 @@ export type RelayEnd = { kind: "complete" } | { kind: "client-gone" } | { kind: 
 export interface RelayOptions {
   /** Aborting it cancels the upstream `fetch` and its body. */
   upstream: AbortController;
-  /** Longest silence from the upstream before the stream is ended; 0 for no limit. */
-  idleMs: number;
+  /** Told of every chunk; it aborts the upstream when the silence gets too long. */
+  silence: SilenceWatch;
   /** Sees each chunk after it is handed on (usage accounting); never delays one. */
   tap?: UsageTap;
   onEnd?: (end: RelayEnd) => void;
 }
 
-export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, tap, onEnd }: RelayOptions): ReadableStream<Uint8Array> {
+export function relay(body: ReadableStream<Uint8Array>, { upstream, silence, tap, onEnd }: RelayOptions): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let ended = false;
-  let lastActivity = performance.now();
-  let idleTimer: Timer | undefined;
 
   const end = (result: RelayEnd) => {
     if (ended) return;
     ended = true;
-    if (idleTimer) clearTimeout(idleTimer);
+    silence.stop();
     onEnd?.(result);
   };
-
-  // One timer per stream, re-armed lazily: a chunk only records the time (cheap per chunk).
-  const watchIdle = () => {
-    const silentFor = performance.now() - lastActivity;
-    if (silentFor >= idleMs) {
-      upstream.abort(new DOMException(`the upstream sent nothing for ${idleMs / 1000} s`, "TimeoutError"));
-      return;
-    }
-    idleTimer = setTimeout(watchIdle, idleMs - silentFor);
-  };
-  if (idleMs > 0) idleTimer = setTimeout(watchIdle, idleMs);
 
   return new ReadableStream<Uint8Array>(
     {
@@ -58,7 +46,7 @@ export function relay(body: ReadableStream<Uint8Array>, { upstream, idleMs, tap,
           return;
         }
         if (ended) return;
-        lastActivity = performance.now();
+        silence.touch();
         if (result.done) {
           end({ kind: "complete" });
           controller.close();

@@ -38,10 +38,16 @@ export class UsageTap {
 
   finish(isEventStream: boolean): TapResult {
     if (this.chunks.length === 0) return {};
-    const tail = new TextDecoder().decode(Buffer.concat(this.chunks));
+    const tail = Buffer.concat(this.chunks);
     this.chunks = [];
-    return isEventStream ? readStreamTail(tail) : readJsonTail(tail);
+    return readAnswerTail(tail, isEventStream);
   }
+}
+
+/** Usage and late errors from the end of a whole answer (or its last bytes). */
+export function readAnswerTail(bytes: Uint8Array, isEventStream: boolean): TapResult {
+  const tail = new TextDecoder().decode(bytes.byteLength > TAIL_BYTES ? bytes.subarray(bytes.byteLength - TAIL_BYTES) : bytes);
+  return isEventStream ? readStreamTail(tail) : readJsonTail(tail);
 }
 
 function readStreamTail(tail: string): TapResult {
