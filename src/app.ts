@@ -7,9 +7,9 @@ import { ProxyError, renderError } from "./errors.ts";
 import type { KeyPool } from "./keys/key-pool.ts";
 import type { KeyStore } from "./keys/key-store.ts";
 import { adminRoutes } from "./routes/admin.ts";
-import { requireClientKey } from "./routes/client-auth.ts";
 import { healthHandler, readinessHandler } from "./routes/health.ts";
-import { proxyHandler } from "./routes/proxy.ts";
+import { createProxyHandler, isProxyPath } from "./routes/proxy.ts";
+import { requestIdFor } from "./routes/request-id.ts";
 import type { ProxyRequest } from "./upstream/forward.ts";
 import type { KeyCheck } from "./upstream/key-info.ts";
 
@@ -29,15 +29,35 @@ export interface AppDeps {
   reportInternalError?: (error: unknown, requestId: string) => void;
 }
 
-const clientRequestId = /^[A-Za-z0-9._:-]{1,128}$/;
+/** The server's entry: the proxy paths go straight to their handler, everything else to Hono. */
+export type HttpHandler = (request: Request, server?: { requestIP(request: Request): { address: string } | null }) => Response | Promise<Response>;
 
-export function createApp({ forward, pool, store, checkKey, adminToken, proxyApiKeys, now = Date.now, reportInternalError = defaultReport }: AppDeps): Hono<AppEnv> {
+export function createHttpHandler(deps: AppDeps): HttpHandler {
+  const app = createApp(deps);
+  let server: Parameters<HttpHandler>[1];
+  const proxy = createProxyHandler({
+    forward: deps.forward,
+    proxyApiKeys: deps.proxyApiKeys,
+    reportInternalError: deps.reportInternalError ?? defaultReport,
+    clientAddress: (request) => server?.requestIP(request)?.address,
+  });
+  return function handle(request, bunServer) {
+    server ??= bunServer;
+    // The path without parsing a URL object: after "://host", up to "?".
+    const url = request.url;
+    const start = url.indexOf("/", url.indexOf("//") + 2);
+    const queryAt = url.indexOf("?", start);
+    const path = start === -1 ? "/" : url.slice(start, queryAt === -1 ? undefined : queryAt);
+    if (isProxyPath(path)) return proxy(request, path);
+    return app.fetch(request, bunServer);
+  };
+}
+
+export function createApp({ pool, store, checkKey, adminToken, now = Date.now, reportInternalError = defaultReport }: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async function requestId(c, next) {
-    // Keep a caller's id when it is safe to echo; otherwise make one.
-    const given = c.req.header("x-request-id");
-    const id = given && clientRequestId.test(given) ? given : crypto.randomUUID();
+    const id = requestIdFor(c.req.raw.headers);
     c.set("requestId", id);
     await next();
     c.res.headers.set("x-request-id", id);
@@ -46,15 +66,6 @@ export function createApp({ forward, pool, store, checkKey, adminToken, proxyApi
   app.get("/healthz", healthHandler());
   app.get("/readyz", readinessHandler(pool, now));
   app.route("/admin", adminRoutes({ adminToken, pool, store, checkKey, now }));
-
-  const proxy = proxyHandler(forward);
-  if (proxyApiKeys && proxyApiKeys.length > 0) {
-    const clientAuth = requireClientKey(proxyApiKeys);
-    app.use("/v1/*", clientAuth);
-    app.use("/api/v1/*", clientAuth);
-  }
-  app.all("/v1/*", proxy);
-  app.all("/api/v1/*", proxy);
 
   app.notFound((c) =>
     renderError(

@@ -3,7 +3,7 @@
  * forwarder, the app and the HTTP server. `serve` uses it, and so do the tests (with a fake
  * upstream, an injected clock or sleep), so both run the same wiring.
  */
-import { createApp } from "./app.ts";
+import { createHttpHandler } from "./app.ts";
 import type { Config } from "./config.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createJsonFileStore } from "./keys/json-file-store.ts";
@@ -77,7 +77,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     sleep: overrides.sleep ?? abortableSleep,
     events,
   });
-  const app = createApp({
+  const handler = createHttpHandler({
     forward,
     pool,
     store,
@@ -90,7 +90,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   let server: HttpServer;
   try {
     server = startHttpServer({
-      app,
+      handler,
       port: config.PORT,
       hostname: config.HOST,
       ...(overrides.idleTimeoutSeconds === undefined ? {} : { idleTimeoutSeconds: overrides.idleTimeoutSeconds }),

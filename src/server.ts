@@ -2,11 +2,10 @@
  * Bun.serve wiring and a graceful stop: stop accepting, let requests and streams in flight
  * finish within the grace period, then close what is left.
  */
-import type { Hono } from "hono";
-import type { AppEnv } from "./app.ts";
+import type { HttpHandler } from "./app.ts";
 
 export interface ServerOptions {
-  app: Hono<AppEnv>;
+  handler: HttpHandler;
   port: number;
   hostname: string;
   /**
@@ -19,12 +18,12 @@ export interface ServerOptions {
 
 export type HttpServer = ReturnType<typeof Bun.serve>;
 
-export function startHttpServer({ app, port, hostname, idleTimeoutSeconds = 30 }: ServerOptions): HttpServer {
+export function startHttpServer({ handler, port, hostname, idleTimeoutSeconds = 30 }: ServerOptions): HttpServer {
   return Bun.serve({
     port,
     hostname,
     idleTimeout: idleTimeoutSeconds,
-    fetch: app.fetch,
+    fetch: handler,
   });
 }
 

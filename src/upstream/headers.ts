@@ -29,15 +29,18 @@ export function upstreamRequestHeaders(client: Headers, secret: string): Headers
   return headers;
 }
 
+/**
+ * The upstream's response headers made fit for the client. Changes them in place: the upstream
+ * Response is ours alone and dropped right after, and a copy per request is measurable at load.
+ */
 export function clientResponseHeaders(upstream: Headers, extra: Record<string, string>): Headers {
-  const headers = new Headers(upstream);
-  for (const name of hopByHop) headers.delete(name);
+  for (const name of hopByHop) upstream.delete(name);
   // `fetch` has already decoded a compressed body, so the encoding and its length no longer
   // describe the bytes we send on (the same reason hono's proxy helper drops them).
-  if (headers.has("content-encoding")) {
-    headers.delete("content-encoding");
-    headers.delete("content-length");
+  if (upstream.has("content-encoding")) {
+    upstream.delete("content-encoding");
+    upstream.delete("content-length");
   }
-  for (const [name, value] of Object.entries(extra)) headers.set(name, value);
-  return headers;
+  for (const name in extra) upstream.set(name, extra[name] as string);
+  return upstream;
 }

@@ -71,31 +71,44 @@ function readStreamTail(tail: string): TapResult {
 }
 
 function readJsonTail(tail: string): TapResult {
-  try {
-    const body = JSON.parse(tail) as unknown;
-    const usage = usageOf(field(body, "usage"));
-    const error = errorText(field(body, "error"));
-    return { ...(usage ? { usage } : {}), ...(error ? { lateError: error } : {}) };
-  } catch {
-    // A body larger than the tail: find the last "usage" object and read just that.
-    const at = tail.lastIndexOf('"usage"');
-    const open = at === -1 ? -1 : tail.indexOf("{", at);
-    if (open === -1) return {};
-    let depth = 0;
-    for (let index = open; index < tail.length; index++) {
-      const char = tail[index];
-      if (char === "{") depth++;
-      else if (char === "}" && --depth === 0) {
-        try {
-          const usage = usageOf(JSON.parse(tail.slice(open, index + 1)));
-          return usage ? { usage } : {};
-        } catch {
-          return {};
-        }
+  // Only the `usage` object is parsed, not the whole answer: it is the last thing in the body.
+  const usage = usageOf(lastObjectAfter(tail, '"usage"'));
+  // A 200 that carries an error (OpenRouter does this) has a top-level "error"; rare, so the
+  // whole-body parse happens only when the word is there at all.
+  let error: string | undefined;
+  if (tail.includes('"error"')) {
+    try {
+      error = errorText(field(JSON.parse(tail), "error"));
+    } catch {
+      // larger than the tail, or not JSON: nothing to say
+    }
+  }
+  return { ...(usage ? { usage } : {}), ...(error ? { lateError: error } : {}) };
+}
+
+/** The JSON object that follows the last occurrence of `key`, parsed; undefined if there is none. */
+function lastObjectAfter(text: string, key: string): unknown {
+  const at = text.lastIndexOf(key);
+  const open = at === -1 ? -1 : text.indexOf("{", at);
+  if (open === -1) return undefined;
+  let depth = 0;
+  let inString = false;
+  for (let index = open; index < text.length; index++) {
+    const char = text.charCodeAt(index);
+    if (inString) {
+      if (char === 92 /* \ */) index++;
+      else if (char === 34 /* " */) inString = false;
+    } else if (char === 34) inString = true;
+    else if (char === 123 /* { */) depth++;
+    else if (char === 125 /* } */ && --depth === 0) {
+      try {
+        return JSON.parse(text.slice(open, index + 1));
+      } catch {
+        return undefined;
       }
     }
-    return {};
   }
+  return undefined;
 }
 
 function field(value: unknown, name: string): unknown {
