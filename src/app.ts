@@ -6,7 +6,11 @@ import { Hono } from "hono";
 import { ProxyError, renderError } from "./errors.ts";
 import type { KeyPool } from "./keys/key-pool.ts";
 import type { KeyStore } from "./keys/key-store.ts";
+import type { Metrics } from "./observe/metrics.ts";
+import type { UsageLedger } from "./observe/usage-ledger.ts";
 import { adminRoutes } from "./routes/admin.ts";
+import { requireAdminToken } from "./routes/admin-auth.ts";
+import { metricsHandler, statusPage, statusRoutes } from "./routes/status.ts";
 import { healthHandler, readinessHandler } from "./routes/health.ts";
 import { createProxyHandler, isProxyPath } from "./routes/proxy.ts";
 import { requestIdFor } from "./routes/request-id.ts";
@@ -20,6 +24,8 @@ export interface AppDeps {
   pool: KeyPool;
   store: KeyStore;
   checkKey: (secret: string) => Promise<KeyCheck>;
+  ledger: UsageLedger;
+  metrics: Metrics;
   /** Unset: the admin API answers 404 saying how to turn it on. */
   adminToken?: string | undefined;
   /** Set: clients must send one of these as their bearer. */
@@ -53,7 +59,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
   };
 }
 
-export function createApp({ pool, store, checkKey, adminToken, now = Date.now, reportInternalError = defaultReport }: AppDeps): Hono<AppEnv> {
+export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, now = Date.now, reportInternalError = defaultReport }: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async function requestId(c, next) {
@@ -65,7 +71,14 @@ export function createApp({ pool, store, checkKey, adminToken, now = Date.now, r
 
   app.get("/healthz", healthHandler());
   app.get("/readyz", readinessHandler(pool, now));
+  // The page first: it must load without the token, which its script then asks for.
+  app.get("/admin", statusPage(adminToken));
+  app.get("/admin/", statusPage(adminToken));
   app.route("/admin", adminRoutes({ adminToken, pool, store, checkKey, now }));
+  app.route("/admin", statusRoutes({ ledger, adminToken, now }));
+  // Metrics are behind the admin token when there is one, open otherwise (a local scraper).
+  if (adminToken) app.get("/metrics", requireAdminToken(adminToken), metricsHandler(metrics));
+  else app.get("/metrics", metricsHandler(metrics));
 
   app.notFound((c) =>
     renderError(

@@ -50,6 +50,10 @@ const settings = {
     secret: true,
   },
   ALLOW_OPEN_PROXY: { schema: boolean.default(false), allowed: "true or false" },
+  LOG_DIR: { schema: z.string().min(1).default("logs"), allowed: "a folder path" },
+  LOG_RETENTION_DAYS: { schema: integer(1, 3650).default(14), allowed: "an integer number of days from 1 to 3650" },
+  LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error"]).default("info"), allowed: "one of debug, info, warn, error" },
+  LOG_BODIES: { schema: boolean.default(false), allowed: "true or false" },
 } as const;
 
 type Settings = typeof settings;

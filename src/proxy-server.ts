@@ -4,6 +4,9 @@
  * upstream, an injected clock or sleep), so both run the same wiring.
  */
 import { createHttpHandler } from "./app.ts";
+import { startLogging, type Logging } from "./log/loggers.ts";
+import { createMetrics } from "./observe/metrics.ts";
+import { createUsageLedger, type UsageLedger } from "./observe/usage-ledger.ts";
 import type { Config } from "./config.ts";
 import { createEventBus, type EventBus } from "./events.ts";
 import { createJsonFileStore } from "./keys/json-file-store.ts";
@@ -24,6 +27,9 @@ export interface ProxyOverrides {
   saveDelayMs?: number;
   idleTimeoutSeconds?: number;
   onStoreError?: (message: string) => void;
+  /** Where the human log lines go (default: stdout and stderr). */
+  logOut?: (text: string) => void;
+  logErr?: (text: string) => void;
 }
 
 export interface RunningProxy {
@@ -33,6 +39,8 @@ export interface RunningProxy {
   store: KeyStore;
   sync: KeySync;
   events: EventBus;
+  ledger: UsageLedger;
+  logging: Logging;
   keyCount: number;
   /** Graceful stop: drain within the grace period, then flush key state. */
   stop(graceMs?: number): Promise<void>;
@@ -77,7 +85,25 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     sleep: overrides.sleep ?? abortableSleep,
     events,
   });
+  const ledger = createUsageLedger({ now });
+  const metrics = createMetrics({ pool });
+  events.on("request.done", (record) => {
+    ledger.record(record);
+    metrics.record(record);
+  });
+  const logging = startLogging({
+    dir: config.LOG_DIR,
+    retentionDays: config.LOG_RETENTION_DAYS,
+    level: config.LOG_LEVEL,
+    events,
+    now,
+    ...(overrides.logOut ? { out: overrides.logOut } : {}),
+    ...(overrides.logErr ? { err: overrides.logErr } : {}),
+  });
   const handler = createHttpHandler({
+    ledger,
+    metrics,
+    reportInternalError: (error, requestId) => logging.internalError(error, { requestId }),
     forward,
     pool,
     store,
@@ -97,6 +123,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     });
   } catch (error) {
     await sync.stop();
+    await logging.close();
     const reason = error instanceof Error ? error.message : String(error);
     return { ok: false, message: `cannot listen on ${config.HOST}:${config.PORT}: ${reason}` };
   }
@@ -111,10 +138,13 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       store,
       sync,
       events,
+      ledger,
+      logging,
       keyCount: loaded.doc.records.length,
       async stop(graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000) {
         await stopGracefully(server, graceMs);
         await sync.stop();
+        await logging.close();
       },
     },
   };

@@ -18,6 +18,10 @@ describe("defaults", () => {
     ["ADMIN_TOKEN", undefined],
     ["PROXY_API_KEYS", undefined],
     ["ALLOW_OPEN_PROXY", false],
+    ["LOG_DIR", "logs"],
+    ["LOG_RETENTION_DAYS", 14],
+    ["LOG_LEVEL", "info"],
+    ["LOG_BODIES", false],
   ];
 
   test.each(defaults)("%s defaults to %p", (name, value) => {
@@ -73,6 +77,10 @@ describe("good values", () => {
         RETRY_BACKOFF_MS: 0,
         SHUTDOWN_GRACE_SECONDS: 3600,
         ALLOW_OPEN_PROXY: false,
+        LOG_DIR: "logs",
+        LOG_RETENTION_DAYS: 14,
+        LOG_LEVEL: "info",
+        LOG_BODIES: false,
       },
     });
   });
@@ -121,6 +129,9 @@ describe("bad values", () => {
     ["RETRY_BACKOFF_MS", "60001", "an integer number of milliseconds from 0 to 60000"],
     ["SHUTDOWN_GRACE_SECONDS", "3601", "a number of seconds from 0 to 3600"],
     ["ALLOW_OPEN_PROXY", "maybe", "true or false"],
+    ["LOG_RETENTION_DAYS", "0", "an integer number of days from 1 to 3650"],
+    ["LOG_LEVEL", "verbose", "one of debug, info, warn, error"],
+    ["LOG_BODIES", "sometimes", "true or false"],
   ];
 
   test.each(cases)("%s=%p is refused in one line naming the variable, the value and what is allowed", (name, value, allowed) => {

@@ -66,6 +66,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
   let stickyId: string | undefined;
   let roundRobinCursor = 0;
   let lastStamp = 0;
+  let loaded = false;
   const changeListeners = new Set<() => void>();
 
   const changed = () => {
@@ -194,15 +195,27 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
 
     replaceKeys(records) {
       const previous = byId;
+      const firstLoad = !loaded; // the keys found at startup were not "added"
+      loaded = true;
       keys = records.map((record) => {
         const known = previous.get(record.id);
-        if (!known || known.resetAt !== record.resetAt) return { ...record };
+        if (!known) {
+          if (!firstLoad) events?.emit("key.added", { keyId: record.id, ...(record.label ? { label: record.label } : {}) });
+          return { ...record };
+        }
+        if (known.resetAt !== record.resetAt) {
+          // A person's decision from outside (CLI, admin API, check-keys): theirs wins.
+          if (record.disabled) events?.emit("key.disabled", { keyId: record.id, reason: record.disabled.reason });
+          else events?.emit("key.enabled", { keyId: record.id });
+          return { ...record };
+        }
         // Same key, no reset by a person: keep the runtime state held here, adopt the rest.
         known.label = record.label;
         known.extra = record.extra;
         return known;
       });
       byId = new Map(keys.map((key) => [key.id, key]));
+      for (const id of previous.keys()) if (!byId.has(id)) events?.emit("key.removed", { keyId: id });
       lastStamp = Math.max(lastStamp, ...keys.map((key) => key.lastUsedAt));
       if (stickyId !== undefined && !byId.has(stickyId)) stickyId = undefined;
     },

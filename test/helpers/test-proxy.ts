@@ -15,6 +15,9 @@ export async function tempDir(): Promise<{ dir: string; cleanup: () => Promise<v
 export interface TestProxy extends RunningProxy {
   dir: string;
   keysFile: string;
+  logDir: string;
+  /** What the proxy wrote as human log lines (its stdout and stderr), for tests to read or scan. */
+  output: { out: string; err: string };
   /** Stops the proxy and removes its folder. */
   close(): Promise<void>;
 }
@@ -35,9 +38,20 @@ export async function startTestProxy({ upstream, keys = testKeys, keysFileText, 
   const keysFile = join(folder.dir, "keys.json");
   if (keysFileText !== undefined) await writeFile(keysFile, keysFileText);
   else if (keys !== null) await writeFile(keysFile, JSON.stringify({ keys: keys.map((key, index) => ({ key, label: `key-${index}` })) }));
+  const logDir = join(folder.dir, "logs");
+  const output = { out: "", err: "" };
   const started = await startProxy(
-    defaultConfig({ PORT: 0, OPENROUTER_BASE_URL: upstream, KEYS_FILE: keysFile, RETRY_BACKOFF_MS: 0, ...config }),
-    { saveDelayMs: 20, ...overrides },
+    defaultConfig({ PORT: 0, OPENROUTER_BASE_URL: upstream, KEYS_FILE: keysFile, RETRY_BACKOFF_MS: 0, LOG_DIR: logDir, ...config }),
+    {
+      saveDelayMs: 20,
+      logOut: (text) => {
+        output.out += text;
+      },
+      logErr: (text) => {
+        output.err += text;
+      },
+      ...overrides,
+    },
   );
   if (!started.ok) {
     await folder.cleanup();
@@ -47,6 +61,8 @@ export async function startTestProxy({ upstream, keys = testKeys, keysFileText, 
     ...started.proxy,
     dir: folder.dir,
     keysFile,
+    logDir,
+    output,
     async close() {
       await started.proxy.stop(0);
       await folder.cleanup();

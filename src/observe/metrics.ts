@@ -1,0 +1,112 @@
+/**
+ * Prometheus metrics (text format 0.0.4), kept as plain counters updated from request records:
+ * an increment per request, no formatting until someone scrapes `GET /metrics`.
+ */
+import type { KeyPool } from "../keys/key-pool.ts";
+import type { RequestRecord } from "../upstream/request-record.ts";
+
+const knownRoutes = new Set(["/chat/completions", "/completions", "/responses", "/messages", "/embeddings", "/embeddings/models", "/models", "/generation", "/key", "/credits"]);
+/** Unknown paths share one label value, so a client cannot grow the label set without bound. */
+const routeLabel = (path: string) => (knownRoutes.has(path) ? path : "other");
+
+const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+const addedBuckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
+
+class Histogram {
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(readonly buckets: number[]) {
+    this.counts = buckets.map(() => 0);
+  }
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    for (let index = 0; index < this.buckets.length; index++) {
+      if (value <= (this.buckets[index] as number)) {
+        this.counts[index] = (this.counts[index] as number) + 1;
+        return;
+      }
+    }
+  }
+}
+
+class LabelledCounter {
+  readonly values = new Map<string, number>();
+  add(labels: string, by = 1): void {
+    this.values.set(labels, (this.values.get(labels) ?? 0) + by);
+  }
+}
+
+const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+const labels = (pairs: Record<string, string>) =>
+  Object.entries(pairs)
+    .map(([name, value]) => `${name}="${escape(value)}"`)
+    .join(",");
+
+export interface Metrics {
+  record(request: RequestRecord): void;
+  render(): string;
+}
+
+export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
+  const requests = new LabelledCounter();
+  const attempts = new LabelledCounter();
+  const tokens = new LabelledCounter();
+  const cost = new LabelledCounter();
+  let retries = 0;
+  const ttfb = new Histogram(latencyBuckets);
+  const duration = new Histogram(latencyBuckets);
+  const added = new Histogram(addedBuckets);
+
+  return {
+    record(request) {
+      requests.add(labels({ route: routeLabel(request.path), status: String(request.status) }));
+      for (const attempt of request.attempts) attempts.add(labels({ outcome: attempt.outcome }));
+      retries += Math.max(0, request.attempts.length - 1);
+      if (request.usage && request.keyId) {
+        const model = request.model ?? "(none)";
+        tokens.add(labels({ model, key_id: request.keyId, type: "prompt" }), request.usage.promptTokens);
+        tokens.add(labels({ model, key_id: request.keyId, type: "completion" }), request.usage.completionTokens);
+        if (request.usage.cost !== undefined) cost.add(labels({ model, key_id: request.keyId }), request.usage.cost);
+      }
+      duration.observe(request.durationMs / 1000);
+      if (request.ttfbMs !== undefined) {
+        ttfb.observe(request.ttfbMs / 1000);
+        const upstreamMs = request.attempts.reduce((sum, attempt) => sum + attempt.ms, 0);
+        added.observe(Math.max(0, request.ttfbMs - upstreamMs) / 1000);
+      }
+    },
+
+    render() {
+      const lines: string[] = [];
+      const counter = (name: string, help: string, counter: LabelledCounter) => {
+        lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
+        for (const [labelText, value] of counter.values) lines.push(`${name}{${labelText}} ${value}`);
+      };
+      const histogram = (name: string, help: string, histogram: Histogram) => {
+        lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
+        let cumulative = 0;
+        histogram.buckets.forEach((bound, index) => {
+          cumulative += histogram.counts[index] as number;
+          lines.push(`${name}_bucket{le="${bound}"} ${cumulative}`);
+        });
+        lines.push(`${name}_bucket{le="+Inf"} ${histogram.count}`, `${name}_sum ${histogram.sum}`, `${name}_count ${histogram.count}`);
+      };
+      counter("openrouter_proxy_requests_total", "Requests answered, by API route and status.", requests);
+      counter("openrouter_proxy_upstream_attempts_total", "Upstream attempts, by outcome.", attempts);
+      lines.push("# HELP openrouter_proxy_retries_total Upstream attempts after the first, over all requests.", "# TYPE openrouter_proxy_retries_total counter", `openrouter_proxy_retries_total ${retries}`);
+      const availability = pool.availability();
+      lines.push("# HELP openrouter_proxy_keys Keys by state.", "# TYPE openrouter_proxy_keys gauge");
+      for (const [state, value] of [["active", availability.available], ["cooling", availability.cooling], ["disabled", availability.disabled]] as const) {
+        lines.push(`openrouter_proxy_keys{state="${state}"} ${value}`);
+      }
+      counter("openrouter_proxy_tokens_total", "Tokens the upstream reported, by model, key and type (prompt, completion).", tokens);
+      counter("openrouter_proxy_cost_usd_total", "Cost in USD the upstream reported, by model and key.", cost);
+      histogram("openrouter_proxy_time_to_first_byte_seconds", "From receiving a request to sending the response headers.", ttfb);
+      histogram("openrouter_proxy_request_duration_seconds", "From receiving a request to the end of its answer.", duration);
+      histogram("openrouter_proxy_added_seconds", "The proxy's own time before the first byte: time to first byte less the upstream attempts' time.", added);
+      return `${lines.join("\n")}\n`;
+    },
+  };
+}

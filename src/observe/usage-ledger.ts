@@ -1,0 +1,158 @@
+/**
+ * Who used what: totals by model and by key in one-minute buckets (kept 8 days), and the last
+ * requests, in memory. It answers `GET /admin/usage?since=…` and feeds the status page.
+ */
+import type { RequestRecord } from "../upstream/request-record.ts";
+
+export interface Totals {
+  requests: number;
+  errors: number;
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  cost: number;
+}
+
+export interface UsageReport {
+  since: string;
+  until: string;
+  totals: Totals;
+  byModel: Record<string, Totals>;
+  byKey: Record<string, Totals & { successes: number }>;
+}
+
+export interface RecentRequest {
+  time: string;
+  requestId: string;
+  method: string;
+  path: string;
+  model: string | null;
+  stream: boolean;
+  status: number;
+  keyId: string | null;
+  attempts: number;
+  durationMs: number;
+  totalTokens: number | null;
+  error: string | null;
+}
+
+const MINUTE = 60_000;
+const KEEP_MS = 8 * 86_400_000;
+const emptyTotals = (): Totals => ({ requests: 0, errors: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0, cost: 0 });
+
+interface Bucket {
+  byModel: Map<string, Totals>;
+  byKey: Map<string, Totals & { successes: number }>;
+}
+
+export interface UsageLedger {
+  record(request: RequestRecord): void;
+  report(since: number, now?: number): UsageReport;
+  recent(limit?: number): RecentRequest[];
+}
+
+export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: () => number; recentSize?: number } = {}): UsageLedger {
+  const buckets = new Map<number, Bucket>();
+  const recentRing: RecentRequest[] = [];
+
+  const add = (totals: Totals, request: RequestRecord) => {
+    totals.requests++;
+    if (request.status >= 400 || request.error) totals.errors++;
+    if (request.usage) {
+      totals.promptTokens += request.usage.promptTokens;
+      totals.completionTokens += request.usage.completionTokens;
+      totals.totalTokens += request.usage.totalTokens;
+      totals.cost += request.usage.cost ?? 0;
+    }
+  };
+
+  return {
+    record(request) {
+      const minute = Math.floor(request.startedAt / MINUTE) * MINUTE;
+      let bucket = buckets.get(minute);
+      if (!bucket) {
+        buckets.set(minute, (bucket = { byModel: new Map(), byKey: new Map() }));
+        // A new minute: forget what is older than a week and a day.
+        for (const start of buckets.keys()) if (start < minute - KEEP_MS) buckets.delete(start);
+      }
+      const model = request.model ?? "(none)";
+      let modelTotals = bucket.byModel.get(model);
+      if (!modelTotals) bucket.byModel.set(model, (modelTotals = emptyTotals()));
+      add(modelTotals, request);
+      for (const attempt of request.attempts) {
+        let keyTotals = bucket.byKey.get(attempt.keyId);
+        if (!keyTotals) bucket.byKey.set(attempt.keyId, (keyTotals = { ...emptyTotals(), successes: 0 }));
+        const served = attempt.keyId === request.keyId && attempt.status > 0 && attempt.status < 400;
+        keyTotals.requests++;
+        if (served) {
+          keyTotals.successes++;
+          if (request.usage) {
+            keyTotals.promptTokens += request.usage.promptTokens;
+            keyTotals.completionTokens += request.usage.completionTokens;
+            keyTotals.totalTokens += request.usage.totalTokens;
+            keyTotals.cost += request.usage.cost ?? 0;
+          }
+        } else {
+          keyTotals.errors++;
+        }
+      }
+      recentRing.push({
+        time: new Date(request.startedAt).toISOString(),
+        requestId: request.requestId,
+        method: request.method,
+        path: request.path,
+        model: request.model ?? null,
+        stream: request.stream,
+        status: request.status,
+        keyId: request.keyId ?? null,
+        attempts: request.attempts.length,
+        durationMs: request.durationMs,
+        totalTokens: request.usage?.totalTokens ?? null,
+        error: request.error ?? null,
+      });
+      if (recentRing.length > recentSize) recentRing.shift();
+    },
+
+    report(since, at = now()) {
+      const totals = emptyTotals();
+      const byModel: Record<string, Totals> = {};
+      const byKey: Record<string, Totals & { successes: number }> = {};
+      const from = Math.floor(since / MINUTE) * MINUTE;
+      for (const [start, bucket] of buckets) {
+        if (start < from) continue;
+        for (const [model, each] of bucket.byModel) {
+          const target = (byModel[model] ??= emptyTotals());
+          merge(target, each);
+          merge(totals, each);
+        }
+        for (const [keyId, each] of bucket.byKey) {
+          const target = (byKey[keyId] ??= { ...emptyTotals(), successes: 0 });
+          merge(target, each);
+          target.successes += each.successes;
+        }
+      }
+      return { since: new Date(from).toISOString(), until: new Date(at).toISOString(), totals, byModel, byKey };
+    },
+
+    recent(limit = recentSize) {
+      return recentRing.slice(-limit).reverse();
+    },
+  };
+}
+
+function merge(target: Totals, source: Totals): void {
+  target.requests += source.requests;
+  target.errors += source.errors;
+  target.promptTokens += source.promptTokens;
+  target.completionTokens += source.completionTokens;
+  target.totalTokens += source.totalTokens;
+  target.cost += source.cost;
+}
+
+/** `since` as given to /admin/usage: an ISO date or time, epoch milliseconds, or absent (start of today, UTC). */
+export function parseSince(raw: string | undefined, now: number): number | undefined {
+  if (raw === undefined || raw === "") return Math.floor(now / 86_400_000) * 86_400_000;
+  if (/^\d+$/.test(raw)) return Number(raw);
+  const parsed = Date.parse(raw);
+  return Number.isNaN(parsed) ? undefined : parsed;
+}
