@@ -84,6 +84,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     now,
     sleep: overrides.sleep ?? abortableSleep,
     events,
+    logBodies: config.LOG_BODIES,
   });
   const ledger = createUsageLedger({ now });
   const metrics = createMetrics({ pool });

@@ -10,7 +10,7 @@ import type { AcquireResult, KeyPool } from "../keys/key-pool.ts";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { classify, readErrorBody, type Outcome } from "./policy.ts";
 import { relay } from "./relay.ts";
-import type { RequestRecord } from "./request-record.ts";
+import { BODY_LOG_LIMIT, bodyForLog, type RequestRecord } from "./request-record.ts";
 import { createSilenceWatcher } from "./silence-watch.ts";
 import { readAnswerTail, UsageTap } from "./usage-tap.ts";
 
@@ -46,6 +46,8 @@ export interface ForwarderOptions {
   now?: () => number;
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   events?: EventBus;
+  /** LOG_BODIES: put request and response bodies in the request record (for the log). */
+  logBodies?: boolean;
 }
 
 /** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
@@ -82,6 +84,7 @@ export function createForwarder({
   now = Date.now,
   sleep = abortableSleep,
   events,
+  logBodies = false,
 }: ForwarderOptions) {
   const silenceWatcher = createSilenceWatcher();
   return async function forward(request: ProxyRequest): Promise<Response> {
@@ -99,6 +102,7 @@ export function createForwarder({
       aborted: false,
       ...(request.clientAddress === undefined ? {} : { clientAddress: request.clientAddress }),
       ...(request.headers.get("user-agent") ? { userAgent: request.headers.get("user-agent") as string } : {}),
+      ...(logBodies && request.body ? { requestBody: bodyForLog(request.body) } : {}),
     };
     const exclude = new Set<string>();
     const avoid = new Set<string>();
@@ -211,19 +215,25 @@ export function createForwarder({
           }
           release();
           const { usage, lateError } = readAnswerTail(new Uint8Array(bytes), false);
-          finish(status, { ...(usage ? { usage } : {}), ...(lateError ? { error: `error inside the answer: ${lateError}` } : {}) });
+          finish(status, {
+            ...(usage ? { usage } : {}),
+            ...(lateError ? { error: `error inside the answer: ${lateError}` } : {}),
+            ...(logBodies ? { responseBody: bodyForLog(bytes) } : {}),
+          });
           return new Response(bytes, { status, headers });
         }
         silence.touch();
-        const tap = new UsageTap();
+        const tap = new UsageTap(logBodies ? BODY_LOG_LIMIT + 1 : 0);
         const body = relay(response.body, {
           upstream,
           silence,
           tap,
           onEnd: (end) => {
             request.signal.removeEventListener("abort", onClientAbort);
+            const captured = tap.capturedBody();
             const { usage, lateError } = tap.finish(true);
             finish(status, {
+              ...(captured ? { responseBody: bodyForLog(captured) } : {}),
               ...(usage ? { usage } : {}),
               aborted: end.kind === "client-gone",
               ...(end.kind === "upstream-failed"
@@ -258,6 +268,7 @@ export function createForwarder({
       pool.report(keyId, outcome);
       noteAttempt(response.status, outcome.kind);
       last = { kind: "response", keyId, status: response.status, headers: response.headers, bytes, outcome };
+      if (logBodies) record.responseBody = bodyForLog(bytes);
       record.error = `upstream answered ${response.status}${facts.message ? `: ${facts.message}` : ""}`;
 
       if (outcome.kind === "request-error") break; // the request's own fault: no retry, as it came

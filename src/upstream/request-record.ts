@@ -34,4 +34,17 @@ export interface RequestRecord {
   aborted: boolean;
   clientAddress?: string;
   userAgent?: string;
+  /** Only with LOG_BODIES=true: the bodies as text, each cut at BODY_LOG_LIMIT bytes. */
+  requestBody?: string;
+  responseBody?: string;
+}
+
+export const BODY_LOG_LIMIT = 64 * 1024;
+
+const decoder = new TextDecoder();
+/** A body for the log: text, cut at BODY_LOG_LIMIT bytes with a note saying so. */
+export function bodyForLog(bytes: ArrayBuffer | Uint8Array): string {
+  const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  if (view.byteLength <= BODY_LOG_LIMIT) return decoder.decode(view);
+  return `${decoder.decode(view.subarray(0, BODY_LOG_LIMIT))}… [${view.byteLength - BODY_LOG_LIMIT} more bytes not logged]`;
 }

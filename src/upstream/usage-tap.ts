@@ -26,8 +26,22 @@ const TAIL_BYTES = 16 * 1024;
 export class UsageTap {
   private chunks: Uint8Array[] = [];
   private bytes = 0;
+  /** With LOG_BODIES: the first bytes of the answer, up to `captureLimit`. */
+  private captured: Uint8Array[] = [];
+  private capturedBytes = 0;
+
+  constructor(private readonly captureLimit = 0) {}
+
+  /** The captured start of the answer (LOG_BODIES), or undefined when nothing was captured. */
+  capturedBody(): Uint8Array | undefined {
+    return this.captured.length > 0 ? Buffer.concat(this.captured) : undefined;
+  }
 
   observe(chunk: Uint8Array): void {
+    if (this.capturedBytes < this.captureLimit) {
+      this.captured.push(chunk);
+      this.capturedBytes += chunk.byteLength;
+    }
     this.chunks.push(chunk);
     this.bytes += chunk.byteLength;
     // Drop whole chunks from the front while the rest still covers the tail.
