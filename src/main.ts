@@ -9,6 +9,9 @@ import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, rem
 import { serve } from "./cli/serve.ts";
 import { commandHelp, usage, version } from "./cli/usage.ts";
 import { loadConfig, parseDotenv, type Config, type EnvInput } from "./config.ts";
+// Errors below echo what was typed through echoInput: a key pasted as a command or an argument
+// must not come back in full (stderr ends up in terminals' scrollback and CI logs).
+import { echoInput } from "./keys/key-view.ts";
 
 const io = processIO();
 
@@ -65,7 +68,7 @@ function parseArgs(argv: string[]): { command: string; args: Parsed } | { error:
     if (arg.startsWith("-") && arg.length > 1) {
       const [name = "", inline] = arg.split(/=(.*)/s, 2) as [string, string | undefined];
       const kind = allFlags[name];
-      if (!kind) return { error: `unknown option ${name}` };
+      if (!kind) return { error: `unknown option ${echoInput(name)}` };
       if (kind === "value") {
         const value = inline ?? argv[++i];
         if (value === undefined) return { error: `${name} needs a value` };
@@ -105,7 +108,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === "help" || args.flags.has("--help") || args.flags.has("-h")) {
     const topic = command === "help" ? args.positional[0] : command === "serve" && !argv.includes("serve") ? undefined : command;
     if (topic !== undefined && !commandHelp[topic]) {
-      io.err(`openrouter-proxy: unknown command ${topic}\n\n${usage()}`);
+      io.err(`openrouter-proxy: unknown command ${echoInput(topic)}\n\n${usage()}`);
       return 2;
     }
     io.out(topic ? (commandHelp[topic] as string) : usage());
@@ -113,12 +116,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const spec = commands[command];
   if (!spec) {
-    io.err(`openrouter-proxy: unknown command ${command}\n\n${usage()}`);
+    io.err(`openrouter-proxy: unknown command ${echoInput(command)}\n\n${usage()}`);
     return 2;
   }
   const [least, most] = spec.positional;
   if (args.positional.length < least || args.positional.length > most) {
-    const got = args.positional.length === 0 ? "none" : args.positional.join(" ");
+    const got = args.positional.length === 0 ? "none" : args.positional.map(echoInput).join(" ");
     const takes = most === 0 ? "no arguments" : least === most ? `${least} argument${least === 1 ? "" : "s"}` : `${least} to ${most} arguments`;
     io.err(`openrouter-proxy: ${command} takes ${takes} (got ${got})\n\n${commandHelp[command] ?? usage()}`);
     return 2;
@@ -132,7 +135,20 @@ async function main(argv: string[]): Promise<number> {
     io.err(`openrouter-proxy: ${config.message}`);
     return 2;
   }
+  if (command === "serve") raiseUpstreamConcurrency(argv);
   return spec.run(config.config, args);
+}
+
+/**
+ * Bun's fetch sends at most 256 requests at once (BUN_CONFIG_MAX_HTTP_REQUESTS), read only when
+ * the process starts: the 257th concurrent stream would wait in a queue. So `serve` re-executes
+ * itself once, in place (same pid, same signals), with the limit raised, unless the user set it.
+ */
+function raiseUpstreamConcurrency(argv: string[]): void {
+  if (process.env.BUN_CONFIG_MAX_HTTP_REQUESTS || typeof process.execve !== "function") return;
+  const compiled = Bun.main.startsWith("/$bunfs/");
+  const args = compiled ? [process.execPath, ...argv] : [process.execPath, ...process.execArgv, Bun.main, ...argv];
+  process.execve(process.execPath, args, { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: "4096" });
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -9,7 +9,7 @@ import { createJsonFileStore } from "../keys/json-file-store.ts";
 import { addKey, disableKey, enableKey, removeKey, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf, maskKey } from "../keys/key-identity.ts";
 import type { KeyStore } from "../keys/key-store.ts";
-import { describeStatus, viewKey, type KeyView } from "../keys/key-view.ts";
+import { describeStatus, echoInput, viewKey, type KeyView } from "../keys/key-view.ts";
 import { checkKey, type KeyCheck } from "../upstream/key-info.ts";
 import type { CommandIO } from "./io.ts";
 
@@ -166,7 +166,8 @@ function report(context: KeyCommandContext, result: Awaited<ReturnType<KeyStore[
     return 1;
   }
   if (done === undefined) {
-    context.io.err(`${command}: no key with id ${id}; \`openrouter-proxy list-keys\` shows the ids`);
+    // echoInput: people pass the key itself where its id belongs; it must not be printed back.
+    context.io.err(`${command}: no key with id ${echoInput(id)}; \`openrouter-proxy list-keys\` shows the ids`);
     return 1;
   }
   context.io.out(done);

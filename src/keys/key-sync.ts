@@ -89,12 +89,19 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
     if (result.ok && unsaved) scheduleSave();
   });
 
+  /** Until nothing is pending: a change made while a save runs needs the save after it too. */
   const flush = async () => {
-    if (timer !== undefined) {
-      clearTimeout(timer);
-      await save();
-    } else if (saving) {
-      await saving;
+    for (let round = 0; round < 100; round++) {
+      if (timer !== undefined) {
+        clearTimeout(timer);
+        await save();
+      } else if (saving) {
+        await saving;
+      } else if (dirty) {
+        await save();
+      } else {
+        return;
+      }
     }
   };
 

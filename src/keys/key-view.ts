@@ -54,3 +54,13 @@ export function describeStatus(view: KeyView): string {
       return `disabled: ${view.disabledReason ?? "no reason recorded"}`;
   }
 }
+
+/**
+ * A word a person typed where a command or a key id belongs, fit to echo back in an error. People
+ * paste keys into the wrong place (`remove-key sk-or-v1-…`, `DELETE /admin/keys/sk-or-v1-…`), and
+ * an error must not print the key in full: anything longer than an id, or shaped like a key, is
+ * shown masked.
+ */
+export function echoInput(word: string): string {
+  return word.length > 24 || /^sk-/i.test(word) ? maskKey(word) : word;
+}

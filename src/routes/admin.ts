@@ -10,10 +10,10 @@ import { addKey, enableKey, removeKey, type AddOutcome } from "../keys/key-admin
 import { keyIdOf } from "../keys/key-identity.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
 import type { KeyStore, StoreLoad } from "../keys/key-store.ts";
-import { viewKey } from "../keys/key-view.ts";
+import { echoInput, viewKey } from "../keys/key-view.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 import type { KeyCheck } from "../upstream/key-info.ts";
-import { carriesOneOf } from "./bearer.ts";
+import { requireAdminToken } from "./admin-auth.ts";
 
 export interface AdminDeps {
   adminToken: string | undefined;
@@ -33,21 +33,7 @@ const AddKeyBody = z.strictObject({
 export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now }: AdminDeps): Hono<AppEnv> {
   const admin = new Hono<AppEnv>();
 
-  admin.use(async function requireAdminToken(_c, next) {
-    if (!adminToken) {
-      throw new ProxyError(404, "the admin API is off: set ADMIN_TOKEN to enable it, then send Authorization: Bearer <ADMIN_TOKEN>", {
-        type: "not_found_error",
-        code: "admin_disabled",
-      });
-    }
-    if (!carriesOneOf(_c.req.raw.headers, [adminToken])) {
-      throw new ProxyError(401, "the admin API needs Authorization: Bearer <ADMIN_TOKEN>", {
-        type: "authentication_error",
-        code: "invalid_admin_token",
-      });
-    }
-    await next();
-  });
+  admin.use(requireAdminToken(adminToken));
 
   const update = async (change: (doc: KeyFileDocument) => KeyFileDocument) => {
     const result = await store.update(change);
@@ -134,7 +120,8 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
 }
 
 function unknownKey(id: string): ProxyError {
-  return new ProxyError(404, `no key with id ${id}: GET /admin/keys lists the ids`, { type: "not_found_error", code: "key_not_found" });
+  // echoInput: a client may send the key itself where its id belongs; it must not come back.
+  return new ProxyError(404, `no key with id ${echoInput(id)}: GET /admin/keys lists the ids`, { type: "not_found_error", code: "key_not_found" });
 }
 
 async function readJson(c: Context<AppEnv>): Promise<unknown> {
