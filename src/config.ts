@@ -35,6 +35,7 @@ const settings = {
   },
   RETRY_BACKOFF_MS: { schema: integer(0, 60_000).default(200), allowed: "an integer number of milliseconds from 0 to 60000" },
   SHUTDOWN_GRACE_SECONDS: { schema: seconds(0, 3600).default(30), allowed: "a number of seconds from 0 to 3600" },
+  STREAM_COMMIT_SECONDS: { schema: seconds(0, 600).default(15), allowed: "a number of seconds from 0 to 600" },
   ADMIN_TOKEN: {
     schema: z.string().min(8).regex(/^\S+$/).optional(),
     allowed: "a token of at least 8 characters without spaces (unset: the admin API is off)",

@@ -16,6 +16,16 @@ export interface ProxyEventMap {
   "key.removed": { keyId: string };
   "key.enabled": { keyId: string };
   "store.error": { message: string };
+  "account.rest": {
+    account: string;
+    keyId: string;
+    scope: "account" | "model";
+    modelClass: string;
+    model?: string;
+    until: number;
+    source: string;
+    reason: string;
+  };
 }
 
 export type ProxyEventName = keyof ProxyEventMap;

@@ -65,6 +65,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
 
   const pool = createKeyPool({ rotation: config.ROTATION, failureThreshold: config.FAILURE_THRESHOLD, now, events });
   pool.replaceKeys(loaded.doc.records);
+  pool.loadAccounts(loaded.doc.accounts);
   const sync = startKeySync({
     pool,
     store,
@@ -85,6 +86,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     sleep: overrides.sleep ?? abortableSleep,
     events,
     logBodies: config.LOG_BODIES,
+    streamCommitMs: config.STREAM_COMMIT_SECONDS * 1000,
   });
   const ledger = createUsageLedger({ now });
   const metrics = createMetrics({ pool });

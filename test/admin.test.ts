@@ -75,7 +75,7 @@ const chat = (proxy: TestProxy, bearer = "anything", prefix = "/v1") =>
 const recordOf = (proxy: TestProxy, id: string) => proxy.pool.records().find((record) => record.id === id);
 const storedIds = async (proxy: TestProxy) => (JSON.parse(await readFile(proxy.keysFile, "utf8")) as { keys: Array<{ key: string }> }).keys.map((entry) => keyIdOf(entry.key));
 const keyChecks = () => fake.requests.filter((request) => request.path === "/key").map((request) => request.key);
-const rateLimited = (until: number) => errorReply(429, "Rate limit exceeded: free-models-per-min", { headers: { "X-RateLimit-Reset": String(until) } });
+const rateLimited = (until: number) => errorReply(429, "Rate limit exceeded: slow down", { headers: { "X-RateLimit-Reset": String(until) } });
 
 describe("admin API switched off", () => {
   test.each([
@@ -140,7 +140,7 @@ describe("GET /admin/keys", () => {
       masked: maskKey(keyA),
       status: "cooling",
       cooldownUntil: new Date(reset).toISOString(),
-      cooldownReason: "Rate limit exceeded: free-models-per-min",
+      cooldownReason: "Rate limit exceeded: slow down",
       consecutiveFailures: 0,
       disabledReason: null,
       requests: 1,

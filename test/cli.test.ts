@@ -230,7 +230,7 @@ describe("the keys file", () => {
     const path = join(cwd, "keys.json");
     await writeFile(path, JSON.stringify({ keys: [{ key: keyA, label: "only" }] }));
     const reset = Date.now() + 10 * 60_000;
-    fake.reply(() => errorReply(429, "Rate limit exceeded: free-models-per-min", { headers: { "X-RateLimit-Reset": String(reset) } }));
+    fake.reply(() => errorReply(429, "Rate limit exceeded: slow down", { headers: { "X-RateLimit-Reset": String(reset) } }));
 
     const child = spawn(["--port", "0"], { cwd, env: { OPENROUTER_BASE_URL: fake.url, RETRY_BACKOFF_MS: "0" } });
     const url = await listening(child);

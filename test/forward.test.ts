@@ -92,7 +92,7 @@ describe("rate limits", () => {
   test("a 429 with X-RateLimit-Reset cools the key until that instant and retries on the next key", async () => {
     const p = await start();
     const reset = Date.now() + 90_000;
-    fake.replyOnce(() => errorReply(429, "Rate limit exceeded: free-models-per-min.", { headers: { "X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": String(reset) } }));
+    fake.replyOnce(() => errorReply(429, "Rate limit exceeded", { headers: { "X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": String(reset) } }));
     const response = await chat(p);
     expect(response.status).toBe(200);
     expect(response.headers.get("x-proxy-attempts")).toBe("2");
@@ -105,7 +105,7 @@ describe("rate limits", () => {
     const p = await start();
     const reset = Date.now() + 3_600_000;
     fake.replyOnce(() =>
-      errorReply(429, "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day", {
+      errorReply(429, "Rate limit exceeded", {
         metadata: { headers: { "X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": String(reset) }, provider_name: null },
       }),
     );
@@ -183,7 +183,7 @@ describe("rate limits", () => {
     const p = await start();
     const soonest = Date.now() + 20_000;
     fake.reply((request) =>
-      errorReply(429, "Rate limit exceeded: free-models-per-min.", {
+      errorReply(429, "Rate limit exceeded", {
         headers: { "X-RateLimit-Reset": String(request.key === keyB ? soonest : soonest + 40_000) },
       }),
     );

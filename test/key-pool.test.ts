@@ -31,7 +31,7 @@ describe("rotation order", () => {
   test("sticky moves to the least recently used available key when its key cools down, and stays there", () => {
     const { pool, ids, clock } = poolOf(3, "sticky");
     takeIds(pool, 1); // k0
-    pool.report(ids[0] as string, { kind: "rate-limited", until: clock.now + 60_000, source: "header" });
+    pool.report(ids[0] as string, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 60_000, source: "header" });
     expect(takeIds(pool, 3)).toEqual([ids[1], ids[1], ids[1]] as string[]);
   });
 
@@ -42,7 +42,7 @@ describe("rotation order", () => {
 
   test("round-robin skips a key that is cooling down", () => {
     const { pool, ids, clock } = poolOf(3, "round-robin");
-    pool.report(ids[1] as string, { kind: "rate-limited", until: clock.now + 60_000, source: "default" });
+    pool.report(ids[1] as string, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 60_000, source: "default" });
     expect(takeIds(pool, 4)).toEqual([ids[0], ids[2], ids[0], ids[2]] as string[]);
   });
 
@@ -58,7 +58,7 @@ describe("cooldowns", () => {
     const { pool, ids, clock, events } = poolOf(1, "sticky");
     const recovered: string[] = [];
     events.on("key.recovered", ({ keyId }) => recovered.push(keyId));
-    pool.report(ids[0] as string, { kind: "rate-limited", until: clock.now + 30_000, source: "header" });
+    pool.report(ids[0] as string, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 30_000, source: "header" });
     const refused = pool.acquire();
     expect(refused).toEqual({ ok: false, reason: "all-cooling", cooling: 1, nextAvailableAt: clock.now + 30_000, total: 1 });
     clock.now += 30_001;
@@ -69,11 +69,11 @@ describe("cooldowns", () => {
   test("a new cooldown never shortens one already running", () => {
     const { pool, ids, clock } = poolOf(1, "sticky");
     const id = ids[0] as string;
-    pool.report(id, { kind: "rate-limited", until: clock.now + 120_000, source: "header" });
-    pool.report(id, { kind: "rate-limited", until: clock.now + 10_000, source: "default" });
+    pool.report(id, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 120_000, source: "header" });
+    pool.report(id, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 10_000, source: "default" });
     const [record] = pool.records();
     expect(record?.cooldownUntil).toBe(clock.now + 120_000);
-    pool.report(id, { kind: "rate-limited", until: clock.now + 180_000, source: "header" });
+    pool.report(id, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 180_000, source: "header" });
     expect(pool.records()[0]?.cooldownUntil).toBe(clock.now + 180_000);
   });
 
@@ -88,7 +88,7 @@ describe("cooldowns", () => {
     const { pool, ids, clock } = poolOf(2, "sticky");
     const leases = takeIds(pool, 5); // five requests in flight on k0
     expect(new Set(leases)).toEqual(new Set([ids[0] as string]));
-    pool.report(ids[0] as string, { kind: "rate-limited", until: clock.now + 60_000, source: "header" });
+    pool.report(ids[0] as string, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 60_000, source: "header" });
     // The other four now report their own outcomes; the next requests never get k0.
     for (let i = 0; i < 4; i++) pool.report(ids[0] as string, { kind: "ok" });
     expect(takeIds(pool, 5)).toEqual(Array(5).fill(ids[1]));

@@ -276,7 +276,7 @@ describe("restarts", () => {
     const config = { FAILURE_THRESHOLD: 2 };
     const first = await startTestProxy({ upstream: fake.url, dir, keys: [keyA, keyB, keyC], config });
     const until = Date.now() + 10 * 60_000;
-    first.pool.report(idA, { kind: "rate-limited", until, source: "header", message: "slow down" });
+    first.pool.report(idA, { kind: "rate-limited", scope: "key", modelClass: "all", until, source: "header", message: "slow down" });
     first.pool.report(idB, { kind: "key-failure", reason: "upstream answered 401" });
     first.pool.report(idB, { kind: "key-failure", reason: "upstream answered 401" });
     expect(statusOf(first, idB).state).toBe("disabled");

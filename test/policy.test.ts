@@ -40,7 +40,7 @@ describe("reset parsing", () => {
     const facts = readErrorBody(
       JSON.stringify({ error: { code: 429, message: "Rate limit exceeded: free-models-per-day", metadata: { headers: { "X-RateLimit-Reset": String(now + minute) } } } }),
     );
-    expect(facts).toEqual({ message: "Rate limit exceeded: free-models-per-day", metadataHeaders: { "x-ratelimit-reset": String(now + minute) } });
+    expect(facts).toEqual({ message: "Rate limit exceeded: free-models-per-day", metadataHeaders: { "x-ratelimit-reset": String(now + minute) }, code: 429 });
     expect(readErrorBody("<html>Bad gateway</html>")).toEqual({});
   });
 });
@@ -74,7 +74,7 @@ describe("what an upstream status means", () => {
   });
 
   test("a 429 without reset information cools down for the default", () => {
-    expect(classify({ status: 429, headers: new Headers(), now, defaultCooldownMs: minute })).toEqual({ kind: "rate-limited", until: now + minute, source: "default" });
+    expect(classify({ status: 429, headers: new Headers(), now, defaultCooldownMs: minute })).toEqual({ kind: "rate-limited", scope: "key", modelClass: "all", until: now + minute, source: "default" });
   });
 
   test("a success whose headers say nothing remains cools down until its reset", () => {

@@ -59,13 +59,13 @@ describe("streaming", () => {
     proxy = await startTestProxy({ upstream: fake.url });
     const upstream = controlledStream();
     fake.replyOnce(() => upstream.response);
-    // Headers leave with the first bytes; OpenRouter sends a keep-alive comment first.
+    // Keep-alive comments are held until the first content arrives (the commit point), then
+    // the status, the comments and the content leave together.
     upstream.send(": OPENROUTER PROCESSING\n\n");
+    upstream.send(sseChunk("first"));
     const response = await streamRequest(proxy);
     const reader = response.body!.getReader();
-    let text = await readUntil(reader, "OPENROUTER PROCESSING");
-    upstream.send(sseChunk("first"));
-    text = await readUntil(reader, '"first"', text);
+    let text = await readUntil(reader, '"first"');
     expect(text).not.toContain('"second"');
     upstream.send(sseChunk("second"));
     text = await readUntil(reader, '"second"', text);

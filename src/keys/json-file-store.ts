@@ -14,6 +14,7 @@ import { open, readFile, stat, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { z } from "zod";
 import { findJsonSyntaxError } from "./json-syntax.ts";
+import type { AccountState } from "./account-state.ts";
 import { mergeKeyLists, type KeyStore, type StoreLoad } from "./key-store.ts";
 import { KeyFileSchema, fileTextFromDocument, recordsFromFile, type KeyFileDocument, type KeyRecord } from "./schema.ts";
 
@@ -91,7 +92,7 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
   }
 
   function loadText(text: string | undefined): StoreLoad {
-    if (text === undefined) return { ok: true, doc: { records: [], extraTopLevel: {} }, exists: false };
+    if (text === undefined) return { ok: true, doc: { records: [], accounts: new Map(), extraTopLevel: {} }, exists: false };
     const result = parseKeyFile(text, name, now());
     if (result.ok) lastKnownText = text;
     return result;
@@ -190,12 +191,14 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
     name,
     load: readDoc,
 
-    save(ours: readonly KeyRecord[]) {
+    save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>) {
       return readModifyWrite((current) => {
         // Nothing on disk and nothing to remember: do not create a file nobody asked for.
         if (!current.exists && ours.length === 0) return undefined;
         return {
           records: current.exists ? mergeKeyLists(current.doc.records, ours) : [...ours],
+          // Account state is the server's alone: its memory wins.
+          accounts: new Map(accounts ?? current.doc.accounts),
           extraTopLevel: current.doc.extraTopLevel,
         };
       });

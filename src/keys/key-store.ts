@@ -7,6 +7,7 @@
  * exist and their labels, the server's memory wins for runtime state, except for a key a person
  * has reset since (its `resetAt` differs), where the person's reset wins.
  */
+import type { AccountState } from "./account-state.ts";
 import type { KeyFileDocument, KeyRecord } from "./schema.ts";
 
 export type StoreLoad = { ok: true; doc: KeyFileDocument; exists: boolean } | { ok: false; message: string };
@@ -20,7 +21,7 @@ export interface KeyStore {
    * list (so the pool can adopt outside changes), or an error when the stored data is unreadable:
    * then nothing is written over it.
    */
-  save(ours: readonly KeyRecord[]): Promise<StoreLoad>;
+  save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>): Promise<StoreLoad>;
   /**
    * Read-modify-write for people's changes (CLI, admin API), under the store's lock. `change` may
    * run more than once (again when someone edits the file while it is being written), so it must
@@ -36,11 +37,13 @@ export function mergeKeyLists(theirs: readonly KeyRecord[], ours: readonly KeyRe
   return theirs.map((stored) => {
     const mine = oursById.get(stored.id);
     if (!mine || mine.resetAt !== stored.resetAt) return stored;
+    const account = mine.account ?? stored.account;
     return {
       ...mine,
       label: stored.label,
       extra: stored.extra,
       addedAt: stored.addedAt,
+      ...(account === undefined ? {} : { account }),
     };
   });
 }

@@ -59,7 +59,7 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
     }
     dirty = false;
     saving = store
-      .save(pool.records())
+      .save(pool.records(), pool.accounts())
       .then(
         (result) => {
           unsaved = !result.ok;

@@ -4,6 +4,7 @@
  * object form back. Fields it does not know are kept as they were: nothing a user wrote is lost.
  */
 import { z } from "zod";
+import { AccountsSchema, accountsForFile, accountsFromFile, type AccountState } from "./account-state.ts";
 import { keyIdOf } from "./key-identity.ts";
 
 const isoDate = z.iso.datetime({ offset: true });
@@ -35,6 +36,8 @@ export const KeyEntrySchema = z.looseObject({
   addedAt: isoDate.optional(),
   /** When a person last re-enabled the key (CLI or admin API): their reset beats the server's state. */
   resetAt: isoDate.optional(),
+  /** The OpenRouter account (creator_user_id) the key belongs to, once learned. */
+  account: z.string().optional(),
   state: KeyStateSchema.optional(),
 });
 
@@ -42,7 +45,7 @@ const entryOrString = z.union([keyString, KeyEntrySchema]);
 
 export const KeyFileSchema = z.union([
   z.array(entryOrString),
-  z.looseObject({ keys: z.array(entryOrString) }),
+  z.looseObject({ keys: z.array(entryOrString), accounts: AccountsSchema.optional() }),
 ]);
 
 export type KeyEntry = z.infer<typeof KeyEntrySchema>;
@@ -54,6 +57,7 @@ export interface KeyRecord {
   label?: string;
   addedAt: number;
   resetAt?: number;
+  account?: string;
   cooldownUntil: number;
   cooldownSource?: z.infer<typeof CooldownSource>;
   cooldownReason?: string;
@@ -70,6 +74,8 @@ export interface KeyRecord {
 
 export interface KeyFileDocument {
   records: KeyRecord[];
+  /** Per-account runtime state (rests, the daily free budget): the server's to write. */
+  accounts: Map<string, AccountState>;
   /** Top-level fields besides `keys`, kept as they were. */
   extraTopLevel: Record<string, unknown>;
 }
@@ -77,7 +83,7 @@ export interface KeyFileDocument {
 const time = (iso: string | undefined): number => (iso === undefined ? 0 : Date.parse(iso));
 const iso = (ms: number): string => new Date(ms).toISOString();
 
-const knownEntryFields = new Set(["key", "label", "id", "addedAt", "resetAt", "state"]);
+const knownEntryFields = new Set(["key", "label", "id", "addedAt", "resetAt", "account", "state"]);
 const knownStateFields = new Set(Object.keys(KeyStateSchema.shape));
 
 function pick(source: Record<string, unknown>, known: Set<string>): Record<string, unknown> {
@@ -104,7 +110,8 @@ export function newKeyRecord(secret: string, now: number, label?: string): KeyRe
 /** A parsed file → records (duplicates dropped, the first one kept). */
 export function recordsFromFile(parsed: z.infer<typeof KeyFileSchema>, now: number): KeyFileDocument {
   const entries = Array.isArray(parsed) ? parsed : parsed.keys;
-  const extraTopLevel = Array.isArray(parsed) ? {} : pick(parsed, new Set(["keys"]));
+  const extraTopLevel = Array.isArray(parsed) ? {} : pick(parsed, new Set(["keys", "accounts"]));
+  const accounts = accountsFromFile(Array.isArray(parsed) ? undefined : parsed.accounts);
   const seen = new Set<string>();
   const records: KeyRecord[] = [];
   for (const entry of entries) {
@@ -116,6 +123,7 @@ export function recordsFromFile(parsed: z.infer<typeof KeyFileSchema>, now: numb
     records.push({
       ...record,
       ...(raw.resetAt ? { resetAt: time(raw.resetAt) } : {}),
+      ...(raw.account ? { account: raw.account } : {}),
       cooldownUntil: time(state?.cooldownUntil),
       ...(state?.cooldownSource ? { cooldownSource: state.cooldownSource } : {}),
       ...(state?.cooldownReason ? { cooldownReason: state.cooldownReason } : {}),
@@ -129,7 +137,7 @@ export function recordsFromFile(parsed: z.infer<typeof KeyFileSchema>, now: numb
       extraState: state ? pick(state, knownStateFields) : {},
     });
   }
-  return { records, extraTopLevel };
+  return { records, accounts, extraTopLevel };
 }
 
 export function entryFromRecord(record: KeyRecord, now: number): Record<string, unknown> {
@@ -140,6 +148,7 @@ export function entryFromRecord(record: KeyRecord, now: number): Record<string, 
     id: record.id,
     addedAt: iso(record.addedAt),
     ...(record.resetAt ? { resetAt: iso(record.resetAt) } : {}),
+    ...(record.account ? { account: record.account } : {}),
     ...record.extra,
     state: {
       ...(coolingDown ? { cooldownUntil: iso(record.cooldownUntil) } : {}),
@@ -157,6 +166,11 @@ export function entryFromRecord(record: KeyRecord, now: number): Record<string, 
 }
 
 export function fileTextFromDocument(doc: KeyFileDocument, now: number): string {
-  const body = { ...doc.extraTopLevel, keys: doc.records.map((record) => entryFromRecord(record, now)) };
+  const accounts = accountsForFile(doc.accounts, now);
+  const body = {
+    ...doc.extraTopLevel,
+    keys: doc.records.map((record) => entryFromRecord(record, now)),
+    ...(Object.keys(accounts).length > 0 ? { accounts } : {}),
+  };
   return `${JSON.stringify(body, null, 2)}\n`;
 }

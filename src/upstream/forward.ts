@@ -8,8 +8,9 @@ import { ProxyError } from "../errors.ts";
 import type { EventBus } from "../events.ts";
 import type { AcquireResult, KeyPool } from "../keys/key-pool.ts";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
-import { classify, readErrorBody, type Outcome } from "./policy.ts";
+import { classify, readErrorBody, type ErrorBodyFacts, type Outcome } from "./policy.ts";
 import { relay } from "./relay.ts";
+import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
 import { BODY_LOG_LIMIT, bodyForLog, type RequestRecord } from "./request-record.ts";
 import { createSilenceWatcher } from "./silence-watch.ts";
 import { readAnswerTail, UsageTap } from "./usage-tap.ts";
@@ -48,7 +49,12 @@ export interface ForwarderOptions {
   events?: EventBus;
   /** LOG_BODIES: put request and response bodies in the request record (for the log). */
   logBodies?: boolean;
+  /** STREAM_COMMIT_SECONDS: how long a stream's first bytes may be held waiting for content. */
+  streamCommitMs?: number;
 }
+
+/** The one short wait before retrying a shared-capacity 429. */
+const SHARED_CAPACITY_BACKOFF_MS = 1000;
 
 /** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
  * limit (`upstreamTimeoutMs`) takes its place. https://github.com/oven-sh/bun/issues/16682 */
@@ -85,6 +91,7 @@ export function createForwarder({
   sleep = abortableSleep,
   events,
   logBodies = false,
+  streamCommitMs = 15_000,
 }: ForwarderOptions) {
   const silenceWatcher = createSilenceWatcher();
   return async function forward(request: ProxyRequest): Promise<Response> {
@@ -126,11 +133,12 @@ export function createForwarder({
       return error;
     };
 
+    let sharedCapacityRetried = false;
     while (attempts() < maxAttempts) {
       if (request.signal.aborted) throw clientGone();
-      const acquired = pool.acquire({ exclude, avoid });
+      const acquired = pool.acquire({ exclude, avoid, ...(request.model === undefined ? {} : { model: request.model }) });
       if (!acquired.ok) {
-        if (last && acquired.reason !== "all-cooling") break; // answer with what the upstream last said
+        if (last && acquired.reason !== "all-cooling" && acquired.reason !== "free-budget-exhausted") break; // answer with what the upstream last said
         throw failWith(noKeyError(acquired, now(), last));
       }
       const { keyId, secret } = acquired.lease;
@@ -141,6 +149,10 @@ export function createForwarder({
         events?.emit("attempt.done", { requestId: request.requestId, attempt: record.attempts.length, keyId, status, outcome });
         return attempt;
       };
+      const reportContext = (facts: ErrorBodyFacts = {}) => ({
+        ...(request.model === undefined ? {} : { model: request.model }),
+        ...(facts.userId === undefined ? {} : { account: facts.userId }),
+      });
 
       // One controller per attempt: the client leaving, the silence limit, or the relay can abort it.
       const upstream = new AbortController();
@@ -171,34 +183,73 @@ export function createForwarder({
         const timedOut = upstream.signal.reason instanceof DOMException && upstream.signal.reason.name === "TimeoutError";
         const reason = timedOut ? String((upstream.signal.reason as DOMException).message) : describeFetchError(error);
         last = { kind: "unreachable", reason, timedOut };
-        pool.report(keyId, { kind: "upstream-error", reason });
+        pool.report(keyId, { kind: "upstream-error", reason }, reportContext());
         noteAttempt(0, timedOut ? "upstream-timeout" : "upstream-unreachable");
         avoid.add(keyId);
         await backoff();
         continue;
       }
 
+      /** What the answer's status (or the error hidden in a 200) means; false: stop and answer with `last`. */
+      const judge = (status: number, facts: ErrorBodyFacts, bytes: Uint8Array, headers: Headers, answerStatus: number) => {
+        const outcome = classify({ status, headers, body: facts, now: now(), defaultCooldownMs, ...(request.model === undefined ? {} : { model: request.model }) });
+        pool.report(keyId, outcome, reportContext(facts));
+        noteAttempt(status, outcome.kind);
+        last = { kind: "response", keyId, status: answerStatus, headers, bytes, outcome };
+        record.error = `upstream answered ${status}${facts.message ? `: ${facts.message}` : ""}`;
+        if (logBodies) record.responseBody = bodyForLog(bytes);
+        return outcome;
+      };
+      /** After a failed attempt: whether to try again, and how. */
+      const next = async (outcome: Outcome): Promise<"retry" | "stop"> => {
+        switch (outcome.kind) {
+          case "request-error":
+          case "ok":
+            return "stop"; // the request's own fault: no retry, as it came
+          case "upstream-error":
+            avoid.add(keyId);
+            await backoff();
+            return "retry";
+          case "shared-capacity":
+            // Another key cannot help; waiting a moment might. One short wait and one retry at most.
+            if (sharedCapacityRetried) return "stop";
+            sharedCapacityRetried = true;
+            avoid.add(keyId);
+            await sleep(Math.min(SHARED_CAPACITY_BACKOFF_MS, Math.max(0, outcome.until - now())), request.signal);
+            return "retry";
+          case "rate-limited":
+          case "key-failure":
+            exclude.add(keyId); // rate-limited or a bad key: never again for this request
+            return "retry";
+        }
+      };
+
       if (response.status < 400) {
-        const outcome = classify({ status: response.status, headers: response.headers, now: now(), defaultCooldownMs });
-        pool.report(keyId, outcome);
-        const attempt = noteAttempt(response.status, outcome.kind);
-        // Commit point: from here on the bytes go to the client and nothing is retried.
-        const status = response.status;
-        const elapsed = performance.now() - started;
-        const earlierAttempts = record.attempts.slice(0, -1).reduce((sum, each) => sum + each.ms, 0);
-        const headers = clientResponseHeaders(response.headers, {
-          "x-proxy-key-id": keyId,
-          "x-proxy-attempts": String(attempts()),
-          // What the proxy itself added, apart from the upstream's time (and earlier attempts').
-          "server-timing": `proxy;dur=${round(elapsed - attempt.ms - earlierAttempts)}, upstream;dur=${attempt.ms}${earlierAttempts > 0 ? `, retries;dur=${round(earlierAttempts)}` : ""}`,
-        });
-        record.keyId = keyId;
-        record.ttfbMs = round(elapsed);
         const isEventStream = (response.headers.get("content-type") ?? "").includes("text/event-stream");
+        /** The committed answer; `finishWith` set: the record is complete now (else the relay completes it). */
+        const respond = (body: ArrayBuffer | ReadableStream<Uint8Array> | null, finishWith?: Partial<RequestRecord>) => {
+          const outcome = classify({ status: response.status, headers: response.headers, now: now(), defaultCooldownMs });
+          pool.report(keyId, outcome, reportContext());
+          const attempt = noteAttempt(response.status, outcome.kind);
+          // Commit point: from here on the bytes go to the client and nothing is retried.
+          const elapsed = performance.now() - started;
+          const earlierAttempts = record.attempts.slice(0, -1).reduce((sum, each) => sum + each.ms, 0);
+          const headers = clientResponseHeaders(response.headers, {
+            "x-proxy-key-id": keyId,
+            "x-proxy-attempts": String(attempts()),
+            // What the proxy itself added, apart from the upstream's time (and earlier attempts').
+            "server-timing": `proxy;dur=${round(elapsed - attempt.ms - earlierAttempts)}, upstream;dur=${attempt.ms}${earlierAttempts > 0 ? `, retries;dur=${round(earlierAttempts)}` : ""}`,
+          });
+          record.keyId = keyId;
+          record.ttfbMs = round(elapsed);
+          delete record.error;
+          if (finishWith) finish(response.status, finishWith);
+          return new Response(body, { status: response.status, headers });
+        };
+
         if (!response.body) {
           release();
-          finish(status);
-          return new Response(null, { status, headers });
+          return respond(null, {});
         }
         if (!isEventStream) {
           // A whole answer (JSON, a model list): read natively in one piece and handed on as the
@@ -209,30 +260,62 @@ export function createForwarder({
           } catch (error) {
             release();
             if (request.signal.aborted) throw clientGone();
-            throw failWith(
-              new ProxyError(502, `the upstream's answer broke off: ${describeFetchError(error)}`, { type: "upstream_error", code: "upstream_broke_off" }),
-            );
+            const reason = `the upstream's answer broke off: ${describeFetchError(error)}`;
+            last = { kind: "unreachable", reason, timedOut: false };
+            noteAttempt(response.status, "upstream-error");
+            avoid.add(keyId);
+            continue;
           }
           release();
-          const { usage, lateError } = readAnswerTail(new Uint8Array(bytes), false);
-          finish(status, {
-            ...(usage ? { usage } : {}),
-            ...(lateError ? { error: `error inside the answer: ${lateError}` } : {}),
-            ...(logBodies ? { responseBody: bodyForLog(bytes) } : {}),
-          });
-          return new Response(bytes, { status, headers });
+          const view = new Uint8Array(bytes);
+          const { usage, lateError } = readAnswerTail(view, false);
+          if (lateError !== undefined) {
+            // A 200 that carries an error (OpenRouter does this): handled like the status it stands for.
+            const facts = readErrorBody(new TextDecoder().decode(view));
+            const outcome = judge(statusOfCode(facts.code), facts, view, response.headers, response.status);
+            if ((await next(outcome)) === "retry") continue;
+            break;
+          }
+          return respond(bytes, { ...(usage ? { usage } : {}), ...(logBodies ? { responseBody: bodyForLog(bytes) } : {}) });
         }
-        silence.touch();
+
+        // A stream: held until its first content (or STREAM_COMMIT_SECONDS), so an error event
+        // that comes first can still be retried on another key, invisibly.
+        const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+        const decision = await holdUntilCommit(reader, { commitMs: streamCommitMs, silence });
+        if (decision.kind === "failed") {
+          release();
+          if (request.signal.aborted) throw clientGone();
+          const reason = `the upstream's stream broke off before any content: ${describeFetchError(decision.error)}`;
+          last = { kind: "unreachable", reason, timedOut: false };
+          noteAttempt(response.status, "upstream-error");
+          avoid.add(keyId);
+          await backoff();
+          continue;
+        }
+        if (decision.kind === "error-event") {
+          const bytes = Buffer.concat(decision.held);
+          const outcome = judge(decision.status, decision.facts, bytes, response.headers, response.status);
+          if (outcome.kind !== "request-error") {
+            reader.cancel().catch(() => {});
+            release();
+            if ((await next(outcome)) === "retry") continue;
+            break;
+          }
+          // The request's own fault: the stream goes to the client as it came.
+        }
         const tap = new UsageTap(logBodies ? BODY_LOG_LIMIT + 1 : 0);
-        const body = relay(response.body, {
+        const body = relay(reader, {
           upstream,
           silence,
           tap,
+          held: decision.held,
+          ...(decision.kind === "commit" && decision.pending ? { pending: decision.pending } : {}),
           onEnd: (end) => {
             request.signal.removeEventListener("abort", onClientAbort);
             const captured = tap.capturedBody();
             const { usage, lateError } = tap.finish(true);
-            finish(status, {
+            finish(response.status, {
               ...(captured ? { responseBody: bodyForLog(captured) } : {}),
               ...(usage ? { usage } : {}),
               aborted: end.kind === "client-gone",
@@ -246,7 +329,16 @@ export function createForwarder({
             });
           },
         });
-        return new Response(body, { status, headers });
+        if (decision.kind === "error-event") {
+          // Already judged (and noted) above: answer as it came, without a second report.
+          record.keyId = keyId;
+          record.ttfbMs = round(performance.now() - started);
+          return new Response(body, {
+            status: response.status,
+            headers: clientResponseHeaders(response.headers, { "x-proxy-key-id": keyId, "x-proxy-attempts": String(attempts()) }),
+          });
+        }
+        return respond(body);
       }
 
       // An error answer: small, read whole so the policy can see its message and reset.
@@ -263,21 +355,8 @@ export function createForwarder({
         continue;
       }
       release();
-      const facts = readErrorBody(new TextDecoder().decode(bytes));
-      const outcome = classify({ status: response.status, headers: response.headers, body: facts, now: now(), defaultCooldownMs });
-      pool.report(keyId, outcome);
-      noteAttempt(response.status, outcome.kind);
-      last = { kind: "response", keyId, status: response.status, headers: response.headers, bytes, outcome };
-      if (logBodies) record.responseBody = bodyForLog(bytes);
-      record.error = `upstream answered ${response.status}${facts.message ? `: ${facts.message}` : ""}`;
-
-      if (outcome.kind === "request-error") break; // the request's own fault: no retry, as it came
-      if (outcome.kind === "upstream-error") {
-        avoid.add(keyId);
-        await backoff();
-      } else {
-        exclude.add(keyId); // rate-limited or a bad key: never again for this request
-      }
+      const outcome = judge(response.status, readErrorBody(new TextDecoder().decode(bytes)), bytes, response.headers, response.status);
+      if ((await next(outcome)) === "stop") break;
     }
 
     if (request.signal.aborted) throw clientGone();
@@ -291,26 +370,19 @@ export function createForwarder({
         ),
       );
     }
+    const extraHeaders: Record<string, string> = { "x-proxy-key-id": last.keyId, "x-proxy-attempts": String(attempts()) };
     if (last.outcome.kind === "rate-limited") {
       // Rotated through rate limits until nothing is left: say when a key returns, not just "429".
-      const availability = pool.availability();
-      if (availability.available === 0 && availability.nextAvailableAt !== undefined) {
-        throw failWith(
-          noKeyError(
-            { ok: false, reason: "all-cooling", cooling: availability.cooling, nextAvailableAt: availability.nextAvailableAt, total: availability.total },
-            now(),
-            last,
-          ),
-        );
-      }
+      const after = pool.acquire({ dryRun: true, ...(request.model === undefined ? {} : { model: request.model }) });
+      if (!after.ok && (after.reason === "all-cooling" || after.reason === "free-budget-exhausted")) throw failWith(noKeyError(after, now(), last));
+    }
+    if (last.outcome.kind === "shared-capacity" && !last.headers.has("retry-after")) {
+      extraHeaders["retry-after"] = String(Math.max(1, Math.ceil((last.outcome.until - now()) / 1000)));
     }
     // Every attempt failed, or the request was refused: the upstream's last answer, as it came.
     record.keyId = last.keyId;
     finish(last.status, { ttfbMs: round(performance.now() - started) });
-    return new Response(last.bytes, {
-      status: last.status,
-      headers: clientResponseHeaders(last.headers, { "x-proxy-key-id": last.keyId, "x-proxy-attempts": String(attempts()) }),
-    });
+    return new Response(last.bytes, { status: last.status, headers: clientResponseHeaders(last.headers, extraHeaders) });
 
     async function backoff() {
       upstreamFaults++;
@@ -342,6 +414,16 @@ function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: number,
         `all ${acquired.total} keys are disabled after repeated failures: re-enable one with \`openrouter-proxy enable-key <id>\` (or add it again)`,
         { type: "service_unavailable", code: "all_keys_disabled" },
       );
+    case "free-budget-exhausted": {
+      const seconds = Math.max(1, Math.ceil((acquired.resetAt - now) / 1000));
+      const hours = Math.floor(seconds / 3600);
+      const minutes = Math.ceil((seconds % 3600) / 60);
+      return new ProxyError(
+        429,
+        `the daily free-model limit is used up on all ${acquired.accounts} account${acquired.accounts === 1 ? "" : "s"}: it resets at ${new Date(acquired.resetAt).toISOString()} (in ${hours} h ${minutes} min); paid models still work`,
+        { type: "rate_limit_error", code: "free_model_limit_used_up", headers: { "retry-after": String(seconds) } },
+      );
+    }
     case "all-cooling": {
       const seconds = Math.max(1, Math.ceil((acquired.nextAvailableAt - now) / 1000));
       return new ProxyError(

@@ -1,3 +1,5 @@
+import { nextUtcMidnight, type RestClass } from "../keys/account-state.ts";
+
 /**
  * What an upstream answer means for the key that carried it, decided from the status, the
  * headers and (for errors only) the small error body. Everything about rate-limit resets is
@@ -9,14 +11,37 @@ export type ResetSource = "header" | "body" | "retry-after" | "default";
 export type Outcome =
   /** Served. `exhausted` is set when the headers say nothing remains until a reset. */
   | { kind: "ok"; exhausted?: { until: number; source: ResetSource } }
-  /** 429: the key rests until `until`, then another key is tried. */
-  | { kind: "rate-limited"; until: number; source: ResetSource; message?: string }
+  /**
+   * 429: something rests until `until`, then another key (or account) is tried. `scope` says what
+   * rests: the key (the core rule), its whole account (OpenRouter's free-model limits are per
+   * account), or one model on the account (a provider's own limit); `modelClass` which requests.
+   */
+  | {
+      kind: "rate-limited";
+      scope: "key" | "account" | "model";
+      modelClass: RestClass;
+      model?: string;
+      until: number;
+      source: ResetSource;
+      message?: string;
+      /** The account's daily free-model limit, when this 429 says it is used up. */
+      dailyLimit?: number;
+    }
+  /** A popular free model is out of shared capacity for everyone: no key is to blame. */
+  | { kind: "shared-capacity"; until: number; source: ResetSource; message?: string }
   /** The key itself is bad (invalid, out of credits): a consecutive failure is counted. */
-  | { kind: "key-failure"; reason: string }
+  | { kind: "key-failure"; reason: string; restPaid?: { until: number; source: ResetSource } }
   /** The request's own fault: passed back as it came, the key is not marked. */
   | { kind: "request-error" }
   /** OpenRouter or a provider failed (5xx, 408, connection): retried, the key is not blamed. */
   | { kind: "upstream-error"; reason: string };
+
+/** How long an account rests for paid models after a 402 (credits do not come back by themselves). */
+export const CREDITS_REST_MS = 15 * 60_000;
+/** How long a model rests on an account after its provider's own 429 without a reset. */
+export const PROVIDER_REST_MS = 30_000;
+/** How long a shared-capacity 429 without a reset asks the client to wait. */
+export const SHARED_CAPACITY_WAIT_MS = 5_000;
 
 type Verdict = "request-error" | "key-failure" | "upstream-error" | "rate-limited";
 
@@ -43,6 +68,14 @@ export interface ErrorBodyFacts {
   message?: string;
   /** `error.metadata.headers`, where OpenRouter repeats the rate-limit headers. */
   metadataHeaders?: Record<string, string>;
+  /** `error.metadata.limit_source`, e.g. "openrouter_shared_capacity". */
+  limitSource?: string;
+  /** `error.metadata.provider_name`: set when a provider (not OpenRouter) refused. */
+  providerName?: string;
+  /** The account behind the key (`user_id`), where the body names it. */
+  userId?: string;
+  /** `error.code`: a number or a string. */
+  code?: number | string;
 }
 
 /** Reads the few facts the policy needs from an upstream error body; tolerant of any shape. */
@@ -55,16 +88,25 @@ export function readErrorBody(text: string): ErrorBodyFacts {
   }
   const error = field(parsed, "error");
   const message = field(error, "message");
-  const headers = field(field(error, "metadata"), "headers");
+  const metadata = field(error, "metadata");
+  const headers = field(metadata, "headers");
   const metadataHeaders: Record<string, string> = {};
   if (headers && typeof headers === "object") {
     for (const [name, value] of Object.entries(headers)) {
       if (typeof value === "string" || typeof value === "number") metadataHeaders[name.toLowerCase()] = String(value);
     }
   }
+  const limitSource = field(metadata, "limit_source");
+  const providerName = field(metadata, "provider_name");
+  const userId = field(parsed, "user_id") ?? field(metadata, "user_id");
+  const code = field(error, "code");
   return {
     ...(typeof message === "string" ? { message } : {}),
     ...(Object.keys(metadataHeaders).length > 0 ? { metadataHeaders } : {}),
+    ...(typeof limitSource === "string" ? { limitSource } : {}),
+    ...(typeof providerName === "string" && providerName !== "" ? { providerName } : {}),
+    ...(typeof userId === "string" && userId !== "" ? { userId } : {}),
+    ...(typeof code === "number" || typeof code === "string" ? { code } : {}),
   };
 }
 
@@ -122,9 +164,11 @@ export interface ClassifyInput {
   body?: ErrorBodyFacts;
   now: number;
   defaultCooldownMs: number;
+  /** The model the request asked for: limits on free models and on one model depend on it. */
+  model?: string;
 }
 
-export function classify({ status, headers, body = {}, now, defaultCooldownMs }: ClassifyInput): Outcome {
+export function classify({ status, headers, body = {}, now, defaultCooldownMs, model }: ClassifyInput): Outcome {
   if (status < 400) {
     // Proactive rest: a success that says nothing remains would be followed by a wasted 429.
     if (headers.get("x-ratelimit-remaining")?.trim() === "0") {
@@ -134,14 +178,15 @@ export function classify({ status, headers, body = {}, now, defaultCooldownMs }:
   }
   const verdict = statusVerdicts.get(status) ?? (status >= 500 ? "upstream-error" : "request-error");
   const quoted = body.message ? `: ${body.message}` : "";
+  const message = body.message ? { message: body.message } : {};
   switch (verdict) {
     case "rate-limited":
-      return {
-        kind: "rate-limited",
-        ...resetFrom(headers, body, now, defaultCooldownMs),
-        ...(body.message ? { message: body.message } : {}),
-      };
+      return rateLimit(headers, body, now, defaultCooldownMs, model, message);
     case "key-failure":
+      if (status === 402) {
+        // Out of credits: the account cannot pay for paid models; free ones may still work.
+        return { kind: "key-failure", reason: `upstream answered 402${quoted}`, restPaid: resetFrom(headers, body, now, CREDITS_REST_MS) };
+      }
       return { kind: "key-failure", reason: `upstream answered ${status}${quoted}` };
     case "upstream-error":
       return { kind: "upstream-error", reason: `upstream answered ${status}${quoted}` };
@@ -152,4 +197,52 @@ export function classify({ status, headers, body = {}, now, defaultCooldownMs }:
       }
       return { kind: "request-error" };
   }
+}
+
+/**
+ * Which 429 this is, in OpenRouter's terms (../shared/openrouter-api.md, "Rate limits"):
+ * - "free-models-per-day": the account's daily free-model quota is used up until 00:00 UTC;
+ * - "free-models-per-min": the account's per-minute free-model limit;
+ * - shared capacity of a popular free model: nobody's key is to blame;
+ * - a provider's own 429 ("Provider returned error"): that model rests on this account;
+ * - anything else: the key rests (the core rule).
+ */
+function rateLimit(
+  headers: Headers,
+  body: ErrorBodyFacts,
+  now: number,
+  defaultCooldownMs: number,
+  model: string | undefined,
+  message: { message?: string },
+): Outcome {
+  const text = body.message ?? "";
+  const limitHeader = headers.get("x-ratelimit-limit") ?? body.metadataHeaders?.["x-ratelimit-limit"];
+  if (body.limitSource === "openrouter_shared_capacity" || /shared capacity|high demand|limit_rpm\//i.test(text)) {
+    return { kind: "shared-capacity", ...resetFrom(headers, body, now, SHARED_CAPACITY_WAIT_MS), ...message };
+  }
+  if (/free-models-per-day/i.test(text)) {
+    const dailyLimit = limitHeader !== undefined && /^\d+$/.test(limitHeader.trim()) ? Number(limitHeader) : undefined;
+    return {
+      kind: "rate-limited",
+      scope: "account",
+      modelClass: "free",
+      ...resetFrom(headers, body, now, nextUtcMidnight(now) - now),
+      ...message,
+      ...(dailyLimit === undefined ? {} : { dailyLimit }),
+    };
+  }
+  if (/free-models-per-min/i.test(text)) {
+    return { kind: "rate-limited", scope: "account", modelClass: "free", ...resetFrom(headers, body, now, 60_000 - (now % 60_000)), ...message };
+  }
+  if (body.providerName !== undefined || /provider returned error/i.test(text)) {
+    return {
+      kind: "rate-limited",
+      scope: "model",
+      modelClass: "all",
+      ...(model === undefined ? {} : { model }),
+      ...resetFrom(headers, body, now, PROVIDER_REST_MS),
+      ...message,
+    };
+  }
+  return { kind: "rate-limited", scope: "key", modelClass: "all", ...resetFrom(headers, body, now, defaultCooldownMs), ...message };
 }

@@ -10,7 +10,13 @@ import type { UsageTap } from "./usage-tap.ts";
 
 export type RelayEnd = { kind: "complete" } | { kind: "client-gone" } | { kind: "upstream-failed"; error: unknown };
 
+type ReadResult = Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]>>;
+
 export interface RelayOptions {
+  /** Bytes already read (held until the commit point), sent first. */
+  held?: Uint8Array[];
+  /** A read already under way when the relay takes over; its result comes next. */
+  pending?: Promise<ReadResult>;
   /** Aborting it cancels the upstream `fetch` and its body. */
   upstream: AbortController;
   /** Told of every chunk; it aborts the upstream when the silence gets too long. */
@@ -20,8 +26,11 @@ export interface RelayOptions {
   onEnd?: (end: RelayEnd) => void;
 }
 
-export function relay(body: ReadableStream<Uint8Array>, { upstream, silence, tap, onEnd }: RelayOptions): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
+export function relay(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  { upstream, silence, tap, onEnd, held = [], pending }: RelayOptions,
+): ReadableStream<Uint8Array> {
+  let next = pending;
   let ended = false;
 
   const end = (result: RelayEnd) => {
@@ -34,9 +43,17 @@ export function relay(body: ReadableStream<Uint8Array>, { upstream, silence, tap
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        let result: Awaited<ReturnType<typeof reader.read>>;
+        const first = held.shift();
+        if (first) {
+          controller.enqueue(first);
+          tap?.observe(first);
+          return;
+        }
+        let result: ReadResult;
         try {
-          result = await reader.read();
+          const reading = next ?? reader.read();
+          next = undefined;
+          result = await reading;
         } catch (error) {
           if (ended) return; // the client left first; the stream is already cancelled
           // The upstream died or went silent: end the client's stream with an error (its

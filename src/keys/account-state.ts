@@ -1,0 +1,94 @@
+/**
+ * What the proxy knows about an OpenRouter account: OpenRouter counts free-model limits per
+ * account, not per key (../shared/openrouter-api.md, "Rate limits"), so rests and the daily
+ * free-model budget live here and apply to every key of the account at once.
+ *
+ * Keys whose account is unknown count as an account of their own (`key:<key id>`).
+ */
+import { z } from "zod";
+
+export type ModelClass = "free" | "paid";
+/** Which requests a rest applies to: every model, free (`:free`) models only, or paid ones only. */
+export type RestClass = "all" | ModelClass;
+
+export interface AccountRest {
+  /** `account`: the whole account (for its class of models); `model`: one model on this account. */
+  scope: "account" | "model";
+  modelClass: RestClass;
+  model?: string;
+  until: number;
+  source: string;
+  reason: string;
+}
+
+export interface FreeBudget {
+  /** The UTC day counted, YYYY-MM-DD. */
+  day: string;
+  used: number;
+  /** The account's daily free-model limit, once known (50, or 1000 with credits). */
+  limit?: number;
+}
+
+export interface AccountState {
+  rests: AccountRest[];
+  free?: FreeBudget;
+}
+
+export const classOfModel = (model: string | undefined): ModelClass =>
+  model !== undefined && (model.endsWith(":free") || model === "openrouter/free") ? "free" : "paid";
+
+export const accountIdOf = (key: { id: string; account?: string }): string => key.account ?? `key:${key.id}`;
+
+export const utcDayOf = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
+export const nextUtcMidnight = (ms: number): number => (Math.floor(ms / 86_400_000) + 1) * 86_400_000;
+
+const isoDate = z.iso.datetime({ offset: true });
+
+export const AccountStateSchema = z.looseObject({
+  rests: z
+    .array(
+      z.looseObject({
+        scope: z.enum(["account", "model"]),
+        modelClass: z.enum(["all", "free", "paid"]),
+        model: z.string().optional(),
+        until: isoDate,
+        source: z.string(),
+        reason: z.string(),
+      }),
+    )
+    .default([]),
+  free: z.looseObject({ day: z.string(), used: z.number().int().min(0), limit: z.number().int().min(0).optional() }).optional(),
+});
+
+export const AccountsSchema = z.record(z.string(), AccountStateSchema);
+
+export function accountsFromFile(raw: z.infer<typeof AccountsSchema> | undefined): Map<string, AccountState> {
+  const accounts = new Map<string, AccountState>();
+  for (const [id, state] of Object.entries(raw ?? {})) {
+    accounts.set(id, {
+      rests: state.rests.map((rest) => ({
+        scope: rest.scope,
+        modelClass: rest.modelClass,
+        ...(rest.model === undefined ? {} : { model: rest.model }),
+        until: Date.parse(rest.until),
+        source: rest.source,
+        reason: rest.reason,
+      })),
+      ...(state.free ? { free: { day: state.free.day, used: state.free.used, ...(state.free.limit === undefined ? {} : { limit: state.free.limit }) } } : {}),
+    });
+  }
+  return accounts;
+}
+
+/** For the file: rests that are over are dropped; a budget is kept while it is today's. */
+export function accountsForFile(accounts: ReadonlyMap<string, AccountState>, now: number): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const today = utcDayOf(now);
+  for (const [id, state] of accounts) {
+    const rests = state.rests.filter((rest) => rest.until > now).map((rest) => ({ ...rest, until: new Date(rest.until).toISOString() }));
+    const free = state.free && state.free.day === today ? state.free : undefined;
+    if (rests.length === 0 && !free) continue;
+    out[id] = { rests, ...(free ? { free } : {}) };
+  }
+  return out;
+}
