@@ -9,6 +9,7 @@ import { createMetrics } from "./observe/metrics.ts";
 import { createUsageLedger, type UsageLedger } from "./observe/usage-ledger.ts";
 import type { Config } from "./config.ts";
 import { createEventBus, type EventBus } from "./events.ts";
+import { discoverAccounts } from "./keys/account-discovery.ts";
 import { createJsonFileStore } from "./keys/json-file-store.ts";
 import { createKeyPool, type KeyPool } from "./keys/key-pool.ts";
 import type { KeyStore } from "./keys/key-store.ts";
@@ -27,6 +28,8 @@ export interface ProxyOverrides {
   saveDelayMs?: number;
   idleTimeoutSeconds?: number;
   onStoreError?: (message: string) => void;
+  /** false: do not ask GET /key about the keys at startup. */
+  discoverAccounts?: boolean;
   /** Where the human log lines go (default: stdout and stderr). */
   logOut?: (text: string) => void;
   logErr?: (text: string) => void;
@@ -41,6 +44,8 @@ export interface RunningProxy {
   events: EventBus;
   ledger: UsageLedger;
   logging: Logging;
+  /** Settles when every key's account has been asked for once (GET /key). */
+  discovery: Promise<void>;
   keyCount: number;
   /** Graceful stop: drain within the grace period, then flush key state. */
   stop(graceMs?: number): Promise<void>;
@@ -103,6 +108,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     ...(overrides.logOut ? { out: overrides.logOut } : {}),
     ...(overrides.logErr ? { err: overrides.logErr } : {}),
   });
+  const checkUpstreamKey = (secret: string) => checkKey(secret, { baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch });
   const handler = createHttpHandler({
     ledger,
     metrics,
@@ -110,7 +116,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     forward,
     pool,
     store,
-    checkKey: (secret) => checkKey(secret, { baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch }),
+    checkKey: checkUpstreamKey,
     adminToken: config.ADMIN_TOKEN,
     proxyApiKeys: config.PROXY_API_KEYS,
     now,
@@ -131,6 +137,9 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     return { ok: false, message: `cannot listen on ${config.HOST}:${config.PORT}: ${reason}` };
   }
 
+  // Accounts and today's free-model use, learned in the background: the first request never waits.
+  const discovery = overrides.discoverAccounts === false ? Promise.resolve() : discoverAccounts({ pool, checkKey: checkUpstreamKey });
+
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
   return {
     ok: true,
@@ -143,6 +152,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       events,
       ledger,
       logging,
+      discovery,
       keyCount: loaded.doc.records.length,
       async stop(graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000) {
         await stopGracefully(server, graceMs);
