@@ -344,11 +344,10 @@ describe("check-keys", () => {
     expect(entryB?.state.disabled?.reason).toBe("rejected by check-keys (401: User not found.)");
   });
 
-  test("check-keys --json reports each key's result and what the upstream said; all valid exits 0 and disables nothing", async () => {
+  test("check-keys --json reports each key's result and what the upstream said; all valid exits 0, disables nothing and records each key's account", async () => {
     fake.reply(keyEndpoint(() => true));
     const ws = await workspace();
     await writeFile(ws.keysFile, JSON.stringify([keyA, keyB]));
-    const before = await readFile(ws.keysFile, "utf8");
     const { code, stdout } = await ws.cli(["check-keys", "--json"]);
     expect(code).toBe(0);
     const { keys } = JSON.parse(stdout) as { keys: unknown[] };
@@ -356,7 +355,11 @@ describe("check-keys", () => {
       { id: idA, label: null, masked: maskKey(keyA), result: "valid", info: expect.objectContaining({ limit: 10, limit_remaining: 7.5, usage: 2.5, is_free_tier: false, rate_limit: { requests: 20, interval: "10s" } }) },
       { id: idB, label: null, masked: maskKey(keyB), result: "valid", info: expect.objectContaining({ limit: 10 }) },
     ]);
-    expect(await readFile(ws.keysFile, "utf8")).toBe(before);
+    const saved = JSON.parse(await readFile(ws.keysFile, "utf8")) as { keys: Array<{ key: string; account?: string; state: { disabled?: unknown } }> };
+    expect(saved.keys.map((entry) => [entry.key, entry.account, entry.state.disabled])).toEqual([
+      [keyA, "user_abc", undefined],
+      [keyB, "user_abc", undefined],
+    ]);
   });
 
   test("check-keys when the upstream cannot be reached reports each key as unknown and disables nothing", async () => {

@@ -6,7 +6,7 @@
  */
 import type { Config } from "../config.ts";
 import { createJsonFileStore } from "../keys/json-file-store.ts";
-import { addKey, disableKey, enableKey, removeKey, type AddOutcome } from "../keys/key-admin.ts";
+import { addKey, disableKey, enableKey, removeKey, setAccounts, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf, maskKey } from "../keys/key-identity.ts";
 import type { KeyStore } from "../keys/key-store.ts";
 import { describeStatus, echoInput, viewKey, type KeyView } from "../keys/key-view.ts";
@@ -81,6 +81,7 @@ export async function addKeyCommand(
       failures++;
       continue;
     }
+    let account: string | undefined;
     if (verify) {
       const check = await checkKey(input.secret, { baseUrl: config.OPENROUTER_BASE_URL, ...(context.fetch ? { fetch: context.fetch } : {}) });
       if (check.kind === "rejected") {
@@ -89,10 +90,11 @@ export async function addKeyCommand(
         continue;
       }
       if (check.kind === "unknown") io.err(`warning: could not verify ${shown}: ${check.reason}; adding it anyway`);
+      if (check.kind === "valid") account = check.info.creator_user_id ?? undefined;
     }
     let outcome: AddOutcome = "added";
     const result = await store.update((doc) => {
-      const added = addKey(doc, input.secret, now(), input.label);
+      const added = addKey(doc, input.secret, now(), input.label, account);
       outcome = added.outcome;
       return added.doc;
     });
@@ -195,14 +197,19 @@ export async function checkKeysCommand(context: KeyCommandContext, { json }: { j
     })),
   );
   const rejected = checks.filter(({ check }) => check.kind === "rejected");
-  if (rejected.length > 0) {
+  // Which account each key belongs to (OpenRouter counts free-model limits per account).
+  const accounts = new Map<string, string>();
+  for (const { record, check } of checks) {
+    if (check.kind === "valid" && check.info.creator_user_id) accounts.set(record.id, check.info.creator_user_id);
+  }
+  if (rejected.length > 0 || accounts.size > 0) {
     const result = await store.update((doc) =>
       rejected.reduce((current, { record, check }) => {
         const reason = check.kind === "rejected" ? `rejected by check-keys (${check.status}: ${check.message})` : "rejected";
         return disableKey(current, record.id, reason, now()).doc;
-      }, doc),
+      }, setAccounts(doc, accounts)),
     );
-    if (!result.ok) io.err(`check-keys: could not disable rejected keys: ${result.message}`);
+    if (!result.ok) io.err(`check-keys: could not record the results: ${result.message}`);
   }
   if (json) {
     io.out(JSON.stringify({ keys: checks.map(({ record, check }) => ({ id: record.id, label: record.label ?? null, masked: maskKey(record.secret), ...checkJson(check) })) }, null, 2));

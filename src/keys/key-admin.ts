@@ -13,11 +13,17 @@ function reset(record: KeyRecord, now: number): KeyRecord {
   return { ...rest, resetAt: Math.max(now, (record.resetAt ?? 0) + 1), consecutiveFailures: 0, cooldownUntil: 0 };
 }
 
-export function addKey(doc: KeyFileDocument, secret: string, now: number, label?: string): { doc: KeyFileDocument; outcome: AddOutcome; record: KeyRecord } {
+export function addKey(
+  doc: KeyFileDocument,
+  secret: string,
+  now: number,
+  label?: string,
+  account?: string,
+): { doc: KeyFileDocument; outcome: AddOutcome; record: KeyRecord } {
   const id = keyIdOf(secret);
   const existing = doc.records.find((record) => record.id === id);
   if (!existing) {
-    const record = newKeyRecord(secret, now, label);
+    const record = { ...newKeyRecord(secret, now, label), ...(account === undefined ? {} : { account }) };
     return { doc: { ...doc, records: [...doc.records, record] }, outcome: "added", record };
   }
   if (!existing.disabled) return { doc, outcome: "present", record: existing };
@@ -49,4 +55,16 @@ export function disableKey(doc: KeyFileDocument, id: string, reason: string, now
 
 function replace(doc: KeyFileDocument, record: KeyRecord): KeyFileDocument {
   return { ...doc, records: doc.records.map((candidate) => (candidate.id === record.id ? record : candidate)) };
+}
+
+/** Records the accounts GET /key named (creator_user_id) for keys whose account was not known. */
+export function setAccounts(doc: KeyFileDocument, accounts: ReadonlyMap<string, string>): KeyFileDocument {
+  let changed = false;
+  const records = doc.records.map((record) => {
+    const account = accounts.get(record.id);
+    if (account === undefined || record.account === account) return record;
+    changed = true;
+    return { ...record, account };
+  });
+  return changed ? { ...doc, records } : doc;
 }

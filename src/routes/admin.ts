@@ -67,6 +67,7 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
     const { key: secret, label, verify = true } = parsed.data;
     const id = keyIdOf(secret);
     let warning: string | undefined;
+    let account: string | undefined;
     if (verify) {
       const check = await checkKey(secret);
       if (check.kind === "rejected") {
@@ -76,6 +77,7 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
         });
       }
       if (check.kind === "unknown") warning = `could not verify the key: ${check.reason}; added anyway`;
+      if (check.kind === "valid") account = check.info.creator_user_id ?? undefined;
     }
     // The pool knows the freshest state: a key it holds disabled is re-enabled even if the file lags.
     const heldDisabled = pool.records().find((record) => record.id === id)?.disabled !== undefined;
@@ -85,7 +87,7 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
         outcome = "re-enabled";
         return enableKey(doc, id, now()).doc;
       }
-      const added = addKey(doc, secret, now(), label);
+      const added = addKey(doc, secret, now(), label, account);
       outcome = added.outcome;
       return added.doc;
     });
