@@ -259,10 +259,15 @@ describe("list-keys", () => {
     const { code, stdout } = await ws.cli(["list-keys"]);
     expect(code).toBe(0);
     expect(rows(stdout)).toEqual([
-      ["ID", "LABEL", "KEY", "STATUS", "FAILURES", "LAST USED", "REQUESTS"],
-      [idA, "main", maskKey(keyA), "active", "1", "2026-01-02T03:04:05.000Z", "7"],
-      [idB, "spare", maskKey(keyB), `cooling down until ${cooling} (Rate limit exceeded)`, "0", "never", "3"],
-      [idC, "-", maskKey(keyC), "disabled: 5 consecutive failures; last: 401 User not found.", "5", "never", "0"],
+      ["ID", "LABEL", "KEY", "ACCOUNT", "STATUS", "FAILURES", "LAST USED", "REQUESTS"],
+      [idA, "main", maskKey(keyA), "-", "active", "1", "2026-01-02T03:04:05.000Z", "7"],
+      [idB, "spare", maskKey(keyB), "-", `cooling down until ${cooling} (Rate limit exceeded)`, "0", "never", "3"],
+      [idC, "-", maskKey(keyC), "-", "disabled: 5 consecutive failures; last: 401 User not found.", "5", "never", "0"],
+      [""],
+      ["ACCOUNT", "KEYS", "FREE REQUESTS TODAY", "RESTING"],
+      [`key:${idA}`, idA, "0", "-"],
+      [`key:${idB}`, idB, "0", "-"],
+      [`key:${idC}`, idC, "0", "-"],
     ]);
   });
 

@@ -9,7 +9,7 @@ import { createJsonFileStore } from "../keys/json-file-store.ts";
 import { addKey, disableKey, enableKey, removeKey, setAccounts, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf, maskKey } from "../keys/key-identity.ts";
 import type { KeyStore } from "../keys/key-store.ts";
-import { describeStatus, echoInput, viewKey, type KeyView } from "../keys/key-view.ts";
+import { describeRest, describeStatus, echoInput, viewAccounts, viewKey, type KeyView } from "../keys/key-view.ts";
 import { checkKey, type KeyCheck } from "../upstream/key-info.ts";
 import type { CommandIO } from "./io.ts";
 
@@ -123,20 +123,32 @@ export async function listKeysCommand(context: KeyCommandContext, { json }: { js
     return 1;
   }
   const views = loaded.doc.records.map((record) => viewKey(record, now));
+  const accounts = viewAccounts(loaded.doc.records, loaded.doc.accounts, now);
   if (json) {
-    context.io.out(JSON.stringify({ keys: views }, null, 2));
+    context.io.out(JSON.stringify({ keys: views, accounts }, null, 2));
     return 0;
   }
   if (views.length === 0) {
     context.io.out(`no keys in ${context.config.KEYS_FILE}: add one with \`openrouter-proxy add-key\``);
     return 0;
   }
-  printTable(context.io, ["ID", "LABEL", "KEY", "STATUS", "FAILURES", "LAST USED", "REQUESTS"], views.map(listRow));
+  printTable(context.io, ["ID", "LABEL", "KEY", "ACCOUNT", "STATUS", "FAILURES", "LAST USED", "REQUESTS"], views.map(listRow));
+  context.io.out("");
+  printTable(
+    context.io,
+    ["ACCOUNT", "KEYS", "FREE REQUESTS TODAY", "RESTING"],
+    accounts.map((account) => [
+      account.id,
+      account.keyIds.join(" "),
+      `${account.freeRequestsToday}${account.freeLimit === null ? "" : ` of ${account.freeLimit}`}`,
+      account.rests.length === 0 ? "-" : account.rests.map(describeRest).join("; "),
+    ]),
+  );
   return 0;
 }
 
 function listRow(view: KeyView): string[] {
-  return [view.id, view.label ?? "-", view.masked, describeStatus(view), String(view.consecutiveFailures), view.lastUsedAt ?? "never", String(view.requests)];
+  return [view.id, view.label ?? "-", view.masked, view.account ?? "-", describeStatus(view), String(view.consecutiveFailures), view.lastUsedAt ?? "never", String(view.requests)];
 }
 
 /** `remove-key ID` */

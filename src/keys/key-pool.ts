@@ -7,6 +7,7 @@ import type { Rotation } from "../config.ts";
 import type { EventBus } from "../events.ts";
 import type { Outcome, ResetSource } from "../upstream/policy.ts";
 import { accountIdOf, classOfModel, nextUtcMidnight, utcDayOf, type AccountRest, type AccountState, type ModelClass } from "./account-state.ts";
+import { viewAccounts, type AccountView } from "./key-view.ts";
 import type { KeyRecord } from "./schema.ts";
 
 export interface KeyLease {
@@ -38,14 +39,6 @@ export interface ReportContext {
   model?: string;
   /** The key's account, when the answer named it (`user_id`). */
   account?: string;
-}
-
-export interface AccountView {
-  id: string;
-  keyIds: string[];
-  freeRequestsToday: number;
-  freeLimit: number | null;
-  rests: Array<{ scope: "account" | "model"; modelClass: string; model: string | null; until: string; source: string; reason: string }>;
 }
 
 export type KeyStatus =
@@ -371,28 +364,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     },
 
     accountViews() {
-      const at = now();
-      const views = new Map<string, AccountView>();
-      for (const key of keys) {
-        const id = accountIdOf(key);
-        let view = views.get(id);
-        if (!view) {
-          const state = accounts.get(id);
-          const free = state?.free && state.free.day === utcDayOf(at) ? state.free : undefined;
-          view = {
-            id,
-            keyIds: [],
-            freeRequestsToday: free?.used ?? 0,
-            freeLimit: state?.free?.limit ?? null,
-            rests: (state?.rests ?? [])
-              .filter((rest) => rest.until > at)
-              .map((rest) => ({ scope: rest.scope, modelClass: rest.modelClass, model: rest.model ?? null, until: new Date(rest.until).toISOString(), source: rest.source, reason: rest.reason })),
-          };
-          views.set(id, view);
-        }
-        view.keyIds.push(key.id);
-      }
-      return [...views.values()];
+      return viewAccounts(keys, accounts, now());
     },
 
     replaceKeys(records) {

@@ -1,5 +1,6 @@
 /** How a key is shown to people (CLI, admin API): its id and masked form, never the key. */
 import { maskKey } from "./key-identity.ts";
+import { accountIdOf, utcDayOf, type AccountState } from "./account-state.ts";
 import type { KeyRecord } from "./schema.ts";
 
 export type KeyStatusName = "active" | "cooling" | "disabled";
@@ -7,6 +8,8 @@ export type KeyStatusName = "active" | "cooling" | "disabled";
 export interface KeyView {
   id: string;
   label: string | null;
+  /** The OpenRouter account (creator_user_id) the key belongs to; null while unknown. */
+  account: string | null;
   masked: string;
   status: KeyStatusName;
   cooldownUntil: string | null;
@@ -28,6 +31,7 @@ export function viewKey(record: KeyRecord, now: number): KeyView {
   return {
     id: record.id,
     label: record.label ?? null,
+    account: record.account ?? null,
     masked: maskKey(record.secret),
     status: record.disabled ? "disabled" : cooling ? "cooling" : "active",
     cooldownUntil: cooling ? iso(record.cooldownUntil) : null,
@@ -63,4 +67,45 @@ export function describeStatus(view: KeyView): string {
  */
 export function echoInput(word: string): string {
   return word.length > 24 || /^sk-/i.test(word) ? maskKey(word) : word;
+}
+
+export interface AccountView {
+  /** The account id, or `key:<key id>` for a key whose account is not known. */
+  id: string;
+  keyIds: string[];
+  /** Free-model requests sent on this account today (UTC), and its daily limit once known. */
+  freeRequestsToday: number;
+  freeLimit: number | null;
+  /** Rests in force: the whole account (for free, paid or all models) or one model on it. */
+  rests: Array<{ scope: "account" | "model"; modelClass: string; model: string | null; until: string; source: string; reason: string }>;
+}
+
+export function viewAccounts(records: readonly KeyRecord[], accounts: ReadonlyMap<string, AccountState>, now: number): AccountView[] {
+  const views = new Map<string, AccountView>();
+  const today = utcDayOf(now);
+  for (const record of records) {
+    const id = accountIdOf(record);
+    let view = views.get(id);
+    if (!view) {
+      const state = accounts.get(id);
+      view = {
+        id,
+        keyIds: [],
+        freeRequestsToday: state?.free?.day === today ? state.free.used : 0,
+        freeLimit: state?.free?.limit ?? null,
+        rests: (state?.rests ?? [])
+          .filter((rest) => rest.until > now)
+          .map((rest) => ({ scope: rest.scope, modelClass: rest.modelClass, model: rest.model ?? null, until: new Date(rest.until).toISOString(), source: rest.source, reason: rest.reason })),
+      };
+      views.set(id, view);
+    }
+    view.keyIds.push(record.id);
+  }
+  return [...views.values()];
+}
+
+/** "free models until 2026-11-26T00:00:00.000Z (Rate limit exceeded: free-models-per-day)" */
+export function describeRest(rest: AccountView["rests"][number]): string {
+  const what = rest.scope === "model" ? `model ${rest.model ?? "?"}` : rest.modelClass === "all" ? "all models" : `${rest.modelClass} models`;
+  return `${what} until ${rest.until} (${rest.reason})`;
 }

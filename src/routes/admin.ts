@@ -52,7 +52,7 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
     return viewKey(record, now());
   };
 
-  admin.get("/keys", (c) => c.json({ keys: pool.records().map((record) => viewKey(record, now())) }));
+  admin.get("/keys", (c) => c.json({ keys: pool.records().map((record) => viewKey(record, now())), accounts: pool.accountViews() }));
 
   admin.post("/keys", async (c) => {
     const body = await readJson(c);
