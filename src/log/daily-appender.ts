@@ -3,10 +3,11 @@
  *
  * - `write` only pushes onto an in-memory buffer: no disk I/O on the caller's path. A timer (or a
  *   buffer past `maxBufferBytes`) flushes it with one async append.
- * - The file for a line is chosen by the line's own time, so a flush that spans midnight splits
- *   correctly and a new file starts at midnight without a restart.
- * - Retention: files of this prefix older than `retentionDays` are deleted at startup and at each
- *   rotation; other files in the folder are never touched.
+ * - The file for a line is chosen by the line's own time (`write(line, at)`), so a flush that spans
+ *   midnight splits correctly and a new file starts at midnight without a restart.
+ * - Retention: files of this prefix older than `retentionDays` are deleted at startup (when the
+ *   appender is created, even if nothing is ever written) and at each rotation; other files in the
+ *   folder are never touched. `flush()` also waits for the startup sweep.
  * - A write that fails (unwritable folder, full disk) is reported once through `onError`, and the
  *   process keeps serving; lines past `maxPendingBytes` are dropped rather than growing memory.
  */
@@ -26,7 +27,9 @@ export interface DailyAppenderOptions {
 }
 
 export interface DailyAppender {
-  write(line: string): void;
+  /** Queues a line for the file of the day `at` falls on (default: now). */
+  write(line: string, at?: number): void;
+  /** Writes what is queued (after the startup sweep) and waits for it. */
   flush(): Promise<void>;
   close(): Promise<void>;
 }
@@ -49,6 +52,7 @@ export function createDailyAppender({
   let pendingBytes = 0;
   let timer: Timer | undefined;
   let flushing: Promise<void> | undefined;
+  /** The newest day written to (or today at startup): a later day is a rotation. */
   let currentDay: string | undefined;
   let dirReady: Promise<void> | undefined;
   let reported = false;
@@ -114,7 +118,8 @@ export function createDailyAppender({
 
   function requeue(batch: Map<string, string[]>, bytes: number) {
     if (pendingBytes + bytes > maxPendingBytes) {
-      dropped += batch.size;
+      // Count lines, not days: the close() message says how many lines were lost.
+      for (const lines of batch.values()) dropped += lines.length;
       return;
     }
     for (const [day, lines] of batch) pending.set(day, [...lines, ...(pending.get(day) ?? [])]);
@@ -134,9 +139,14 @@ export function createDailyAppender({
     return run;
   }
 
+  // Retention holds at startup even for a proxy that never logs a line: sweep now, not on the first
+  // write. Flushes chain after it, so `flush()` is the way to wait for it (sweep never rejects).
+  currentDay = utcDay(now());
+  flushing = sweep(currentDay);
+
   return {
-    write(line) {
-      const day = utcDay(now());
+    write(line, at = now()) {
+      const day = utcDay(at);
       let lines = pending.get(day);
       if (!lines) pending.set(day, (lines = []));
       const text = line.endsWith("\n") ? line : `${line}\n`;

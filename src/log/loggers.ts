@@ -79,9 +79,22 @@ export function startLogging({
         case "request": {
           const { record } = item;
           const time = new Date(record.startedAt).toISOString();
-          requests.write(JSON.stringify({ time, ...record, startedAt: undefined }));
-          if (record.error && (record.status >= 500 || record.status === 200 || record.attempts.some((attempt) => attempt.status >= 500 || attempt.status === 0))) {
-            errors.write(JSON.stringify({ time, kind: "upstream", requestId: record.requestId, status: record.status, error: record.error, attempts: record.attempts }));
+          // Each line goes to the file of its own `time`, even when drained just after midnight.
+          requests.write(JSON.stringify({ time, ...record, startedAt: undefined }), record.startedAt);
+          // Upstream errors: an error in the answer itself (a 5xx, a late error event or a broken
+          // 200 stream), and any attempt that failed with a 5xx or no answer, even when another
+          // attempt then served (the forward loop may clear `error` once it has). A client that
+          // leaves is not one, even in the middle of a 200 stream.
+          const answerError = record.error !== undefined && !record.aborted && (record.status >= 500 || record.status === 200);
+          const failed = record.attempts.filter((attempt) => attempt.status >= 500 || attempt.status === 0);
+          if (answerError || failed.length > 0) {
+            const error = answerError
+              ? record.error
+              : `upstream attempt failed: ${failed.map((attempt) => (attempt.status === 0 ? attempt.outcome : `${attempt.status} ${attempt.outcome}`)).join(", ")}`;
+            errors.write(
+              JSON.stringify({ time, kind: "upstream", requestId: record.requestId, status: record.status, error, attempts: record.attempts }),
+              record.startedAt,
+            );
           }
           const warn = record.status >= 500;
           if (shows(warn ? "warn" : "info")) {
@@ -93,15 +106,19 @@ export function startLogging({
         }
         case "key": {
           const time = new Date(item.at).toISOString();
-          keys.write(JSON.stringify({ time, event: item.event, ...item.fields }));
-          if (shows(item.event === "key.disabled" || item.event === "key.cooldown" ? "warn" : "info")) {
-            stdout += `${time} ${item.event} ${String(item.fields.keyId ?? "")}${describeKeyEvent(item.fields)}\n`;
+          keys.write(JSON.stringify({ time, event: item.event, ...item.fields }), item.at);
+          const warn = item.event === "key.disabled" || item.event === "key.cooldown";
+          if (shows(warn ? "warn" : "info")) {
+            const line = `${time} ${item.event} ${String(item.fields.keyId ?? "")}${describeKeyEvent(item.fields)}\n`;
+            // Warnings go to stderr, as for requests (see `err` above).
+            if (warn) stderr += line;
+            else stdout += line;
           }
           break;
         }
         case "error": {
           const time = new Date(item.at).toISOString();
-          errors.write(JSON.stringify({ time, ...item.fields }));
+          errors.write(JSON.stringify({ time, ...item.fields }), item.at);
           if (shows("error")) stderr += `${time} error ${String(item.fields.message ?? "")}\n`;
           break;
         }

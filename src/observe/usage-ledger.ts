@@ -149,10 +149,17 @@ function merge(target: Totals, source: Totals): void {
   target.cost += source.cost;
 }
 
+/**
+ * ISO 8601 as `Date.parse` reads it: a date, optionally a time, optionally a zone. Checked first
+ * because `Date.parse` alone also takes free text ("-5", "5 May") and guesses a date from it.
+ */
+const isoDateTime = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})?)?$/;
+
 /** `since` as given to /admin/usage: an ISO date or time, epoch milliseconds, or absent (start of today, UTC). */
 export function parseSince(raw: string | undefined, now: number): number | undefined {
   if (raw === undefined || raw === "") return Math.floor(now / 86_400_000) * 86_400_000;
   if (/^\d+$/.test(raw)) return Number(raw);
+  if (!isoDateTime.test(raw)) return undefined;
   const parsed = Date.parse(raw);
   return Number.isNaN(parsed) ? undefined : parsed;
 }
