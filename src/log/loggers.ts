@@ -107,7 +107,7 @@ export function startLogging({
         case "key": {
           const time = new Date(item.at).toISOString();
           keys.write(JSON.stringify({ time, event: item.event, ...item.fields }), item.at);
-          const warn = item.event === "key.disabled" || item.event === "key.cooldown";
+          const warn = item.event === "key.disabled" || item.event === "key.cooldown" || item.event === "account.rest";
           if (shows(warn ? "warn" : "info")) {
             const line = `${time} ${item.event} ${String(item.fields.keyId ?? "")}${describeKeyEvent(item.fields)}\n`;
             // Warnings go to stderr, as for requests (see `err` above).
@@ -130,7 +130,7 @@ export function startLogging({
 
   const unsubscribes = [
     events.on("request.done", (record) => enqueue({ kind: "request", record })),
-    ...(["key.cooldown", "key.recovered", "key.failure", "key.disabled", "key.added", "key.removed", "key.enabled"] as const).map((name) =>
+    ...(["key.cooldown", "key.recovered", "key.failure", "key.disabled", "key.added", "key.removed", "key.enabled", "account.rest"] as const).map((name) =>
       events.on(name, (event: ProxyEventMap[typeof name]) => enqueue({ kind: "key", at: now(), event: name, fields: keyFields(event) })),
     ),
     events.on("store.error", ({ message }) => enqueue({ kind: "error", at: now(), fields: { kind: "key-store", message } })),

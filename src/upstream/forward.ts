@@ -11,7 +11,7 @@ import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { classify, readErrorBody, type ErrorBodyFacts, type Outcome } from "./policy.ts";
 import { relay } from "./relay.ts";
 import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
-import { BODY_LOG_LIMIT, bodyForLog, type RequestRecord } from "./request-record.ts";
+import { BODY_LOG_LIMIT, bodyForLog, type AttemptRecord, type RequestRecord } from "./request-record.ts";
 import { createSilenceWatcher } from "./silence-watch.ts";
 import { readAnswerTail, UsageTap } from "./usage-tap.ts";
 
@@ -230,15 +230,13 @@ export function createForwarder({
         const respond = (body: ArrayBuffer | ReadableStream<Uint8Array> | null, finishWith?: Partial<RequestRecord>) => {
           const outcome = classify({ status: response.status, headers: response.headers, now: now(), defaultCooldownMs });
           pool.report(keyId, outcome, reportContext());
-          const attempt = noteAttempt(response.status, outcome.kind);
+          noteAttempt(response.status, outcome.kind);
           // Commit point: from here on the bytes go to the client and nothing is retried.
           const elapsed = performance.now() - started;
-          const earlierAttempts = record.attempts.slice(0, -1).reduce((sum, each) => sum + each.ms, 0);
           const headers = clientResponseHeaders(response.headers, {
             "x-proxy-key-id": keyId,
             "x-proxy-attempts": String(attempts()),
-            // What the proxy itself added, apart from the upstream's time (and earlier attempts').
-            "server-timing": `proxy;dur=${round(elapsed - attempt.ms - earlierAttempts)}, upstream;dur=${attempt.ms}${earlierAttempts > 0 ? `, retries;dur=${round(earlierAttempts)}` : ""}`,
+            "server-timing": serverTiming(record.attempts, elapsed),
           });
           record.keyId = keyId;
           record.ttfbMs = round(elapsed);
@@ -370,7 +368,11 @@ export function createForwarder({
         ),
       );
     }
-    const extraHeaders: Record<string, string> = { "x-proxy-key-id": last.keyId, "x-proxy-attempts": String(attempts()) };
+    const extraHeaders: Record<string, string> = {
+      "x-proxy-key-id": last.keyId,
+      "x-proxy-attempts": String(attempts()),
+      "server-timing": serverTiming(record.attempts, performance.now() - started),
+    };
     if (last.outcome.kind === "rate-limited") {
       // Rotated through rate limits until nothing is left: say when a key returns, not just "429".
       const after = pool.acquire({ dryRun: true, ...(request.model === undefined ? {} : { model: request.model }) });
@@ -390,6 +392,16 @@ export function createForwarder({
       await sleep(retryBackoffMs * 2 ** (upstreamFaults - 1), request.signal);
     }
   };
+}
+
+/**
+ * `Server-Timing`: what the proxy itself added (`proxy`), the answering attempt's wait for the
+ * upstream's first byte (`upstream`) and, after retries, the earlier attempts' time (`retries`).
+ */
+function serverTiming(attempts: readonly AttemptRecord[], elapsedMs: number): string {
+  const answering = attempts.at(-1)?.ms ?? 0;
+  const earlier = attempts.slice(0, -1).reduce((sum, each) => sum + each.ms, 0);
+  return `proxy;dur=${round(Math.max(0, elapsedMs - answering - earlier))}, upstream;dur=${answering}${earlier > 0 ? `, retries;dur=${round(earlier)}` : ""}`;
 }
 
 function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: number, last: LastFailure | undefined): ProxyError {
