@@ -13,6 +13,7 @@ import { requireAdminToken } from "./routes/admin-auth.ts";
 import { metricsHandler, statusPage, statusRoutes } from "./routes/status.ts";
 import { healthHandler, readinessHandler } from "./routes/health.ts";
 import { createProxyHandler, isProxyPath } from "./routes/proxy.ts";
+import type { BodyLimits } from "./routes/request-body.ts";
 import { requestIdFor } from "./routes/request-id.ts";
 import type { ProxyRequest } from "./upstream/forward.ts";
 import type { KeyCheck } from "./upstream/key-info.ts";
@@ -26,6 +27,8 @@ export interface AppDeps {
   checkKey: (secret: string) => Promise<KeyCheck>;
   ledger: UsageLedger;
   metrics: Metrics;
+  bodyLimits: BodyLimits;
+  isStopping?: () => boolean;
   /** Unset: the admin API answers 404 saying how to turn it on. */
   adminToken?: string | undefined;
   /** Set: clients must send one of these as their bearer. */
@@ -43,6 +46,8 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
   let server: Parameters<HttpHandler>[1];
   const proxy = createProxyHandler({
     forward: deps.forward,
+    limits: deps.bodyLimits,
+    isStopping: deps.isStopping,
     proxyApiKeys: deps.proxyApiKeys,
     reportInternalError: deps.reportInternalError ?? defaultReport,
     clientAddress: (request) => server?.requestIP(request)?.address,

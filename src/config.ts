@@ -35,6 +35,8 @@ const settings = {
   },
   RETRY_BACKOFF_MS: { schema: integer(0, 60_000).default(200), allowed: "an integer number of milliseconds from 0 to 60000" },
   SHUTDOWN_GRACE_SECONDS: { schema: seconds(0, 3600).default(30), allowed: "a number of seconds from 0 to 3600" },
+  MAX_BODY_BYTES: { schema: integer(1024, 1024 ** 3).default(10 * 1024 * 1024), allowed: "a number of bytes from 1024 to 1073741824" },
+  BODY_TIMEOUT_SECONDS: { schema: seconds(0.1, 3600).default(30), allowed: "a number of seconds from 0.1 to 3600" },
   STREAM_COMMIT_SECONDS: { schema: seconds(0, 600).default(15), allowed: "a number of seconds from 0 to 600" },
   ADMIN_TOKEN: {
     schema: z.string().min(8).regex(/^\S+$/).optional(),

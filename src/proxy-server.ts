@@ -109,7 +109,10 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     ...(overrides.logErr ? { err: overrides.logErr } : {}),
   });
   const checkUpstreamKey = (secret: string) => checkKey(secret, { baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch });
+  let stopping = false;
   const handler = createHttpHandler({
+    bodyLimits: { maxBytes: config.MAX_BODY_BYTES, timeoutMs: config.BODY_TIMEOUT_SECONDS * 1000 },
+    isStopping: () => stopping,
     ledger,
     metrics,
     reportInternalError: (error, requestId) => logging.internalError(error, { requestId }),
@@ -128,6 +131,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       handler,
       port: config.PORT,
       hostname: config.HOST,
+      maxRequestBodySize: config.MAX_BODY_BYTES,
       ...(overrides.idleTimeoutSeconds === undefined ? {} : { idleTimeoutSeconds: overrides.idleTimeoutSeconds }),
     });
   } catch (error) {
@@ -155,6 +159,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       discovery,
       keyCount: loaded.doc.records.length,
       async stop(graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000) {
+        stopping = true;
         await stopGracefully(server, graceMs);
         await sync.stop();
         await logging.close();

@@ -14,15 +14,19 @@ export interface ServerOptions {
    * (tested in test/streaming.test.ts).
    */
   idleTimeoutSeconds?: number;
+  /** MAX_BODY_BYTES: the proxy answers over-long bodies itself (OpenAI-shaped); Bun's own limit
+   * sits well above it only as a backstop for bodies that never say their length. */
+  maxRequestBodySize: number;
 }
 
 export type HttpServer = ReturnType<typeof Bun.serve>;
 
-export function startHttpServer({ handler, port, hostname, idleTimeoutSeconds = 30 }: ServerOptions): HttpServer {
+export function startHttpServer({ handler, port, hostname, idleTimeoutSeconds = 30, maxRequestBodySize }: ServerOptions): HttpServer {
   return Bun.serve({
     port,
     hostname,
     idleTimeout: idleTimeoutSeconds,
+    maxRequestBodySize: Math.max(maxRequestBodySize * 4, 128 * 1024 * 1024),
     fetch: handler,
   });
 }

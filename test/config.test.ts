@@ -16,6 +16,8 @@ describe("defaults", () => {
     ["RETRY_BACKOFF_MS", 200],
     ["SHUTDOWN_GRACE_SECONDS", 30],
     ["STREAM_COMMIT_SECONDS", 15],
+    ["MAX_BODY_BYTES", 10 * 1024 * 1024],
+    ["BODY_TIMEOUT_SECONDS", 30],
     ["ADMIN_TOKEN", undefined],
     ["PROXY_API_KEYS", undefined],
     ["ALLOW_OPEN_PROXY", false],
@@ -35,9 +37,10 @@ describe("defaults", () => {
     expect(Object.keys(defaultConfig()).sort()).toEqual(defaults.map(([name]) => name).sort());
   });
 
-  test("no timeout of the proxy's own is shorter than 10 minutes by default", () => {
+  test("no timeout of the proxy's own on an answer (waiting for or streaming it) is shorter than 10 minutes by default", () => {
     const config = defaultConfig();
-    const timeouts = (Object.keys(config) as ConfigName[]).filter((name) => /TIMEOUT/.test(name));
+    // BODY_TIMEOUT_SECONDS bounds the client's own upload (slow-loris defence), not an answer.
+    const timeouts = (Object.keys(config) as ConfigName[]).filter((name) => /TIMEOUT/.test(name) && name !== "BODY_TIMEOUT_SECONDS");
     expect(timeouts).toEqual(["UPSTREAM_TIMEOUT_SECONDS"]);
     for (const name of timeouts) expect(config[name] as number).toBeGreaterThanOrEqual(600);
   });
@@ -78,6 +81,8 @@ describe("good values", () => {
         RETRY_BACKOFF_MS: 0,
         SHUTDOWN_GRACE_SECONDS: 3600,
         STREAM_COMMIT_SECONDS: 15,
+        MAX_BODY_BYTES: 10 * 1024 * 1024,
+        BODY_TIMEOUT_SECONDS: 30,
         ALLOW_OPEN_PROXY: false,
         LOG_DIR: "logs",
         LOG_RETENTION_DAYS: 14,

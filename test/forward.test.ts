@@ -48,7 +48,7 @@ describe("forwarding", () => {
     const response = await fetch(`${p.url}/v1/some/path?x=1&y=two`, {
       method: "PUT",
       body,
-      headers: { authorization: "Bearer dummy", "HTTP-Referer": "https://myapp.example", "X-Title": "My App", host: "evil.example" },
+      headers: { authorization: "Bearer dummy", "content-type": "application/json", "HTTP-Referer": "https://myapp.example", "X-Title": "My App", host: "evil.example" },
     });
     expect(response.status).toBe(200);
     const [seen] = fake.requests;

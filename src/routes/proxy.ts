@@ -9,12 +9,14 @@
 import { ProxyError, renderError } from "../errors.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
 import { carriesOneOf } from "./bearer.ts";
+import { readCheckedBody, type BodyLimits } from "./request-body.ts";
 import { requestIdFor } from "./request-id.ts";
-
-const methodsWithoutBody = new Set(["GET", "HEAD"]);
 
 export interface ProxyHandlerOptions {
   forward: (request: ProxyRequest) => Promise<Response>;
+  limits: BodyLimits;
+  /** True once the server is shutting down: new requests are turned away. */
+  isStopping?: () => boolean;
   /** Set: clients must send one of these as their bearer. */
   proxyApiKeys?: readonly string[] | undefined;
   reportInternalError?: (error: unknown, requestId: string) => void;
@@ -27,7 +29,7 @@ export function isProxyPath(path: string): boolean {
   return path.startsWith("/v1/") || path.startsWith("/api/v1/");
 }
 
-export function createProxyHandler({ forward, proxyApiKeys, reportInternalError, clientAddress }: ProxyHandlerOptions) {
+export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, reportInternalError, clientAddress }: ProxyHandlerOptions) {
   const requireKey = proxyApiKeys !== undefined && proxyApiKeys.length > 0;
 
   return async function proxy(raw: Request, path: string): Promise<Response> {
@@ -35,6 +37,14 @@ export function createProxyHandler({ forward, proxyApiKeys, reportInternalError,
     const requestId = requestIdFor(raw.headers);
     let response: Response;
     try {
+      if (isStopping?.()) {
+        // A kept-alive connection asking after shutdown began: no new work, and close it.
+        throw new ProxyError(503, "the proxy is shutting down: retry in a moment", {
+          type: "service_unavailable",
+          code: "shutting_down",
+          headers: { connection: "close", "retry-after": "1" },
+        });
+      }
       if (requireKey && !carriesOneOf(raw.headers, proxyApiKeys)) {
         throw new ProxyError(401, "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS>", {
           type: "authentication_error",
@@ -43,9 +53,8 @@ export function createProxyHandler({ forward, proxyApiKeys, reportInternalError,
       }
       const url = raw.url;
       const queryAt = url.indexOf("?");
-      // The body is read once, as bytes, and sent upstream untouched on every attempt.
-      const body = methodsWithoutBody.has(raw.method) ? undefined : await raw.arrayBuffer();
-      const peeked = body ? peekRouting(body) : {};
+      // The body is read once, as bytes, checked, and sent upstream untouched on every attempt.
+      const { bytes: body, ...peeked } = await readCheckedBody(raw, limits);
       const address = clientAddress?.(raw);
       response = await forward({
         requestId,
@@ -67,20 +76,4 @@ export function createProxyHandler({ forward, proxyApiKeys, reportInternalError,
     response.headers.set("x-request-id", requestId);
     return response;
   };
-}
-
-const decoder = new TextDecoder();
-
-/**
- * `model` and `stream` from a JSON body, for key choice and logs, without parsing the whole body
- * (a long conversation can be megabytes). Quotes inside JSON strings are escaped, so `"model":"…"`
- * can only be a key; the first one is taken, which is the top-level one unless an object before
- * it has a `model` key of its own.
- */
-export function peekRouting(body: ArrayBuffer): { model?: string; stream?: boolean } {
-  if (body.byteLength === 0) return {};
-  const text = decoder.decode(body);
-  const model = /"model"\s*:\s*"((?:[^"\\]|\\.)*)"/.exec(text)?.[1];
-  const stream = /"stream"\s*:\s*true\b/.test(text);
-  return { ...(model === undefined ? {} : { model }), ...(stream ? { stream } : {}) };
 }

@@ -1,0 +1,99 @@
+/**
+ * Reading and checking a client's request body before anything goes upstream: bounded in size
+ * (MAX_BODY_BYTES) and in time (BODY_TIMEOUT_SECONDS, so a client sending a byte a second cannot
+ * hold a connection forever), JSON, and an object. The bytes are kept exactly as they came.
+ */
+import { ProxyError } from "../errors.ts";
+
+export interface BodyLimits {
+  maxBytes: number;
+  timeoutMs: number;
+}
+
+export interface CheckedBody {
+  bytes: ArrayBuffer | undefined;
+  model?: string;
+  stream?: boolean;
+}
+
+const methodsWithoutBody = new Set(["GET", "HEAD", "OPTIONS"]);
+const decoder = new TextDecoder();
+
+export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: BodyLimits): Promise<CheckedBody> {
+  if (methodsWithoutBody.has(raw.method)) return { bytes: undefined };
+  const declared = raw.headers.get("content-length");
+  if (declared !== null && Number(declared) > maxBytes) throw tooLarge(maxBytes);
+  const bytes = await withDeadline(declared !== null ? raw.arrayBuffer() : readCounting(raw, maxBytes), timeoutMs);
+  if (bytes.byteLength > maxBytes) throw tooLarge(maxBytes);
+  if (bytes.byteLength === 0) return { bytes: undefined };
+
+  const type = raw.headers.get("content-type") ?? "";
+  if (!/json/i.test(type)) {
+    throw new ProxyError(415, `the body must be JSON, sent with Content-Type: application/json (got ${type === "" ? "no Content-Type" : JSON.stringify(type.slice(0, 100))})`, {
+      type: "invalid_request_error",
+      code: "unsupported_content_type",
+    });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(decoder.decode(bytes));
+  } catch (error) {
+    throw new ProxyError(400, `the body is not valid JSON: ${error instanceof Error ? error.message : String(error)}`, {
+      type: "invalid_request_error",
+      code: "invalid_json",
+    });
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new ProxyError(400, `the body must be a JSON object, like {"model":"…","messages":[…]} (got ${Array.isArray(parsed) ? "an array" : parsed === null ? "null" : `a ${typeof parsed}`})`, {
+      type: "invalid_request_error",
+      code: "invalid_body",
+    });
+  }
+  const { model, stream } = parsed as { model?: unknown; stream?: unknown };
+  return { bytes, ...(typeof model === "string" ? { model } : {}), ...(stream === true ? { stream: true } : {}) };
+}
+
+function tooLarge(maxBytes: number): ProxyError {
+  return new ProxyError(413, `the body is larger than MAX_BODY_BYTES (${maxBytes} bytes)`, { type: "invalid_request_error", code: "body_too_large" });
+}
+
+/** A chunked body (no Content-Length): read while counting, and stop at the limit. */
+async function readCounting(raw: Request, maxBytes: number): Promise<ArrayBuffer> {
+  if (!raw.body) return new ArrayBuffer(0);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = raw.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      reader.cancel().catch(() => {});
+      throw tooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).buffer as ArrayBuffer;
+}
+
+async function withDeadline<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: Timer | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new ProxyError(408, `the request body did not arrive within BODY_TIMEOUT_SECONDS (${timeoutMs / 1000} s)`, {
+            type: "invalid_request_error",
+            code: "body_timeout",
+            headers: { connection: "close" },
+          }),
+        ),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
