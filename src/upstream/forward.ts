@@ -274,6 +274,17 @@ export function createForwarder({
             if ((await next(outcome)) === "retry") continue;
             break;
           }
+          if (claimsJsonButIsNot(response.headers, view)) {
+            // A 200 that says JSON but is not (an HTML error page from something in between, a
+            // cut body): an upstream fault, retried on another key; nobody's key is blamed.
+            const reason = "the upstream answered 200 with a body that is not JSON";
+            pool.report(keyId, { kind: "upstream-error", reason }, reportContext());
+            noteAttempt(response.status, "upstream-error");
+            last = { kind: "unreachable", reason, timedOut: false };
+            avoid.add(keyId);
+            await backoff();
+            continue;
+          }
           return respond(bytes, { ...(usage ? { usage } : {}), ...(logBodies ? { responseBody: bodyForLog(bytes) } : {}) });
         }
 
@@ -392,6 +403,23 @@ export function createForwarder({
       await sleep(retryBackoffMs * 2 ** (upstreamFaults - 1), request.signal);
     }
   };
+}
+
+/**
+ * Whether a body sent as JSON plainly is not: its first and last non-blank characters are not
+ * those of a JSON object or array. A cheap look at two ends, not a parse of the whole answer.
+ */
+function claimsJsonButIsNot(headers: Headers, body: Uint8Array): boolean {
+  if (!/json/i.test(headers.get("content-type") ?? "")) return false;
+  let start = 0;
+  let end = body.byteLength - 1;
+  const blank = (byte: number | undefined) => byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
+  while (start <= end && blank(body[start])) start++;
+  while (end >= start && blank(body[end])) end--;
+  if (start > end) return true; // empty
+  const first = body[start];
+  const last = body[end];
+  return !((first === 0x7b && last === 0x7d) || (first === 0x5b && last === 0x5d)); // {…} or […]
 }
 
 /**
