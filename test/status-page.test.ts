@@ -1,7 +1,8 @@
 /**
  * The status page at /admin/: plain HTTP checks (one self-contained document, off without
  * ADMIN_TOKEN), then the page itself in a real headless Chromium against the real proxy wiring and
- * the fake upstream: the token form, the keys with a live cooldown caused by a 429, the last
+ * the fake upstream: the token form, the keys with a live cooldown caused by a 429, the accounts
+ * with today's free-model requests and a live rest caused by a free-models-per-day 429, the last
  * requests, and no key in full anywhere in the DOM.
  *
  * Set STATUS_PAGE_SCREENSHOT=/some/file.png to keep the 1280x900 screenshot the last test takes.
@@ -16,10 +17,14 @@ import { errorReply, startFakeOpenRouter, type FakeOpenRouter, type FakeRequest 
 import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
 
 const adminToken = "status-page-admin-token-0123";
-const keys = [...testKeys, "sk-or-v1-test-dddddddddddddddddddddddddddddddddddddd"];
-const labels = ["team-a", "personal", "batch jobs", "backup"];
-const keysFileText = JSON.stringify({ keys: keys.map((key, index) => ({ key, label: labels[index] })) });
+const keys = [...testKeys, "sk-or-v1-test-dddddddddddddddddddddddddddddddddddddd", "sk-or-v1-test-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"];
+const labels = ["team-a", "personal", "batch jobs", "backup", "ci runner"];
+/** Two keys on each of two accounts (learned earlier, as the proxy writes them), one not known yet. */
+const accounts = ["user_a", "user_b", "user_a", "user_b", undefined];
+const keysFileText = JSON.stringify({ keys: keys.map((key, index) => ({ key, label: labels[index], ...(accounts[index] ? { account: accounts[index] } : {}) })) });
 const idOf = new Map(keys.map((key) => [key, keyIdOf(key)]));
+const accountOf = new Map(keys.map((key, index) => [key, accounts[index]]));
+const freeModel = "meta-llama/llama-3.3-70b-instruct:free";
 
 let fake: FakeOpenRouter;
 beforeAll(() => {
@@ -28,9 +33,21 @@ beforeAll(() => {
 });
 afterAll(() => fake.stop());
 
-/** A served chat completion whose usage grows with the prompt, for figures that look real. */
+/** OpenRouter's answer once an account has sent its 50 free-model requests of the UTC day. */
+function freeModelsPerDay(userId: string): Response {
+  const reset = String((Math.floor(Date.now() / 86_400_000) + 1) * 86_400_000);
+  const headers = { "X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset };
+  return Response.json({ error: { code: 429, message: "Rate limit exceeded: free-models-per-day", metadata: { headers } }, user_id: userId }, { status: 429 });
+}
+
+/**
+ * A served chat completion whose usage grows with the prompt, for figures that look real; free
+ * models cost nothing, and account user_a has used up its free-model requests for today.
+ */
 function answer(request: FakeRequest): Response {
   const { model, messages } = JSON.parse(request.body) as { model: string; messages: Array<{ content: string }> };
+  const free = model.endsWith(":free");
+  if (free && accountOf.get(request.key) === "user_a") return freeModelsPerDay("user_a");
   const prompt = 40 + messages.map((message) => message.content).join(" ").length * 3;
   const completion = 120 + (prompt % 97) * 4;
   return Response.json({
@@ -39,7 +56,7 @@ function answer(request: FakeRequest): Response {
     created: 1_780_000_000,
     model,
     choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
-    usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, cost: (prompt + completion) * 0.0000012 },
+    usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, cost: free ? 0 : (prompt + completion) * 0.0000012 },
   });
 }
 
@@ -126,6 +143,13 @@ describe.skipIf(!chromiumPath())(`the status page in headless Chromium${why}`, (
     ] as const) {
       expect((await chat(proxy, model, content)).status).toBe(200);
     }
+    // Free-model requests: on a key of user_a the fake answers free-models-per-day, so that account
+    // rests for free models until 00:00 UTC and another account serves them. Rotation is sticky
+    // and the 401 moved it to the third key (user_a): the first free request meets user_a.
+    for (const content of ["Classify these support tickets by urgency.", "Suggest five names for a CLI tool.", "Fix the grammar: their going too the store."]) {
+      expect((await chat(proxy, freeModel, content)).status).toBe(200);
+    }
+    expect(fake.requests.some((request) => request.body.includes(freeModel) && accountOf.get(request.key) === "user_a")).toBe(true);
     expect(cooled).toStartWith("k_");
     expect(disabled).toStartWith("k_");
   }, BROWSER_TEST_MS);
@@ -176,6 +200,52 @@ describe.skipIf(!chromiumPath())(`the status page in headless Chromium${why}`, (
     expect(requestsText).toContain("not a valid model ID");
     const modelsText = await browser.evaluate<string>("document.querySelector('#models tbody').textContent");
     for (const model of ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4", "google/gemini-2.5-flash"]) expect(modelsText).toContain(model);
+  }, BROWSER_TEST_MS);
+
+  test("lists each account with its keys, today's free requests against the limit, and a live free-model rest", async () => {
+    const idsOn = (account: string | undefined) => keys.filter((key) => accountOf.get(key) === account).map((key) => idOf.get(key));
+    // Free requests each account served: the fake served every free one that did not reach user_a.
+    const servedFree = (account: string | undefined) => fake.requests.filter((r) => r.body.includes(freeModel) && accountOf.get(r.key) === account).length;
+    const rowOf = (name: string) => `[...document.querySelectorAll('#accounts tbody tr')].find(r => r.cells[0].textContent === ${JSON.stringify(name)})`;
+    const cells = (name: string) => `[...(${rowOf(name)}?.cells ?? [])].map(c => c.textContent)`;
+    try {
+      await browser.navigate(`${proxy.url}/admin/#token=${adminToken}`);
+      await browser.waitFor(`document.querySelectorAll('#accounts tbody tr').length === 3`, 4000);
+      expect(await browser.evaluate<string[]>("[...document.querySelectorAll('#accounts tbody tr')].map(r => r.cells[0].textContent)")).toEqual(["user_a", "user_b", "unknown (own)"]);
+
+      const [, aKeys, aFree, aRest] = await browser.evaluate<string[]>(cells("user_a"));
+      expect(aKeys).toBe(idsOn("user_a").join(", "));
+      expect(aFree).toBe("50 of 50");
+      const rest = /^free models · until 00:00 UTC · (?:(\d+)h (\d+)m|(\d+)m (\d+)s|(\d+)s) left — Rate limit exceeded: free-models-per-day$/;
+      expect(aRest).toMatch(rest);
+      expect(await browser.evaluate<string[]>(cells("user_b"))).toEqual(["user_b", idsOn("user_b").join(", "), `${servedFree("user_b")} (limit unknown)`, "none"]);
+      expect(servedFree("user_b") + servedFree(undefined)).toBe(3);
+      expect(await browser.evaluate<string[]>(cells("unknown (own)"))).toEqual(["unknown (own)", idsOn(undefined).join(", "), `${servedFree(undefined)} (limit unknown)`, "none"]);
+
+      // The Account column of the keys table.
+      const accountColumn = await browser.evaluate<Record<string, string>>(
+        "Object.fromEntries([...document.querySelectorAll('#keys tbody tr')].map(r => [r.cells[0].textContent, r.cells[2].textContent]))",
+      );
+      expect(accountColumn).toEqual(Object.fromEntries(keys.map((key) => [idOf.get(key), accountOf.get(key) ?? "unknown"])));
+
+      // The countdown is live: with polling stalled (no fresh data) and the page's clock moved
+      // 2 minutes on, the next tick shows about 2 minutes less left.
+      await browser.evaluate("window.fetch = () => { window.__polled = true; return new Promise(() => {}); }");
+      await browser.waitFor("window.__polled === true", 4000);
+      await browser.evaluate("(real => { Date.now = () => real() + 120000; })(Date.now.bind(Date))");
+      const restText = `${rowOf("user_a")}.cells[3].textContent`;
+      const later = await browser.waitFor<string>(`(t => t !== ${JSON.stringify(aRest)} && t)(${restText})`, 2500);
+      expect(later).toMatch(rest);
+      const left = (text: string) => {
+        const [, h, m, m2, s, s2] = rest.exec(text) ?? [];
+        return Number(h ?? 0) * 3600 + Number(m ?? m2 ?? 0) * 60 + Number(s ?? s2 ?? 0);
+      };
+      expect(left(aRest ?? "") - left(later)).toBeGreaterThanOrEqual(60);
+      expect(left(aRest ?? "") - left(later)).toBeLessThanOrEqual(180);
+    } finally {
+      // Leave no stubbed fetch or clock behind for the next test (a fragment change keeps the document).
+      await browser.navigate("about:blank");
+    }
   }, BROWSER_TEST_MS);
 
   test("a label with markup is shown as text and never runs", async () => {

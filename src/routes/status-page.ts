@@ -1,9 +1,9 @@
 /**
  * The status page served at `/admin/`: one self-contained HTML document (inline CSS and script, no
  * external assets, works offline). It holds no data; its script asks for the admin token once
- * (a form, or `#token=…` in the URL), keeps it in localStorage and polls `/admin/keys`,
- * `/admin/usage` and `/admin/requests` every 2 s. Every value from the API goes into the DOM as
- * textContent, never as markup.
+ * (a form, or `#token=…` in the URL), keeps it in localStorage and polls `/admin/keys` (keys and
+ * their accounts: free-model use today, rests), `/admin/usage` and `/admin/requests` every 2 s.
+ * Every value from the API goes into the DOM as text, never as markup.
  *
  * This is a template literal: the script inside uses no template literals and no backslashes,
  * so nothing in it is interpolated or unescaped by TypeScript.
@@ -45,6 +45,7 @@ tbody tr:last-child td { border-bottom: 0; }
 .pill { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12px; font-weight: 600; }
 .active, .ok { color: var(--ok); background: var(--ok-bg); } .cooling { color: var(--warn); background: var(--warn-bg); }
 .disabled, .fail { color: var(--bad); background: var(--bad-bg); }
+.rest + .rest { margin-top: 4px; }
 .empty { color: var(--muted); text-align: center; padding: 16px; }
 #banner { margin: 14px 28px 0; padding: 10px 14px; border-radius: 8px; background: var(--bad-bg); color: var(--bad); }
 .stale { opacity: .55; }
@@ -75,7 +76,11 @@ button { padding: 8px 16px; border: 0; border-radius: 6px; background: var(--acc
 <main id="dash" hidden>
   <h2>Keys</h2>
   <div class="card"><table id="keys">
-    <thead><tr><th>ID</th><th>Label</th><th>Key</th><th>Status</th><th>Last used</th><th class="n">Success</th><th class="n">Tokens today</th></tr></thead>
+    <thead><tr><th>ID</th><th>Label</th><th>Account</th><th>Key</th><th>Status</th><th>Last used</th><th class="n">Success</th><th class="n">Tokens today</th></tr></thead>
+    <tbody></tbody></table></div>
+  <h2>Accounts</h2>
+  <div class="card"><table id="accounts">
+    <thead><tr><th>Account</th><th>Keys</th><th>Free requests today (UTC)</th><th>Resting</th></tr></thead>
     <tbody></tbody></table></div>
   <h2>Last requests</h2>
   <div class="card"><table id="requests">
@@ -166,8 +171,39 @@ button { padding: 8px 16px; border: 0; border-radius: 6px; background: var(--acc
     ticking(used, function () { used.textContent = ago(key.lastUsedAt); if (key.lastUsedAt) used.title = key.lastUsedAt; });
     var rate = td(key.requests ? Math.round((100 * key.successes) / key.requests) + "%" : "–", "n");
     if (key.requests) rate.appendChild(el("span", " " + key.successes + "/" + key.requests, "muted"));
-    return tr([td(key.id, "mono"), td(key.label || "–"), td(key.masked, "mono"), statusCell(key), used, rate, td(num(today ? today.totalTokens : 0), "n")]);
+    var account = key.account ? td(key.account, "mono") : td("unknown", "muted");
+    return tr([td(key.id, "mono"), td(key.label || "–"), account, td(key.masked, "mono"), statusCell(key), used, rate, td(num(today ? today.totalTokens : 0), "n")]);
   }
+  function utcTime(iso) {
+    var at = new Date(iso).toISOString(), hm = at.slice(11, 16) + " UTC";
+    return Date.parse(iso) - now() > 86400000 ? at.slice(0, 10) + " " + hm : hm;
+  }
+  function restLine(rest) {
+    var what = rest.scope === "model" ? "model " + (rest.model || "?") : rest.modelClass === "all" ? "all models" : rest.modelClass + " models";
+    var line = el("div", null, "rest"), head = el("span", null, "pill cooling"), until = Date.parse(rest.until);
+    head.title = rest.until + " (" + rest.source + ")";
+    line.appendChild(ticking(head, function () {
+      var left = until - now();
+      head.textContent = what + " · until " + utcTime(rest.until) + " · " + (left > 0 ? span(left) + " left" : "ending");
+    }));
+    line.appendChild(el("span", " — " + rest.reason, "muted"));
+    return line;
+  }
+  function accountRow(account) {
+    var unknown = account.id.indexOf("key:") === 0, name = td(unknown ? "unknown" : account.id, unknown ? "" : "mono");
+    if (unknown) {
+      name.appendChild(el("span", " (own)", "muted"));
+      name.title = "Its account is not known yet: the key counts as an account of its own.";
+    }
+    var used = account.freeRequestsToday || 0, limit = account.freeLimit, free = td();
+    if (typeof limit !== "number") free.append(num(used) + " ", el("span", "(limit unknown)", "muted"));
+    else free.appendChild(el("span", num(used) + " of " + num(limit), used >= limit ? "pill cooling" : ""));
+    var rests = td(null, "wrap"), list = account.rests || [];
+    list.forEach(function (rest) { rests.appendChild(restLine(rest)); });
+    if (list.length === 0) rests.appendChild(el("span", "none", "muted"));
+    return tr([name, td((account.keyIds || []).join(", "), "mono"), free, rests]);
+  }
+  function isUnknown(account) { return account.id.indexOf("key:") === 0 ? 1 : 0; }
   function requestRow(r) {
     var status = td(), time = td(clock(r.time));
     time.title = r.time;
@@ -193,10 +229,12 @@ button { padding: 8px 16px; border: 0; border-radius: 6px; background: var(--acc
     box.replaceChildren.apply(box, stats.map(function (s) { var d = el("div", null, "stat"); d.appendChild(el("b", s[0])); d.appendChild(el("span", s[1])); return d; }));
     box.hidden = false;
   }
-  function render(keys, usage, requests) {
+  function render(keys, accounts, usage, requests) {
     live = [];
     totals(usage);
-    fill("keys", keys.map(function (key) { return keyRow(key, usage); }), 7, "No keys yet: add one with openrouter-proxy add-key.");
+    fill("keys", keys.map(function (key) { return keyRow(key, usage); }), 8, "No keys yet: add one with openrouter-proxy add-key.");
+    accounts = accounts.slice().sort(function (a, b) { return isUnknown(a) - isUnknown(b); });
+    fill("accounts", accounts.map(accountRow), 4, "No accounts yet.");
     fill("requests", requests.map(requestRow), 8, "No requests yet.");
     fill("models", modelRows(usage), 7, "No usage today.");
   }
@@ -242,7 +280,7 @@ button { padding: 8px 16px; border: 0; border-radius: 6px; background: var(--acc
       $("banner").hidden = true;
       $("dash").hidden = false;
       $("dash").classList.remove("stale");
-      render(answers[0].keys || [], usage, answers[2].requests || []);
+      render(answers[0].keys || [], answers[0].accounts || [], usage, answers[2].requests || []);
       $("state").textContent = "live · updated " + clock(new Date(lastOk).toISOString());
       timer = setTimeout(refresh, REFRESH_MS);
     }, function (error) {
