@@ -111,6 +111,8 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
    * "budget" means its known daily free-model limit is used up (until 00:00 UTC).
    */
   function accountRest(key: KeyRecord, at: number, model: string | undefined, modelClass: ModelClass): { until: number; why: "rest" | "budget" } | undefined {
+    // Most pools serving paid models never rest an account: skip building the account id then.
+    if (accounts.size === 0) return undefined;
     const state = accounts.get(accountIdOf(key));
     if (!state) return undefined;
     let until = 0;
@@ -119,10 +121,13 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       const applies = rest.scope === "model" ? rest.model !== undefined && rest.model === model : rest.modelClass === "all" || rest.modelClass === modelClass;
       if (applies) until = Math.max(until, rest.until);
     }
-    if (until > 0) return { until, why: "rest" };
+    // The budget is looked at before the rests: a free-models-per-day 429 leaves both a rest and a
+    // used-up budget, and only "budget" lets acquire say the daily limit is used up on every
+    // account (instead of "all keys are cooling down").
     if (modelClass === "free" && state.free && state.free.day === utcDayOf(at) && state.free.limit !== undefined && state.free.used >= state.free.limit) {
-      return { until: nextUtcMidnight(at), why: "budget" };
+      return { until: Math.max(until, nextUtcMidnight(at)), why: "budget" };
     }
+    if (until > 0) return { until, why: "rest" };
     return undefined;
   }
 

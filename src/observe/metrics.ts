@@ -31,18 +31,29 @@ class Histogram {
   }
 }
 
+/**
+ * A counter keyed by its label values, joined with a separator that cannot occur in them; label
+ * text is built (and escaped) only when scraped, not per request.
+ */
 class LabelledCounter {
   readonly values = new Map<string, number>();
-  add(labels: string, by = 1): void {
-    this.values.set(labels, (this.values.get(labels) ?? 0) + by);
+  constructor(readonly labelNames: readonly string[]) {}
+  add(key: string, by = 1): void {
+    this.values.set(key, (this.values.get(key) ?? 0) + by);
+  }
+  lines(name: string): string[] {
+    const out: string[] = [];
+    for (const [key, value] of this.values) {
+      const parts = key.split(SEP);
+      const text = this.labelNames.map((label, index) => `${label}="${escape(parts[index] ?? "")}"`).join(",");
+      out.push(`${name}{${text}} ${value}`);
+    }
+    return out;
   }
 }
 
+const SEP = "\u0000";
 const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
-const labels = (pairs: Record<string, string>) =>
-  Object.entries(pairs)
-    .map(([name, value]) => `${name}="${escape(value)}"`)
-    .join(",");
 
 export interface Metrics {
   record(request: RequestRecord): void;
@@ -50,10 +61,10 @@ export interface Metrics {
 }
 
 export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
-  const requests = new LabelledCounter();
-  const attempts = new LabelledCounter();
-  const tokens = new LabelledCounter();
-  const cost = new LabelledCounter();
+  const requests = new LabelledCounter(["route", "status"]);
+  const attempts = new LabelledCounter(["outcome"]);
+  const tokens = new LabelledCounter(["model", "key_id", "type"]);
+  const cost = new LabelledCounter(["model", "key_id"]);
   let retries = 0;
   const ttfb = new Histogram(latencyBuckets);
   const duration = new Histogram(latencyBuckets);
@@ -61,14 +72,15 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
 
   return {
     record(request) {
-      requests.add(labels({ route: routeLabel(request.path), status: String(request.status) }));
-      for (const attempt of request.attempts) attempts.add(labels({ outcome: attempt.outcome }));
+      requests.add(routeLabel(request.path) + SEP + request.status);
+      for (const attempt of request.attempts) attempts.add(attempt.outcome);
       retries += Math.max(0, request.attempts.length - 1);
       if (request.usage && request.keyId) {
         const model = request.model ?? "(none)";
-        tokens.add(labels({ model, key_id: request.keyId, type: "prompt" }), request.usage.promptTokens);
-        tokens.add(labels({ model, key_id: request.keyId, type: "completion" }), request.usage.completionTokens);
-        if (request.usage.cost !== undefined) cost.add(labels({ model, key_id: request.keyId }), request.usage.cost);
+        const modelAndKey = model + SEP + request.keyId;
+        tokens.add(`${modelAndKey}${SEP}prompt`, request.usage.promptTokens);
+        tokens.add(`${modelAndKey}${SEP}completion`, request.usage.completionTokens);
+        if (request.usage.cost !== undefined) cost.add(modelAndKey, request.usage.cost);
       }
       duration.observe(request.durationMs / 1000);
       if (request.ttfbMs !== undefined) {
@@ -82,7 +94,7 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
       const lines: string[] = [];
       const counter = (name: string, help: string, counter: LabelledCounter) => {
         lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
-        for (const [labelText, value] of counter.values) lines.push(`${name}{${labelText}} ${value}`);
+        lines.push(...counter.lines(name));
       };
       const histogram = (name: string, help: string, histogram: Histogram) => {
         lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);

@@ -4,6 +4,7 @@
  * hold a connection forever), JSON, and an object. The bytes are kept exactly as they came.
  */
 import { ProxyError } from "../errors.ts";
+import { createSilenceWatcher } from "../upstream/silence-watch.ts";
 
 export interface BodyLimits {
   maxBytes: number;
@@ -76,24 +77,26 @@ async function readCounting(raw: Request, maxBytes: number): Promise<ArrayBuffer
   return Buffer.concat(chunks).buffer as ArrayBuffer;
 }
 
+/** One shared timer for every body being read (see upstream/silence-watch.ts for why). */
+const deadlines = createSilenceWatcher();
+
 async function withDeadline<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
-  let timer: Timer | undefined;
+  let expire: (error: ProxyError) => void = () => {};
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new ProxyError(408, `the request body did not arrive within BODY_TIMEOUT_SECONDS (${timeoutMs / 1000} s)`, {
-            type: "invalid_request_error",
-            code: "body_timeout",
-            headers: { connection: "close" },
-          }),
-        ),
-      timeoutMs,
-    );
+    expire = reject;
   });
+  const watch = deadlines.watch(timeoutMs, () =>
+    expire(
+      new ProxyError(408, `the request body did not arrive within BODY_TIMEOUT_SECONDS (${timeoutMs / 1000} s)`, {
+        type: "invalid_request_error",
+        code: "body_timeout",
+        headers: { connection: "close" },
+      }),
+    ),
+  );
   try {
     return await Promise.race([work, deadline]);
   } finally {
-    clearTimeout(timer);
+    watch.stop();
   }
 }
