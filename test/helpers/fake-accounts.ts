@@ -1,0 +1,385 @@
+/**
+ * An OpenRouter stand-in with accounts: a real HTTP server on a random loopback port where every
+ * key belongs to one account, and each account enforces its own limits the way OpenRouter does
+ * (../../../shared/openrouter-api.md, "Rate limits", "Errors"):
+ * - free (`:free`) models: `freePerMinute` (20) per account per clock minute and `freePerDay`
+ *   (50, or 1000 with credits bought) per account per UTC day, answered with OpenRouter's 429
+ *   bodies and `X-RateLimit-*` headers (reset in epoch milliseconds), naming `user_id`;
+ * - paid models: `credits` (USD) per account, `paidCost` a request; 402 when they run out;
+ * - a model out of shared capacity for everyone (`sharedCapacity`), and a provider's own 429 for
+ *   a model (`providerLimit`);
+ * - `GET /key` with `creator_user_id` and `free_model_daily_requests`.
+ * Only served requests count against the free limits. The clock is injected (`now`), so a
+ * simulated day runs in seconds. `scriptOnce` answers chosen requests as a test says.
+ *
+ * It also keeps score of the 429s a proxy should not have caused (see `WasteScore`).
+ */
+
+export interface FakeAccountSpec {
+  /** The account's id: `creator_user_id` on GET /key, `user_id` in error bodies. */
+  id: string;
+  keys: string[];
+  freePerDay?: number;
+  freePerMinute?: number;
+  /** USD left for paid models. */
+  credits?: number;
+  /** Free-model requests already made today when the fake starts (another client's, say). */
+  freeUsedToday?: number;
+}
+
+export interface FakeAccountsOptions {
+  accounts: FakeAccountSpec[];
+  now?: () => number;
+  /** What one paid request costs (USD). */
+  paidCost?: number;
+  /**
+   * The plain baseline: answers stripped of everything a policy could read about accounts and
+   * limit kinds (no `user_id`, no "free-models-per-…" words, no `limit_source`, no provider
+   * name). Status and `X-RateLimit-*` headers stay, so each 429 reads as a generic per-key one.
+   */
+  plain?: boolean;
+}
+
+export type CallKind =
+  | "served"
+  | "key-info"
+  | "invalid-key"
+  | "free-per-min"
+  | "free-per-day"
+  | "credits"
+  | "shared-capacity"
+  | "provider"
+  | "scripted";
+
+export interface UpstreamCall {
+  at: number;
+  key: string;
+  /** The key's account; undefined for a key no account owns. */
+  account?: string;
+  path: string;
+  model?: string;
+  stream: boolean;
+  status: number;
+  kind: CallKind;
+  /** For a 429 on an account limit: the proxy had been told about this limit already (see WasteScore). */
+  wasted?: boolean;
+}
+
+/**
+ * How the 429s on account limits (free-models-per-min, free-models-per-day) divide:
+ * - `firstLearned`: the first time the proxy hears of that limit being reached;
+ * - `wasted`: a 429 the proxy could have avoided with what it had been told: the same limit of
+ *   the same account with the same announced reset (a per-minute window, a UTC day) was already
+ *   answered to it (on any key: the 429 named the account), or, for the daily limit, the
+ *   account's daily limit had been announced before (by GET /key or an earlier 429's
+ *   `X-RateLimit-Limit`): all of an account's traffic goes through the proxy, so knowing the
+ *   limit is knowing when it is used up.
+ */
+export interface WasteScore {
+  firstLearned: number;
+  wasted: number;
+}
+
+export interface ScriptedReply {
+  /** Which request this answers; the first matching script is used once. */
+  match?: (call: { key: string; account?: string; model?: string; stream: boolean; path: string }) => boolean;
+  reply: (call: { key: string; account?: string; model?: string; stream: boolean }) => Response | Promise<Response>;
+}
+
+export interface FakeAccounts {
+  /** Base URL in OpenRouter's shape, e.g. http://127.0.0.1:PORT/api/v1 */
+  url: string;
+  /** Every request received, in order, with how it was answered. */
+  calls: UpstreamCall[];
+  /** The requests other than GET /key. */
+  chatCalls(): UpstreamCall[];
+  score(): WasteScore;
+  /** From now until `until`, every request for `model` gets the shared-capacity 429. */
+  sharedCapacity(model: string, until: number): void;
+  /** From now until `until`, requests for `model` on these accounts (all when omitted) get a provider's 429. */
+  providerLimit(model: string, until: number, accounts?: string[]): void;
+  scriptOnce(...scripts: ScriptedReply[]): void;
+  /** GET /key answers only after `gate` settles (to show that nothing waits for it). */
+  holdKeyInfo(gate: Promise<void>): void;
+  stop(): Promise<void>;
+}
+
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+
+export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 0.01, plain = false }: FakeAccountsOptions): FakeAccounts {
+  interface Account {
+    spec: FakeAccountSpec;
+    freePerDay: number;
+    freePerMinute: number;
+    credits: number;
+    day: number;
+    usedToday: number;
+    minute: number;
+    usedThisMinute: number;
+  }
+  const accounts = new Map<string, Account>();
+  const accountOfKey = new Map<string, Account>();
+  const startDay = Math.floor(now() / DAY);
+  for (const spec of specs) {
+    const account: Account = {
+      spec,
+      freePerDay: spec.freePerDay ?? 50,
+      freePerMinute: spec.freePerMinute ?? 20,
+      credits: spec.credits ?? 10,
+      day: startDay,
+      usedToday: spec.freeUsedToday ?? 0,
+      minute: -1,
+      usedThisMinute: 0,
+    };
+    accounts.set(spec.id, account);
+    for (const key of spec.keys) accountOfKey.set(key, account);
+  }
+
+  const calls: UpstreamCall[] = [];
+  const scripts: ScriptedReply[] = [];
+  const shared = new Map<string, number>();
+  const providers: Array<{ model: string; until: number; accounts?: string[] }> = [];
+  let keyInfoGate: Promise<void> | undefined;
+  /** `account|limit|reset` of every account-limit 429 already answered. */
+  const announced = new Set<string>();
+  /** Accounts whose daily free-model limit has been told (GET /key, or a per-day 429's header). */
+  const dailyLimitTold = new Set<string>();
+  const score: WasteScore = { firstLearned: 0, wasted: 0 };
+
+  /** Rolls the account's counters over to the current minute and UTC day. */
+  const roll = (account: Account, at: number) => {
+    const day = Math.floor(at / DAY);
+    if (day !== account.day) {
+      account.day = day;
+      account.usedToday = 0;
+    }
+    const minute = Math.floor(at / MINUTE);
+    if (minute !== account.minute) {
+      account.minute = minute;
+      account.usedThisMinute = 0;
+    }
+  };
+
+  const userId = (account: Account | undefined) => (plain || !account ? {} : { user_id: account.spec.id });
+
+  /** OpenRouter's own 429 on an account limit, body and headers as it sends them. */
+  function limitReply(account: Account, kind: "free-per-min" | "free-per-day", at: number): Response {
+    const perDay = kind === "free-per-day";
+    const limit = perDay ? account.freePerDay : account.freePerMinute;
+    const reset = perDay ? (Math.floor(at / DAY) + 1) * DAY : (Math.floor(at / MINUTE) + 1) * MINUTE;
+    const headers = { "X-RateLimit-Limit": String(limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": String(reset) };
+    const words = perDay
+      ? `Rate limit exceeded: free-models-per-day.${account.freePerDay < 1000 ? " Add 10 credits to unlock 1000 free model requests per day" : ""}`
+      : "Rate limit exceeded: free-models-per-min.";
+    const message = plain ? "Rate limit exceeded" : words;
+    return Response.json(
+      { error: { message, code: 429, metadata: { headers, provider_name: null } }, ...userId(account) },
+      { status: 429, headers },
+    );
+  }
+
+  function sharedCapacityReply(model: string, until: number, account: Account | undefined): Response {
+    const headers = { "X-RateLimit-Limit": "1", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": String(until) };
+    const base = model.replace(/:free$/, "");
+    const message = plain
+      ? "Rate limit exceeded"
+      : `Rate limit exceeded: limit_rpm/${base}/7d3c1f0e-5b2a-4c8e-9f61-2a4b8c0d1e3f. High demand for ${model} on OpenRouter - limited to 1 requests per minute. Please retry shortly.`;
+    const metadata = plain ? { headers, provider_name: null } : { headers, provider_name: null, limit_source: "openrouter_shared_capacity" };
+    return Response.json({ error: { message, code: 429, metadata }, ...userId(account) }, { status: 429, headers });
+  }
+
+  function providerReply(model: string, until: number, account: Account | undefined, at: number): Response {
+    const seconds = Math.max(1, Math.ceil((until - at) / 1000));
+    const metadata = plain
+      ? {}
+      : { raw: `${model} is temporarily rate-limited upstream. Please retry shortly.`, provider_name: "Chutes" };
+    return Response.json(
+      { error: { message: plain ? "Rate limit exceeded" : "Provider returned error", code: 429, metadata }, ...userId(account) },
+      { status: 429, headers: { "Retry-After": String(seconds) } },
+    );
+  }
+
+  function creditsReply(account: Account): Response {
+    const message = plain ? "Payment required" : "Insufficient credits. This account never purchased credits or has run out. Add more at https://openrouter.ai/settings/credits";
+    return Response.json({ error: { message, code: 402 }, ...userId(account) }, { status: 402 });
+  }
+
+  function keyInfoReply(key: string, account: Account): Response {
+    dailyLimitTold.add(account.spec.id);
+    const remaining = Math.max(0, account.freePerDay - account.usedToday);
+    return Response.json({
+      data: {
+        label: `sk-or-v1-${key.slice(-3)}...`,
+        limit: null,
+        limit_remaining: null,
+        limit_reset: null,
+        usage: 0,
+        usage_daily: 0,
+        usage_weekly: 0,
+        usage_monthly: 0,
+        is_free_tier: account.freePerDay < 1000,
+        creator_user_id: account.spec.id,
+        expires_at: null,
+        rate_limit: { requests: -1, interval: "10s", note: "This field is deprecated and safe to ignore." },
+        free_model_daily_requests: { used: account.usedToday, limit: account.freePerDay, remaining },
+      },
+    });
+  }
+
+  function success(model: string | undefined, stream: boolean, key: string): Response {
+    const name = model ?? "openai/gpt-4o-mini";
+    const content = `hello from ${key.slice(-4)}`;
+    const usage = { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8, cost: classIsFree(model) ? 0 : paidCost };
+    if (!stream) {
+      return Response.json({
+        id: "gen-fake-1",
+        object: "chat.completion",
+        created: 1_780_000_000,
+        model: name,
+        choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }],
+        usage,
+      });
+    }
+    const chunk = (body: object) => `data: ${JSON.stringify({ id: "gen-fake-1", object: "chat.completion.chunk", created: 1_780_000_000, model: name, ...body })}\n\n`;
+    const text =
+      ": OPENROUTER PROCESSING\n\n" +
+      chunk({ choices: [{ index: 0, delta: { role: "assistant", content }, finish_reason: null }] }) +
+      chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }) +
+      chunk({ choices: [], usage }) +
+      "data: [DONE]\n\n";
+    return new Response(text, { headers: { "content-type": "text/event-stream" } });
+  }
+
+  /** Decides one request against the account's limits; the kind says what happened. */
+  function answer(key: string, account: Account | undefined, model: string | undefined, stream: boolean, at: number): { response: Response; kind: CallKind } {
+    if (!account) return { response: Response.json({ error: { message: "User not found.", code: 401 } }, { status: 401 }), kind: "invalid-key" };
+    roll(account, at);
+    const sharedUntil = model === undefined ? undefined : shared.get(model);
+    if (model !== undefined && sharedUntil !== undefined && sharedUntil > at) {
+      return { response: sharedCapacityReply(model, sharedUntil, account), kind: "shared-capacity" };
+    }
+    const provider = providers.find((each) => each.model === model && each.until > at && (!each.accounts || each.accounts.includes(account.spec.id)));
+    if (model !== undefined && provider) return { response: providerReply(model, provider.until, account, at), kind: "provider" };
+    if (classIsFree(model)) {
+      if (account.usedThisMinute >= account.freePerMinute) return { response: limitReply(account, "free-per-min", at), kind: "free-per-min" };
+      if (account.usedToday >= account.freePerDay) return { response: limitReply(account, "free-per-day", at), kind: "free-per-day" };
+      account.usedThisMinute++;
+      account.usedToday++;
+    } else {
+      if (account.credits < paidCost) return { response: creditsReply(account), kind: "credits" };
+      account.credits -= paidCost;
+    }
+    return { response: success(model, stream, key), kind: "served" };
+  }
+
+  /** Scores an account-limit 429 (before it is answered, so a later one sees this one). */
+  function judgeWaste(call: UpstreamCall): void {
+    if ((call.kind !== "free-per-min" && call.kind !== "free-per-day") || call.account === undefined) return;
+    const account = accounts.get(call.account) as Account;
+    const reset = call.kind === "free-per-day" ? (Math.floor(call.at / DAY) + 1) * DAY : (Math.floor(call.at / MINUTE) + 1) * MINUTE;
+    const id = `${call.account}|${call.kind}|${reset}`;
+    const known = announced.has(id) || (call.kind === "free-per-day" && dailyLimitTold.has(call.account));
+    call.wasted = known;
+    if (known) score.wasted++;
+    else score.firstLearned++;
+    announced.add(id);
+    // The 429 carried X-RateLimit-Limit: from now on the proxy knows this account's daily limit.
+    if (call.kind === "free-per-day") dailyLimitTold.add(account.spec.id);
+  }
+
+  const server = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    idleTimeout: 0,
+    async fetch(raw) {
+      const url = new URL(raw.url);
+      const path = url.pathname.replace(/^\/api\/v1/, "");
+      const key = (raw.headers.get("authorization") ?? "").replace(/^Bearer /, "");
+      const account = accountOfKey.get(key);
+      const at = now();
+      if (path === "/key" && raw.method === "GET") {
+        if (keyInfoGate) await keyInfoGate;
+        const response = account ? keyInfoReply(key, (roll(account, now()), account)) : Response.json({ error: { message: "User not found.", code: 401 } }, { status: 401 });
+        calls.push({ at, key, ...(account ? { account: account.spec.id } : {}), path, stream: false, status: response.status, kind: account ? "key-info" : "invalid-key" });
+        return response;
+      }
+      const text = await raw.text();
+      let model: string | undefined;
+      let stream = false;
+      try {
+        const body = JSON.parse(text) as { model?: unknown; stream?: unknown };
+        if (typeof body.model === "string") model = body.model;
+        stream = body.stream === true;
+      } catch {
+        // not JSON: no model
+      }
+      const seen = { key, ...(account ? { account: account.spec.id } : {}), ...(model === undefined ? {} : { model }), stream, path };
+      const scripted = scripts.findIndex((script) => !script.match || script.match(seen));
+      let response: Response;
+      let kind: CallKind;
+      if (scripted !== -1) {
+        const [script] = scripts.splice(scripted, 1);
+        response = await (script as ScriptedReply).reply(seen);
+        kind = "scripted";
+      } else {
+        ({ response, kind } = answer(key, account, model, stream, at));
+      }
+      const call: UpstreamCall = { at, ...seen, status: response.status, kind };
+      judgeWaste(call);
+      calls.push(call);
+      return response;
+    },
+  });
+
+  return {
+    url: `http://127.0.0.1:${server.port}/api/v1`,
+    calls,
+    chatCalls: () => calls.filter((call) => call.path !== "/key"),
+    score: () => ({ ...score }),
+    sharedCapacity(model, until) {
+      shared.set(model, until);
+    },
+    providerLimit(model, until, onAccounts) {
+      providers.push({ model, until, ...(onAccounts ? { accounts: onAccounts } : {}) });
+    },
+    scriptOnce(...more) {
+      scripts.push(...more);
+    },
+    holdKeyInfo(gate) {
+      keyInfoGate = gate;
+    },
+    async stop() {
+      await server.stop(true);
+    },
+  };
+}
+
+function classIsFree(model: string | undefined): boolean {
+  return model !== undefined && model.endsWith(":free");
+}
+
+/**
+ * An error event inside a 200 stream, in OpenRouter's shape: a top-level `error` and a choice
+ * that finishes with "error" ("Streaming", ../../../shared/openrouter-api.md).
+ */
+export function errorChunk(code: number, message: string, metadata?: Record<string, unknown>): string {
+  return `data: ${JSON.stringify({
+    id: "gen-fake-err",
+    object: "chat.completion.chunk",
+    created: 1_780_000_000,
+    model: "meta-llama/llama-3.3-70b-instruct:free",
+    error: { code, message, ...(metadata ? { metadata } : {}) },
+    choices: [{ index: 0, delta: { content: "" }, finish_reason: "error" }],
+  })}\n\n`;
+}
+
+/** One content event of a stream. */
+export function contentChunk(content: string): string {
+  return `data: ${JSON.stringify({ id: "gen-fake-2", object: "chat.completion.chunk", created: 1_780_000_000, model: "meta-llama/llama-3.3-70b-instruct:free", choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
+}
+
+/** A 200 event stream with exactly this text. */
+export function eventStream(text: string): Response {
+  return new Response(text, { headers: { "content-type": "text/event-stream" } });
+}
