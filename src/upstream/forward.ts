@@ -6,12 +6,14 @@
  */
 import { ProxyError } from "../errors.ts";
 import type { EventBus } from "../events.ts";
-import type { AcquireResult, KeyPool } from "../keys/key-pool.ts";
+import type { KeyPool } from "../keys/key-pool.ts";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { classify, readErrorBody, type ErrorBodyFacts, type Outcome } from "./policy.ts";
+import { claimsJsonButIsNot, describeFetchError, serverTiming } from "./answer-checks.ts";
+import { noKeyError } from "./no-key-error.ts";
 import { relay } from "./relay.ts";
 import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
-import { BODY_LOG_LIMIT, bodyForLog, type AttemptRecord, type RequestRecord } from "./request-record.ts";
+import { BODY_LOG_LIMIT, bodyForLog, type RequestRecord } from "./request-record.ts";
 import { createSilenceWatcher } from "./silence-watch.ts";
 import { readAnswerTail, UsageTap } from "./usage-tap.ts";
 
@@ -139,7 +141,7 @@ export function createForwarder({
       const acquired = pool.acquire({ exclude, avoid, ...(request.model === undefined ? {} : { model: request.model }) });
       if (!acquired.ok) {
         if (last && acquired.reason !== "all-cooling" && acquired.reason !== "free-budget-exhausted") break; // answer with what the upstream last said
-        throw failWith(noKeyError(acquired, now(), last));
+        throw failWith(noKeyError(acquired, now(), rateLimitMessage(last)));
       }
       const { keyId, secret } = acquired.lease;
       const attemptStarted = performance.now();
@@ -387,7 +389,7 @@ export function createForwarder({
     if (last.outcome.kind === "rate-limited") {
       // Rotated through rate limits until nothing is left: say when a key returns, not just "429".
       const after = pool.acquire({ dryRun: true, ...(request.model === undefined ? {} : { model: request.model }) });
-      if (!after.ok && (after.reason === "all-cooling" || after.reason === "free-budget-exhausted")) throw failWith(noKeyError(after, now(), last));
+      if (!after.ok && (after.reason === "all-cooling" || after.reason === "free-budget-exhausted")) throw failWith(noKeyError(after, now(), rateLimitMessage(last)));
     }
     if (last.outcome.kind === "shared-capacity" && !last.headers.has("retry-after")) {
       extraHeaders["retry-after"] = String(Math.max(1, Math.ceil((last.outcome.until - now()) / 1000)));
@@ -405,80 +407,6 @@ export function createForwarder({
   };
 }
 
-/**
- * Whether a body sent as JSON plainly is not: its first and last non-blank characters are not
- * those of a JSON object or array. A cheap look at two ends, not a parse of the whole answer.
- */
-function claimsJsonButIsNot(headers: Headers, body: Uint8Array): boolean {
-  if (!/json/i.test(headers.get("content-type") ?? "")) return false;
-  let start = 0;
-  let end = body.byteLength - 1;
-  const blank = (byte: number | undefined) => byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
-  while (start <= end && blank(body[start])) start++;
-  while (end >= start && blank(body[end])) end--;
-  if (start > end) return true; // empty
-  const first = body[start];
-  const last = body[end];
-  return !((first === 0x7b && last === 0x7d) || (first === 0x5b && last === 0x5d)); // {…} or […]
-}
-
-/**
- * `Server-Timing`: what the proxy itself added (`proxy`), the answering attempt's wait for the
- * upstream's first byte (`upstream`) and, after retries, the earlier attempts' time (`retries`).
- */
-function serverTiming(attempts: readonly AttemptRecord[], elapsedMs: number): string {
-  const answering = attempts.at(-1)?.ms ?? 0;
-  const earlier = attempts.slice(0, -1).reduce((sum, each) => sum + each.ms, 0);
-  return `proxy;dur=${round(Math.max(0, elapsedMs - answering - earlier))}, upstream;dur=${answering}${earlier > 0 ? `, retries;dur=${round(earlier)}` : ""}`;
-}
-
-function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: number, last: LastFailure | undefined): ProxyError {
-  const lastSaid =
-    last?.kind === "response" && last.outcome.kind === "rate-limited" && last.outcome.message
-      ? ` The upstream last said: ${last.outcome.message}`
-      : "";
-  switch (acquired.reason) {
-    case "no-keys":
-      return new ProxyError(503, "no OpenRouter keys are configured: add one with `openrouter-proxy add-key` or to the keys file", {
-        type: "service_unavailable",
-        code: "no_keys_configured",
-      });
-    case "all-tried":
-      return new ProxyError(503, "every available key was tried for this request and failed", {
-        type: "service_unavailable",
-        code: "all_keys_failed",
-      });
-    case "all-disabled":
-      return new ProxyError(
-        503,
-        `all ${acquired.total} keys are disabled after repeated failures: re-enable one with \`openrouter-proxy enable-key <id>\` (or add it again)`,
-        { type: "service_unavailable", code: "all_keys_disabled" },
-      );
-    case "free-budget-exhausted": {
-      const seconds = Math.max(1, Math.ceil((acquired.resetAt - now) / 1000));
-      const hours = Math.floor(seconds / 3600);
-      const minutes = Math.ceil((seconds % 3600) / 60);
-      return new ProxyError(
-        429,
-        `the daily free-model limit is used up on all ${acquired.accounts} account${acquired.accounts === 1 ? "" : "s"}: it resets at ${new Date(acquired.resetAt).toISOString()} (in ${hours} h ${minutes} min); paid models still work`,
-        { type: "rate_limit_error", code: "free_model_limit_used_up", headers: { "retry-after": String(seconds) } },
-      );
-    }
-    case "all-cooling": {
-      const seconds = Math.max(1, Math.ceil((acquired.nextAvailableAt - now) / 1000));
-      return new ProxyError(
-        429,
-        `all keys are rate limited: ${acquired.cooling} of ${acquired.total} cooling down; the first returns in ${seconds} s (${new Date(acquired.nextAvailableAt).toISOString()}).${lastSaid}`,
-        { type: "rate_limit_error", code: "all_keys_cooling_down", headers: { "retry-after": String(seconds) } },
-      );
-    }
-  }
-}
-
-function describeFetchError(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as Error & { code?: string }).code;
-    return code ? `${error.message} (${code})` : error.message;
-  }
-  return String(error);
+function rateLimitMessage(last: LastFailure | undefined): string | undefined {
+  return last?.kind === "response" && last.outcome.kind === "rate-limited" ? last.outcome.message : undefined;
 }
