@@ -98,7 +98,7 @@ export function startLogging({
           }
           const warn = record.status >= 500;
           if (shows(warn ? "warn" : "info")) {
-            const line = humanLine(record);
+            const line = humanLine(record, time);
             if (warn) stderr += line;
             else stdout += line;
           }
@@ -176,9 +176,9 @@ function describeKeyEvent(fields: Record<string, unknown>): string {
 }
 
 /** `2026-11-25T10:00:00.123Z 200 POST /v1/chat/completions openai/gpt-4o k_1234abcd 1 try 812 ms 153 tok` */
-export function humanLine(record: RequestRecord): string {
+export function humanLine(record: RequestRecord, time = new Date(record.startedAt).toISOString()): string {
   const parts = [
-    new Date(record.startedAt).toISOString(),
+    time,
     String(record.status),
     record.method,
     `/v1${record.path}`,

@@ -53,7 +53,7 @@ export interface UsageLedger {
 
 export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: () => number; recentSize?: number } = {}): UsageLedger {
   const buckets = new Map<number, Bucket>();
-  const recentRing: RecentRequest[] = [];
+  const recentRing: RequestRecord[] = [];
 
   const add = (totals: Totals, request: RequestRecord) => {
     totals.requests++;
@@ -96,20 +96,8 @@ export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: 
           keyTotals.errors++;
         }
       }
-      recentRing.push({
-        time: new Date(request.startedAt).toISOString(),
-        requestId: request.requestId,
-        method: request.method,
-        path: request.path,
-        model: request.model ?? null,
-        stream: request.stream,
-        status: request.status,
-        keyId: request.keyId ?? null,
-        attempts: request.attempts.length,
-        durationMs: request.durationMs,
-        totalTokens: request.usage?.totalTokens ?? null,
-        error: request.error ?? null,
-      });
+      // The record itself is kept (it no longer changes); the view is built only when asked for.
+      recentRing.push(request);
       if (recentRing.length > recentSize) recentRing.shift();
     },
 
@@ -135,7 +123,7 @@ export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: 
     },
 
     recent(limit = recentSize) {
-      return recentRing.slice(-limit).reverse();
+      return recentRing.slice(-limit).reverse().map(recentView);
     },
   };
 }
@@ -162,4 +150,21 @@ export function parseSince(raw: string | undefined, now: number): number | undef
   if (!isoDateTime.test(raw)) return undefined;
   const parsed = Date.parse(raw);
   return Number.isNaN(parsed) ? undefined : parsed;
+}
+
+function recentView(request: RequestRecord): RecentRequest {
+  return {
+    time: new Date(request.startedAt).toISOString(),
+    requestId: request.requestId,
+    method: request.method,
+    path: request.path,
+    model: request.model ?? null,
+    stream: request.stream,
+    status: request.status,
+    keyId: request.keyId ?? null,
+    attempts: request.attempts.length,
+    durationMs: request.durationMs,
+    totalTokens: request.usage?.totalTokens ?? null,
+    error: request.error ?? null,
+  };
 }
