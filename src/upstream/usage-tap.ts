@@ -37,12 +37,17 @@ export class UsageTap {
     return this.captured.length > 0 ? Buffer.concat(this.captured) : undefined;
   }
 
+  /**
+   * Keeps copies, not the chunks: on Bun 1.3 a chunk read from a fetch body is a view into a
+   * 256 KB buffer that stays alive while any view of it does (oven-sh/bun#30593), so holding the
+   * last 16 KB of small SSE chunks pinned tens of MB per stream.
+   */
   observe(chunk: Uint8Array): void {
     if (this.capturedBytes < this.captureLimit) {
-      this.captured.push(chunk);
+      this.captured.push(chunk.slice());
       this.capturedBytes += chunk.byteLength;
     }
-    this.chunks.push(chunk);
+    this.chunks.push(chunk.slice());
     this.bytes += chunk.byteLength;
     // Drop whole chunks from the front while the rest still covers the tail.
     while (this.chunks.length > 1 && this.bytes - (this.chunks[0] as Uint8Array).byteLength >= TAIL_BYTES) {
