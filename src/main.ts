@@ -1,143 +1,9 @@
 #!/usr/bin/env bun
 /**
- * Entry point: argv and the environment become a command and a config. The only module that
- * reads `process.env`, parses argv or exits.
+ * Entry point. Kept tiny on purpose: before anything else is loaded, `serve` may re-execute
+ * itself (see below), and the first process should not pay for loading the whole program.
+ * The command line itself is in cli/run.ts; this is the only place that exits.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { processIO } from "./cli/io.ts";
-import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, removeKeyCommand, type KeyCommandContext } from "./cli/key-commands.ts";
-import { serve } from "./cli/serve.ts";
-import { commandHelp, usage, version } from "./cli/usage.ts";
-import { loadConfig, parseDotenv, type Config, type EnvInput } from "./config.ts";
-// Errors below echo what was typed through echoInput: a key pasted as a command or an argument
-// must not come back in full (stderr ends up in terminals' scrollback and CI logs).
-import { echoInput } from "./keys/key-view.ts";
-
-const io = processIO();
-
-type FlagKind = "value" | "switch";
-
-interface Parsed {
-  positional: string[];
-  flags: Map<string, string | true>;
-}
-
-interface CommandSpec {
-  flags: Record<string, FlagKind>;
-  /** How many positional arguments: [least, most]. */
-  positional: [number, number];
-  run: (config: Config, args: Parsed) => Promise<number>;
-}
-
-const keyContext = (config: Config): KeyCommandContext => ({ config, io });
-const flagValue = (args: Parsed, name: string) => {
-  const value = args.flags.get(name);
-  return typeof value === "string" ? value : undefined;
-};
-
-const commands: Record<string, CommandSpec> = {
-  serve: { flags: { "--port": "value", "--host": "value" }, positional: [0, 0], run: (config) => serve(config, io) },
-  "add-key": {
-    flags: { "--label": "value", "--no-verify": "switch" },
-    positional: [0, 1],
-    run: (config, args) => {
-      const label = flagValue(args, "--label");
-      return addKeyCommand(keyContext(config), {
-        ...(args.positional[0] === undefined ? {} : { key: args.positional[0] }),
-        ...(label === undefined ? {} : { label }),
-        verify: !args.flags.has("--no-verify"),
-      });
-    },
-  },
-  "list-keys": { flags: { "--json": "switch" }, positional: [0, 0], run: (config, args) => listKeysCommand(keyContext(config), { json: args.flags.has("--json") }) },
-  "remove-key": { flags: {}, positional: [1, 1], run: (config, args) => removeKeyCommand(keyContext(config), args.positional[0] as string) },
-  "enable-key": { flags: {}, positional: [1, 1], run: (config, args) => enableKeyCommand(keyContext(config), args.positional[0] as string) },
-  "check-keys": { flags: { "--json": "switch" }, positional: [0, 0], run: (config, args) => checkKeysCommand(keyContext(config), { json: args.flags.has("--json") }) },
-};
-
-const globalFlags: Record<string, FlagKind> = { "--help": "switch", "-h": "switch", "--version": "switch", "-v": "switch" };
-
-/** Every flag any command takes, so flags may stand before or after the command word. */
-const allFlags: Record<string, FlagKind> = Object.assign({}, globalFlags, ...Object.values(commands).map((spec) => spec.flags));
-
-function parseArgs(argv: string[]): { command: string; args: Parsed } | { error: string } {
-  const words: string[] = [];
-  const flags = new Map<string, string | true>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg.startsWith("-") && arg.length > 1) {
-      const [name = "", inline] = arg.split(/=(.*)/s, 2) as [string, string | undefined];
-      const kind = allFlags[name];
-      if (!kind) return { error: `unknown option ${echoInput(name)}` };
-      if (kind === "value") {
-        const value = inline ?? argv[++i];
-        if (value === undefined) return { error: `${name} needs a value` };
-        flags.set(name, value);
-      } else {
-        flags.set(name, true);
-      }
-    } else {
-      words.push(arg);
-    }
-  }
-  const [command = "serve", ...positional] = words;
-  const spec = commands[command];
-  for (const name of flags.keys()) {
-    if (spec && !(name in globalFlags) && !(name in spec.flags)) return { error: `${command} does not take ${name}` };
-  }
-  return { command, args: { positional, flags } };
-}
-
-/** `.env` in the working directory; variables already in the environment win. */
-function environment(): EnvInput {
-  const fromFile = existsSync(".env") ? parseDotenv(readFileSync(".env", "utf8")) : {};
-  return { ...fromFile, ...process.env };
-}
-
-async function main(argv: string[]): Promise<number> {
-  const parsed = parseArgs(argv);
-  if ("error" in parsed) {
-    io.err(`openrouter-proxy: ${parsed.error}\n\n${usage()}`);
-    return 2;
-  }
-  const { command, args } = parsed;
-  if (args.flags.has("--version") || args.flags.has("-v")) {
-    io.out(`openrouter-proxy ${version} (${process.platform}-${process.arch}, bun ${Bun.version})`);
-    return 0;
-  }
-  if (command === "help" || args.flags.has("--help") || args.flags.has("-h")) {
-    const topic = command === "help" ? args.positional[0] : command === "serve" && !argv.includes("serve") ? undefined : command;
-    if (topic !== undefined && !commandHelp[topic]) {
-      io.err(`openrouter-proxy: unknown command ${echoInput(topic)}\n\n${usage()}`);
-      return 2;
-    }
-    io.out(topic ? (commandHelp[topic] as string) : usage());
-    return 0;
-  }
-  const spec = commands[command];
-  if (!spec) {
-    io.err(`openrouter-proxy: unknown command ${echoInput(command)}\n\n${usage()}`);
-    return 2;
-  }
-  const [least, most] = spec.positional;
-  if (args.positional.length < least || args.positional.length > most) {
-    const got = args.positional.length === 0 ? "none" : args.positional.map(echoInput).join(" ");
-    const takes = most === 0 ? "no arguments" : least === most ? `${least} argument${least === 1 ? "" : "s"}` : `${least} to ${most} arguments`;
-    io.err(`openrouter-proxy: ${command} takes ${takes} (got ${got})\n\n${commandHelp[command] ?? usage()}`);
-    return 2;
-  }
-
-  const env = environment();
-  const port = flagValue(args, "--port");
-  const host = flagValue(args, "--host");
-  const config = loadConfig({ ...env, ...(port === undefined ? {} : { PORT: port }), ...(host === undefined ? {} : { HOST: host }) });
-  if (!config.ok) {
-    io.err(`openrouter-proxy: ${config.message}`);
-    return 2;
-  }
-  if (command === "serve") raiseUpstreamConcurrency(argv);
-  return spec.run(config.config, args);
-}
 
 /**
  * Bun's fetch sends at most 256 requests at once (BUN_CONFIG_MAX_HTTP_REQUESTS), read only when
@@ -146,11 +12,27 @@ async function main(argv: string[]): Promise<number> {
  */
 function raiseUpstreamConcurrency(argv: string[]): void {
   if (process.env.BUN_CONFIG_MAX_HTTP_REQUESTS || typeof process.execve !== "function") return;
+  if (!isServe(argv)) return;
   const compiled = Bun.main.startsWith("/$bunfs/");
   const args = compiled ? [process.execPath, ...argv] : [process.execPath, ...process.execArgv, Bun.main, ...argv];
   process.execve(process.execPath, args, { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: "4096" });
 }
 
-process.exitCode = await main(process.argv.slice(2));
+/** Whether argv asks for the server: no command word (or `serve`), and no --help or --version. */
+function isServe(argv: string[]): boolean {
+  const words: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (["--help", "-h", "--version", "-v"].includes(arg)) return false;
+    if (arg === "--port" || arg === "--host") i++; // their values are not command words
+    else if (!arg.startsWith("-")) words.push(arg);
+  }
+  return words.length === 0 || words[0] === "serve";
+}
+
+const argv = process.argv.slice(2);
+raiseUpstreamConcurrency(argv);
+const { run } = await import("./cli/run.ts");
+process.exitCode = await run(argv);
 // Servers and timers are closed by then; exit explicitly so a stray handle cannot keep us alive.
 process.exit();
