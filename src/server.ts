@@ -31,14 +31,32 @@ export function startHttpServer({ handler, port, hostname, idleTimeoutSeconds = 
   });
 }
 
-/** Stops accepting; waits up to `graceMs` for requests in flight, then closes the rest. */
-export async function stopGracefully(server: HttpServer, graceMs: number): Promise<void> {
-  const drained = server.stop(false);
+/** How long requests ended by `endInFlight` get to settle before the stop goes on regardless. */
+const SETTLE_MS = 2000;
+
+/**
+ * Stops accepting; waits up to `graceMs` for requests in flight, then ends the rest.
+ *
+ * Bun 1.3.14 cannot end them itself: `server.stop(true)` after `server.stop(false)` is a silent
+ * no-op whose promise never settles (oven-sh/bun#35130, fixed in later releases), so a stream
+ * that outlived the grace period kept flowing and the process never exited. `endInFlight` (the
+ * proxy aborting its upstream requests) ends them instead; `stop(true)` is still asked for, not
+ * awaited, for the Bun versions where it works.
+ */
+export async function stopGracefully(server: HttpServer, graceMs: number, endInFlight?: () => void): Promise<void> {
+  const drained = server.stop(false).then(() => "drained" as const);
+  if ((await raceTimer(drained, graceMs)) === "drained") return;
+  endInFlight?.();
+  await raceTimer(drained, SETTLE_MS);
+  server.stop(true).catch(() => {});
+}
+
+async function raceTimer<T>(work: Promise<T>, ms: number): Promise<T | "timeout"> {
   let timer: Timer | undefined;
-  const graceOver = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), graceMs);
-  });
-  const result = await Promise.race([drained.then(() => "drained" as const), graceOver]);
-  clearTimeout(timer);
-  if (result === "timeout") await server.stop(true);
+  const timeout = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), ms)));
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -24,6 +24,14 @@ export interface ProxyHandlerOptions {
   clientAddress?: (request: Request) => string | undefined;
 }
 
+/**
+ * Methods never forwarded. TRACE asks the server to echo the request back, and the request the
+ * upstream gets carries a pool key: RFC 9110 §9.3.8 says a client must not send credentials in
+ * one. Before this, Bun's fetch dropped the echo's body and the empty 200 was retried on every
+ * key into a 502, a server error for the client's own request.
+ */
+const refusedMethods = new Set(["TRACE"]);
+
 /** True for paths this handler serves. */
 export function isProxyPath(path: string): boolean {
   return path.startsWith("/v1/") || path.startsWith("/api/v1/");
@@ -43,6 +51,13 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
           type: "service_unavailable",
           code: "shutting_down",
           headers: { connection: "close", "retry-after": "1" },
+        });
+      }
+      if (refusedMethods.has(raw.method)) {
+        throw new ProxyError(405, `${raw.method} is not forwarded: it would echo the request, key included; the API takes GET, POST and DELETE`, {
+          type: "invalid_request_error",
+          code: "method_not_allowed",
+          headers: { allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" },
         });
       }
       if (requireKey && !carriesOneOf(raw.headers, proxyApiKeys)) {

@@ -24,7 +24,8 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
   if (methodsWithoutBody.has(raw.method)) return { bytes: undefined };
   const declared = raw.headers.get("content-length");
   if (declared !== null && Number(declared) > maxBytes) throw tooLarge(maxBytes);
-  const bytes = await withDeadline(declared !== null ? raw.arrayBuffer() : readCounting(raw, maxBytes), timeoutMs);
+  const reading = (declared !== null ? raw.arrayBuffer() : readCounting(raw, maxBytes)).catch(unreadable);
+  const bytes = await withDeadline(reading, timeoutMs);
   if (bytes.byteLength > maxBytes) throw tooLarge(maxBytes);
   if (bytes.byteLength === 0) return { bytes: undefined };
 
@@ -56,6 +57,21 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
 
 function tooLarge(maxBytes: number): ProxyError {
   return new ProxyError(413, `the body is larger than MAX_BODY_BYTES (${maxBytes} bytes)`, { type: "invalid_request_error", code: "body_too_large" });
+}
+
+/**
+ * The body stream failed: the client closed the connection mid-body, or sent broken chunked
+ * framing (Bun's parser then errors the stream with "The connection was closed."). The client's
+ * doing, so a 400 (if anyone is left to read it), not an internal error with a stack in the errors log.
+ */
+function unreadable(error: unknown): never {
+  if (error instanceof ProxyError) throw error;
+  const reason = error instanceof Error ? error.message : String(error);
+  throw new ProxyError(400, `the request body could not be read to its end (${reason}): check its Content-Length or chunked encoding`, {
+    type: "invalid_request_error",
+    code: "body_unreadable",
+    cause: error,
+  });
 }
 
 /** A chunked body (no Content-Length): read while counting, and stop at the limit. */

@@ -7,7 +7,9 @@ const round = (ms: number) => Math.round(ms * 100) / 100;
  * Whether a body sent as JSON plainly is not: its first and last non-blank characters are not
  * those of a JSON object or array. A cheap look at two ends, not a parse of the whole answer.
  */
-export function claimsJsonButIsNot(headers: Headers, body: Uint8Array): boolean {
+export function claimsJsonButIsNot(headers: Headers, body: Uint8Array, method: string, status: number): boolean {
+  // HEAD answers, 204 and 304 carry no body by definition (RFC 9110 §9.3.2, §15.3.5, §15.4.5).
+  if (method === "HEAD" || status === 204 || status === 304) return false;
   if (!/json/i.test(headers.get("content-type") ?? "")) return false;
   let start = 0;
   let end = body.byteLength - 1;

@@ -276,7 +276,7 @@ export function createForwarder({
             if ((await next(outcome)) === "retry") continue;
             break;
           }
-          if (claimsJsonButIsNot(response.headers, view)) {
+          if (claimsJsonButIsNot(response.headers, view, request.method, response.status)) {
             // A 200 that says JSON but is not (an HTML error page from something in between, a
             // cut body): an upstream fault, retried on another key; nobody's key is blamed.
             const reason = "the upstream answered 200 with a body that is not JSON";
