@@ -10,7 +10,6 @@ export interface ProxyEventMap {
   "key.failure": { keyId: string; consecutiveFailures: number; reason: string };
   "key.disabled": { keyId: string; reason: string };
   "key.recovered": { keyId: string };
-  "attempt.done": { requestId: string; attempt: number; keyId: string; status: number; outcome: string };
   "request.done": RequestRecord;
   "key.added": { keyId: string; label?: string };
   "key.removed": { keyId: string };

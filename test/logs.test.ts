@@ -12,7 +12,7 @@ import { createEventBus } from "../src/events.ts";
 import { keyIdOf } from "../src/keys/key-identity.ts";
 import { startLogging } from "../src/log/loggers.ts";
 import type { RequestRecord } from "../src/upstream/request-record.ts";
-import { chatCompletion, controlledStream, errorReply, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { chatCompletion, controlledStream, errorReply, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter, lateErrorChunk } from "./helpers/fake-openrouter.ts";
 import { allLogText, expectNoSecrets, logFiles, readLog } from "./helpers/log-files.ts";
 import { startTestProxy, tempDir, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
 
@@ -60,16 +60,6 @@ function chat(p: TestProxy, { body = chatBody(), headers = {} }: { body?: string
 }
 
 const eventStream = (text: string) => new Response(text, { headers: { "content-type": "text/event-stream" } });
-
-/** OpenRouter's mid-stream error: a chunk with a top-level `error` and finish_reason "error". */
-const lateErrorChunk = `data: ${JSON.stringify({
-  id: "gen-stream-1",
-  object: "chat.completion.chunk",
-  created: 1_780_000_000,
-  model: "openai/gpt-4o-mini",
-  error: { code: 502, message: "Provider disconnected mid-answer" },
-  choices: [{ index: 0, delta: { content: "" }, finish_reason: "error" }],
-})}\n\n`;
 
 /** Resolves with the next request record the proxy announces. */
 const nextRecord = (p: TestProxy) =>

@@ -5,22 +5,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { keyIdOf } from "../src/keys/key-identity.ts";
 import { readAnswerTail, UsageTap } from "../src/upstream/usage-tap.ts";
-import { chatCompletion, errorReply, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { chatCompletion, errorReply, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter, lateErrorChunk } from "./helpers/fake-openrouter.ts";
 import { startTestProxy, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
 
 const encoder = new TextEncoder();
 const bytes = (text: string) => encoder.encode(text);
 const TAIL = 16 * 1024;
-
-/** OpenRouter's mid-stream error: a chunk with a top-level `error` and finish_reason "error". */
-const lateErrorChunk = `data: ${JSON.stringify({
-  id: "gen-stream-1",
-  object: "chat.completion.chunk",
-  created: 1_780_000_000,
-  model: "openai/gpt-4o-mini",
-  error: { code: 502, message: "Provider disconnected mid-answer" },
-  choices: [{ index: 0, delta: { content: "" }, finish_reason: "error" }],
-})}\n\n`;
 
 /** Feeds `text` to a tap in pieces cut at the given byte offsets, and reads it. */
 function tapped(text: string, cuts: number[], isEventStream = true) {

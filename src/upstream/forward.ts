@@ -148,7 +148,6 @@ export function createForwarder({
       const noteAttempt = (status: number, outcome: string) => {
         const attempt = { keyId, status, outcome, ms: round(performance.now() - attemptStarted) };
         record.attempts.push(attempt);
-        events?.emit("attempt.done", { requestId: request.requestId, attempt: record.attempts.length, keyId, status, outcome });
         return attempt;
       };
       const reportContext = (facts: ErrorBodyFacts = {}) => ({

@@ -111,6 +111,16 @@ export function sseChunk(content: string, id = "gen-stream-1"): string {
 
 export const usageChunk = `data: ${JSON.stringify({ id: "gen-stream-1", object: "chat.completion.chunk", created: 1_780_000_000, model: "openai/gpt-4o-mini", choices: [], usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7, cost: 0.00002 } })}\n\n`;
 
+/** OpenRouter's mid-stream error: a chunk with a top-level `error` and finish_reason "error". */
+export const lateErrorChunk = `data: ${JSON.stringify({
+  id: "gen-stream-1",
+  object: "chat.completion.chunk",
+  created: 1_780_000_000,
+  model: "openai/gpt-4o-mini",
+  error: { code: 502, message: "Provider disconnected mid-answer" },
+  choices: [{ index: 0, delta: { content: "" }, finish_reason: "error" }],
+})}\n\n`;
+
 /** A complete SSE answer as OpenRouter sends it: a keep-alive comment, content, usage, [DONE]. */
 export function sseText(parts: string[]): string {
   return `: OPENROUTER PROCESSING\n\n${parts.map((part) => sseChunk(part)).join("")}${usageChunk}data: [DONE]\n\n`;
