@@ -166,29 +166,42 @@ describe("shutdown", () => {
     },
   );
 
-  test("a request on a kept-alive connection after SIGTERM gets 503 shutting_down with Connection: close", async () => {
+  test("an idle kept-alive connection is closed at SIGTERM, so the client's next request opens a new connection", async () => {
     const { child } = await start({ SHUTDOWN_GRACE_SECONDS: "10" });
     const kept = await connectRaw(child.port);
     await kept.write("GET /healthz HTTP/1.1\r\nHost: proxy\r\n\r\n");
     expect(await kept.waitFor(/\r\n\r\n.*ok/is, 2000)).toBe(true);
+    const stream = await openStream(child); // holds the server open while the test looks
+    const answered = kept.received().length;
+
+    child.signal("SIGTERM");
+    await withinMs(kept.closed, 2000, "the idle connection to be closed");
+    expect(kept.received().length).toBe(answered);
+
+    stream.upstream.end();
+    await stream.readRest();
+    expect(await withinMs(child.exited, 5000, "the exit")).toBe(0);
+  });
+
+  test("a request half-sent when SIGTERM arrives gets 503 shutting_down with Connection: close, and the connection is closed", async () => {
+    const { child } = await start({ SHUTDOWN_GRACE_SECONDS: "10" });
+    const kept = await connectRaw(child.port);
     const stream = await openStream(child); // holds the server open while the test asks
+    await kept.write("POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\n");
 
     child.signal("SIGTERM");
     await child.waitForStdout(/SIGTERM: finishing/);
-    const before = kept.received().length;
-    await kept.write(
-      'POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}',
-    );
+    await kept.write("Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
     expect(await kept.waitFor(/shutting_down"\}\}/, 2000)).toBe(true);
-    const answer = parseRawResponse(kept.received().slice(before));
+    const answer = parseRawResponse(kept.received());
     expect(answer?.status).toBe(503);
     expect(answer?.headers.get("connection")).toBe("close");
     expect(JSON.parse(answer?.body ?? "{}")).toMatchObject({ error: { type: "service_unavailable", code: "shutting_down" } });
+    await withinMs(kept.closed, 2000, "the connection to be closed");
     expect(fake.requests.filter((request) => request.path === "/chat/completions")).toHaveLength(1); // only the stream
 
     stream.upstream.end();
     await stream.readRest();
-    kept.end();
     expect(await withinMs(child.exited, 5000, "the exit")).toBe(0);
   });
 
