@@ -16,8 +16,7 @@ import type { KeyStore } from "./keys/key-store.ts";
 import { startKeySync, type KeySync } from "./keys/key-sync.ts";
 import { startHttpServer, stopGracefully, type HttpServer } from "./server.ts";
 import { isLoopbackHost } from "./routes/client-auth.ts";
-import { ProxyError } from "./errors.ts";
-import { abortableSleep, createForwarder, type ProxyRequest } from "./upstream/forward.ts";
+import { abortableSleep, createForwarder } from "./upstream/forward.ts";
 import { checkKey } from "./upstream/key-info.ts";
 
 export interface ProxyOverrides {
@@ -80,6 +79,9 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     ...(overrides.onStoreError ? { onStoreError: overrides.onStoreError } : {}),
   });
 
+  // Fires when the shutdown grace period runs out: every request still in flight has its upstream
+  // request aborted, which ends its stream (see stopGracefully in server.ts for why Bun cannot).
+  const graceOver = new AbortController();
   const forward = createForwarder({
     pool,
     baseUrl: config.OPENROUTER_BASE_URL,
@@ -93,6 +95,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     events,
     logBodies: config.LOG_BODIES,
     streamCommitMs: config.STREAM_COMMIT_SECONDS * 1000,
+    shutdown: graceOver.signal,
   });
   const ledger = createUsageLedger({ now });
   const metrics = createMetrics({ pool });
@@ -111,31 +114,13 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   });
   const checkUpstreamKey = (secret: string) => checkKey(secret, { baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch });
   let stopping = false;
-  // Fires when the shutdown grace period runs out: every request still in flight has its upstream
-  // request aborted, which ends its stream (see stopGracefully in server.ts for why Bun cannot).
-  const graceOver = new AbortController();
-  const forwardUntilGraceOver = async (request: ProxyRequest): Promise<Response> => {
-    try {
-      return await forward({ ...request, signal: AbortSignal.any([request.signal, graceOver.signal]) });
-    } catch (error) {
-      // Not the client leaving (what the forwarder takes an abort for) but the shutdown.
-      if (graceOver.signal.aborted && error instanceof ProxyError && error.code === "client_closed_request") {
-        throw new ProxyError(503, "the proxy shut down before the upstream answered (SHUTDOWN_GRACE_SECONDS ran out): retry in a moment", {
-          type: "service_unavailable",
-          code: "shutting_down",
-          headers: { connection: "close", "retry-after": "1" },
-        });
-      }
-      throw error;
-    }
-  };
   const handler = createHttpHandler({
     bodyLimits: { maxBytes: config.MAX_BODY_BYTES, timeoutMs: config.BODY_TIMEOUT_SECONDS * 1000 },
     isStopping: () => stopping,
     ledger,
     metrics,
     reportInternalError: (error, requestId) => logging.internalError(error, { requestId }),
-    forward: forwardUntilGraceOver,
+    forward,
     pool,
     store,
     checkKey: checkUpstreamKey,

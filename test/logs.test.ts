@@ -295,6 +295,7 @@ describe("requests log", () => {
     expect(line?.ttfbMs).toBeGreaterThan(0);
     expect(line?.durationMs).toBeGreaterThanOrEqual(line?.ttfbMs as number);
     expect("startedAt" in (line ?? {})).toBe(false);
+    expect(Object.keys(line ?? {})[0]).toBe("time");
   });
 
   test("a request that fails carries its error", async () => {

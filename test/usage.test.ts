@@ -4,6 +4,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { keyIdOf } from "../src/keys/key-identity.ts";
+import { createUsageLedger } from "../src/observe/usage-ledger.ts";
+import type { RequestRecord } from "../src/upstream/request-record.ts";
 import { readAnswerTail, UsageTap } from "../src/upstream/usage-tap.ts";
 import { chatCompletion, errorReply, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter, lateErrorChunk } from "./helpers/fake-openrouter.ts";
 import { startTestProxy, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
@@ -227,5 +229,31 @@ describe("GET /admin/usage", () => {
     const response = await fetch(`${p.url}/admin/usage`);
     expect(response.status).toBe(401);
     expect(await response.json()).toMatchObject({ error: { type: "authentication_error" } });
+  });
+});
+
+describe("recent requests", () => {
+  const record = (index: number): RequestRecord => ({
+    requestId: `req-${index}`,
+    startedAt: 1_795_600_000_000 + index,
+    method: "POST",
+    path: "/chat/completions",
+    stream: false,
+    status: 200,
+    attempts: [{ keyId: "k_1", status: 200, outcome: "ok", ms: 1 }],
+    keyId: "k_1",
+    durationMs: 1,
+    aborted: false,
+  });
+
+  test("the ledger keeps the last recentSize requests, newest first, however many came before", () => {
+    const ledger = createUsageLedger({ now: () => 1_795_600_100_000, recentSize: 3 });
+    expect(ledger.recent()).toEqual([]);
+    ledger.record(record(1));
+    expect(ledger.recent().map((each) => each.requestId)).toEqual(["req-1"]);
+    for (let index = 2; index <= 8; index++) ledger.record(record(index));
+    expect(ledger.recent().map((each) => each.requestId)).toEqual(["req-8", "req-7", "req-6"]);
+    expect(ledger.recent(2).map((each) => each.requestId)).toEqual(["req-8", "req-7"]);
+    expect(ledger.recent(10).map((each) => each.requestId)).toEqual(["req-8", "req-7", "req-6"]);
   });
 });

@@ -5,6 +5,7 @@
  *
  * Keys whose account is unknown count as an account of their own (`key:<key id>`).
  */
+import { utcDay } from "../time-text.ts";
 import { z } from "zod";
 
 export type ModelClass = "free" | "paid";
@@ -39,7 +40,7 @@ export const classOfModel = (model: string | undefined): ModelClass =>
 
 export const accountIdOf = (key: { id: string; account?: string }): string => key.account ?? `key:${key.id}`;
 
-export const utcDayOf = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
+export const utcDayOf = utcDay;
 export const nextUtcMidnight = (ms: number): number => (Math.floor(ms / 86_400_000) + 1) * 86_400_000;
 
 const isoDate = z.iso.datetime({ offset: true });

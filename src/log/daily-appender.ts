@@ -13,6 +13,7 @@
  */
 import { appendFile, mkdir, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { utcDay } from "../time-text.ts";
 
 export interface DailyAppenderOptions {
   dir: string;
@@ -35,7 +36,6 @@ export interface DailyAppender {
 }
 
 const DAY_MS = 86_400_000;
-export const utcDay = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
 
 export function createDailyAppender({
   dir,
@@ -149,7 +149,7 @@ export function createDailyAppender({
       const day = utcDay(at);
       let lines = pending.get(day);
       if (!lines) pending.set(day, (lines = []));
-      const text = line.endsWith("\n") ? line : `${line}\n`;
+      const text = line.charCodeAt(line.length - 1) === 10 ? line : `${line}\n`;
       if (pendingBytes + text.length > maxPendingBytes) {
         dropped++;
         return;

@@ -2,11 +2,12 @@
  * The proxy's logs: requests, keys and errors, each a date-rotated file of JSON lines in LOG_DIR,
  * plus one short human line per request on standard output (filtered by LOG_LEVEL).
  *
- * Listeners only queue the event: formatting and writing happen on a timer, off the request.
+ * A line is formatted when its event happens; writing happens later, in batches, off the request.
  * Nothing here ever sees a key (events carry ids) or a client's Authorization header.
  */
 import type { EventBus, ProxyEventMap } from "../events.ts";
 import type { RequestRecord } from "../upstream/request-record.ts";
+import { isoTime } from "../time-text.ts";
 import { createDailyAppender, type DailyAppender } from "./daily-appender.ts";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -31,11 +32,6 @@ export interface Logging {
   close(): Promise<void>;
 }
 
-type Queued =
-  | { kind: "request"; record: RequestRecord }
-  | { kind: "key"; at: number; event: string; fields: Record<string, unknown> }
-  | { kind: "error"; at: number; fields: Record<string, unknown> };
-
 export function startLogging({
   dir,
   retentionDays,
@@ -47,112 +43,104 @@ export function startLogging({
   flushIntervalMs = 200,
 }: LoggingOptions): Logging {
   let reportedDiskProblem = false;
-  const onError = (message: string) => {
+  const onDiskError = (message: string) => {
     if (reportedDiskProblem) return;
     reportedDiskProblem = true;
     err(`${message}\n`);
   };
-  const appender = (prefix: string): DailyAppender => createDailyAppender({ dir, prefix, retentionDays, now, flushIntervalMs, onError });
+  const appender = (prefix: string): DailyAppender => createDailyAppender({ dir, prefix, retentionDays, now, flushIntervalMs, onError: onDiskError });
   const requests = appender("requests");
   const keys = appender("keys");
   const errors = appender("errors");
   const shows = (wanted: LogLevel) => levelRank[wanted] >= levelRank[level];
+  const showsInfo = shows("info");
+  const showsWarn = shows("warn");
 
-  let queue: Queued[] = [];
+  // The human lines are batched into one write per stream on a short timer; the file lines are
+  // buffered by their appenders. Each line is formatted when its event happens, while the record
+  // is still in the CPU's cache: formatting a batch of them later cost several times as much.
+  let stdout = "";
+  let stderr = "";
   let timer: Timer | undefined;
-  const enqueue = (item: Queued) => {
-    queue.push(item);
+  const say = (line: string, warn: boolean) => {
+    if (warn) stderr += line;
+    else stdout += line;
     if (!timer) {
-      timer = setTimeout(drain, Math.min(flushIntervalMs, 50));
+      timer = setTimeout(sayNow, Math.min(flushIntervalMs, 50));
       timer.unref?.();
     }
   };
-
-  function drain(): void {
+  function sayNow(): void {
     timer = undefined;
-    const batch = queue;
-    queue = [];
-    let stdout = "";
-    let stderr = "";
-    for (const item of batch) {
-      switch (item.kind) {
-        case "request": {
-          const { record } = item;
-          const time = new Date(record.startedAt).toISOString();
-          // Each line goes to the file of its own `time`, even when drained just after midnight.
-          requests.write(JSON.stringify({ time, ...record, startedAt: undefined }), record.startedAt);
-          // Upstream errors: an error in the answer itself (a 5xx, a late error event or a broken
-          // 200 stream), and any attempt that failed with a 5xx or no answer, even when another
-          // attempt then served (the forward loop may clear `error` once it has). A client that
-          // leaves is not one, even in the middle of a 200 stream.
-          const answerError = record.error !== undefined && !record.aborted && (record.status >= 500 || record.status === 200);
-          const failed = record.attempts.filter((attempt) => attempt.status >= 500 || attempt.status === 0);
-          if (answerError || failed.length > 0) {
-            const error = answerError
-              ? record.error
-              : `upstream attempt failed: ${failed.map((attempt) => (attempt.status === 0 ? attempt.outcome : `${attempt.status} ${attempt.outcome}`)).join(", ")}`;
-            errors.write(
-              JSON.stringify({ time, kind: "upstream", requestId: record.requestId, status: record.status, error, attempts: record.attempts }),
-              record.startedAt,
-            );
-          }
-          const warn = record.status >= 500;
-          if (shows(warn ? "warn" : "info")) {
-            const line = humanLine(record, time);
-            if (warn) stderr += line;
-            else stdout += line;
-          }
-          break;
-        }
-        case "key": {
-          const time = new Date(item.at).toISOString();
-          keys.write(JSON.stringify({ time, event: item.event, ...item.fields }), item.at);
-          const warn = item.event === "key.disabled" || item.event === "key.cooldown" || item.event === "account.rest";
-          if (shows(warn ? "warn" : "info")) {
-            const line = `${time} ${item.event} ${String(item.fields.keyId ?? "")}${describeKeyEvent(item.fields)}\n`;
-            // Warnings go to stderr, as for requests (see `err` above).
-            if (warn) stderr += line;
-            else stdout += line;
-          }
-          break;
-        }
-        case "error": {
-          const time = new Date(item.at).toISOString();
-          errors.write(JSON.stringify({ time, ...item.fields }), item.at);
-          if (shows("error")) stderr += `${time} error ${String(item.fields.message ?? "")}\n`;
-          break;
-        }
-      }
-    }
     if (stdout) out(stdout);
     if (stderr) err(stderr);
+    stdout = "";
+    stderr = "";
   }
 
+  const onRequest = (record: RequestRecord) => {
+    const time = isoTime(record.startedAt);
+    // Each line goes to the file of its own `time`, even when written just after midnight.
+    requests.write(requestLine(record, time), record.startedAt);
+    // Upstream errors: an error in the answer itself (a 5xx, a late error event or a broken 200
+    // stream), and any attempt that failed with a 5xx or no answer, even when another attempt
+    // then served (the forward loop may clear `error` once it has). A client that leaves is not
+    // one, even in the middle of a 200 stream.
+    const answerError = record.error !== undefined && !record.aborted && (record.status >= 500 || record.status === 200);
+    let failed: string | undefined;
+    for (const attempt of record.attempts) {
+      if (attempt.status < 500 && attempt.status !== 0) continue;
+      const text = attempt.status === 0 ? attempt.outcome : `${attempt.status} ${attempt.outcome}`;
+      failed = failed === undefined ? text : `${failed}, ${text}`;
+    }
+    if (answerError || failed !== undefined) {
+      const error = answerError ? record.error : `upstream attempt failed: ${failed}`;
+      errors.write(JSON.stringify({ time, kind: "upstream", requestId: record.requestId, status: record.status, error, attempts: record.attempts }), record.startedAt);
+    }
+    const warn = record.status >= 500;
+    if (warn ? showsWarn : showsInfo) say(humanLine(record, time), warn);
+  };
+
+  const onKeyEvent = (name: string, event: object) => {
+    const at = now();
+    const time = isoTime(at);
+    const fields = keyFields(event);
+    keys.write(JSON.stringify({ time, event: name, ...fields }), at);
+    const warn = name === "key.disabled" || name === "key.cooldown" || name === "account.rest";
+    if (shows(warn ? "warn" : "info")) say(`${time} ${name} ${String(fields.keyId ?? "")}${describeKeyEvent(fields)}\n`, warn);
+  };
+
+  const onError = (fields: Record<string, unknown>) => {
+    const at = now();
+    const time = isoTime(at);
+    errors.write(JSON.stringify({ time, ...fields }), at);
+    if (shows("error")) say(`${time} error ${String(fields.message ?? "")}\n`, true);
+  };
+
   const unsubscribes = [
-    events.on("request.done", (record) => enqueue({ kind: "request", record })),
+    events.on("request.done", onRequest),
     ...(["key.cooldown", "key.recovered", "key.failure", "key.disabled", "key.added", "key.removed", "key.enabled", "account.rest"] as const).map((name) =>
-      events.on(name, (event: ProxyEventMap[typeof name]) => enqueue({ kind: "key", at: now(), event: name, fields: keyFields(event) })),
+      events.on(name, (event: ProxyEventMap[typeof name]) => onKeyEvent(name, event)),
     ),
-    events.on("store.error", ({ message }) => enqueue({ kind: "error", at: now(), fields: { kind: "key-store", message } })),
+    events.on("store.error", ({ message }) => onError({ kind: "key-store", message })),
   ];
 
   const flush = async () => {
     if (timer) {
       clearTimeout(timer);
-      drain();
+      sayNow();
     }
     await Promise.all([requests.flush(), keys.flush(), errors.flush()]);
   };
 
   return {
     internalError(error, context) {
-      const fields = {
+      onError({
         kind: "internal",
         message: error instanceof Error ? error.message : String(error),
         ...(error instanceof Error && error.stack ? { stack: error.stack } : {}),
         ...context,
-      };
-      enqueue({ kind: "error", at: now(), fields });
+      });
     },
     flush,
     async close() {
@@ -163,9 +151,22 @@ export function startLogging({
   };
 }
 
+/**
+ * The requests-log line: `time` first, then the record's fields in their order, `startedAt` left
+ * out (it is `time`). Cut out of the serialized record rather than copying the record without
+ * it: the copy cost more than the serializing. `startedAt` is a number, so its text has no comma.
+ */
+function requestLine(record: RequestRecord, time: string): string {
+  const json = JSON.stringify(record);
+  const at = json.indexOf(',"startedAt":');
+  if (at === -1) return `{"time":"${time}",${json.slice(1)}`;
+  const end = json.indexOf(",", at + 13);
+  return `{"time":"${time}",${json.slice(1, at)}${end === -1 ? "}" : json.slice(end)}`;
+}
+
 function keyFields(event: object): Record<string, unknown> {
   const fields: Record<string, unknown> = { ...event };
-  if (typeof fields.until === "number") fields.until = new Date(fields.until).toISOString();
+  if (typeof fields.until === "number") fields.until = isoTime(fields.until);
   return fields;
 }
 
@@ -176,19 +177,11 @@ function describeKeyEvent(fields: Record<string, unknown>): string {
 }
 
 /** `2026-11-25T10:00:00.123Z 200 POST /v1/chat/completions openai/gpt-4o k_1234abcd 1 try 812 ms 153 tok` */
-export function humanLine(record: RequestRecord, time = new Date(record.startedAt).toISOString()): string {
-  const parts = [
-    time,
-    String(record.status),
-    record.method,
-    `/v1${record.path}`,
-    record.model ?? "-",
-    record.keyId ?? "-",
-    `${record.attempts.length} ${record.attempts.length === 1 ? "try" : "tries"}`,
-    `${Math.round(record.durationMs)} ms`,
-  ];
-  if (record.usage) parts.push(`${record.usage.totalTokens} tok`);
-  if (record.aborted) parts.push("(client left)");
-  if (record.error && record.status >= 400) parts.push(`: ${record.error}`);
-  return `${parts.join(" ")}\n`;
+export function humanLine(record: RequestRecord, time = isoTime(record.startedAt)): string {
+  const tries = record.attempts.length;
+  let line = `${time} ${record.status} ${record.method} /v1${record.path} ${record.model ?? "-"} ${record.keyId ?? "-"} ${tries} ${tries === 1 ? "try" : "tries"} ${Math.round(record.durationMs)} ms`;
+  if (record.usage) line += ` ${record.usage.totalTokens} tok`;
+  if (record.aborted) line += " (client left)";
+  if (record.error && record.status >= 400) line += ` : ${record.error}`;
+  return `${line}\n`;
 }

@@ -32,27 +32,40 @@ class Histogram {
 }
 
 /**
- * A counter keyed by its label values, joined with a separator that cannot occur in them; label
- * text is built (and escaped) only when scraped, not per request.
+ * A counter keyed by its label values, as a tree of maps (one level per label): a request adds to
+ * it without building a key string, and label text is built (and escaped) only when scraped.
  */
+type CounterNode = Map<string | number, CounterNode | number>;
+
 class LabelledCounter {
-  readonly values = new Map<string, number>();
+  readonly root: CounterNode = new Map();
   constructor(readonly labelNames: readonly string[]) {}
-  add(key: string, by = 1): void {
-    this.values.set(key, (this.values.get(key) ?? 0) + by);
+  add(values: readonly (string | number)[], by = 1): void {
+    let node = this.root;
+    const last = values.length - 1;
+    for (let index = 0; index < last; index++) {
+      const value = values[index] as string | number;
+      let child = node.get(value) as CounterNode | undefined;
+      if (!child) node.set(value, (child = new Map()));
+      node = child;
+    }
+    const leaf = values[last] as string | number;
+    node.set(leaf, ((node.get(leaf) as number | undefined) ?? 0) + by);
   }
   lines(name: string): string[] {
     const out: string[] = [];
-    for (const [key, value] of this.values) {
-      const parts = key.split(SEP);
-      const text = this.labelNames.map((label, index) => `${label}="${escape(parts[index] ?? "")}"`).join(",");
-      out.push(`${name}{${text}} ${value}`);
-    }
+    const walk = (node: CounterNode, depth: number, prefix: string) => {
+      for (const [value, child] of node) {
+        const text = `${prefix}${depth === 0 ? "" : ","}${this.labelNames[depth]}="${escape(String(value))}"`;
+        if (typeof child === "number") out.push(`${name}{${text}} ${child}`);
+        else walk(child, depth + 1, text);
+      }
+    };
+    walk(this.root, 0, "");
     return out;
   }
 }
 
-const SEP = "\u0000";
 const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 
 export interface Metrics {
@@ -72,15 +85,14 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
 
   return {
     record(request) {
-      requests.add(routeLabel(request.path) + SEP + request.status);
-      for (const attempt of request.attempts) attempts.add(attempt.outcome);
+      requests.add([routeLabel(request.path), request.status]);
+      for (const attempt of request.attempts) attempts.add([attempt.outcome]);
       retries += Math.max(0, request.attempts.length - 1);
       if (request.usage && request.keyId) {
         const model = request.model ?? "(none)";
-        const modelAndKey = model + SEP + request.keyId;
-        tokens.add(`${modelAndKey}${SEP}prompt`, request.usage.promptTokens);
-        tokens.add(`${modelAndKey}${SEP}completion`, request.usage.completionTokens);
-        if (request.usage.cost !== undefined) cost.add(modelAndKey, request.usage.cost);
+        tokens.add([model, request.keyId, "prompt"], request.usage.promptTokens);
+        tokens.add([model, request.keyId, "completion"], request.usage.completionTokens);
+        if (request.usage.cost !== undefined) cost.add([model, request.keyId], request.usage.cost);
       }
       duration.observe(request.durationMs / 1000);
       if (request.ttfbMs !== undefined) {

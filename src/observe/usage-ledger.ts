@@ -53,7 +53,9 @@ export interface UsageLedger {
 
 export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: () => number; recentSize?: number } = {}): UsageLedger {
   const buckets = new Map<number, Bucket>();
+  /** The last `recentSize` records, oldest overwritten first; `recentNext` is where the next one goes. */
   const recentRing: RequestRecord[] = [];
+  let recentNext = 0;
 
   const add = (totals: Totals, request: RequestRecord) => {
     totals.requests++;
@@ -97,8 +99,8 @@ export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: 
         }
       }
       // The record itself is kept (it no longer changes); the view is built only when asked for.
-      recentRing.push(request);
-      if (recentRing.length > recentSize) recentRing.shift();
+      recentRing[recentNext] = request;
+      recentNext = (recentNext + 1) % recentSize;
     },
 
     report(since, at = now()) {
@@ -123,7 +125,12 @@ export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: 
     },
 
     recent(limit = recentSize) {
-      return recentRing.slice(-limit).reverse().map(recentView);
+      // Newest first: walk back from the slot before `recentNext`.
+      const views: RecentRequest[] = [];
+      for (let step = 1; step <= Math.min(limit, recentRing.length); step++) {
+        views.push(recentView(recentRing[(recentNext - step + recentSize) % recentSize] as RequestRecord));
+      }
+      return views;
     },
   };
 }

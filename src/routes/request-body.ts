@@ -96,23 +96,26 @@ async function readCounting(raw: Request, maxBytes: number): Promise<ArrayBuffer
 /** One shared timer for every body being read (see upstream/silence-watch.ts for why). */
 const deadlines = createSilenceWatcher();
 
-async function withDeadline<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
-  let expire: (error: ProxyError) => void = () => {};
-  const deadline = new Promise<never>((_, reject) => {
-    expire = reject;
+function withDeadline<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const watch = deadlines.watch(timeoutMs, () =>
+      reject(
+        new ProxyError(408, `the request body did not arrive within BODY_TIMEOUT_SECONDS (${timeoutMs / 1000} s)`, {
+          type: "invalid_request_error",
+          code: "body_timeout",
+          headers: { connection: "close" },
+        }),
+      ),
+    );
+    work.then(
+      (value) => {
+        watch.stop();
+        resolve(value);
+      },
+      (error: unknown) => {
+        watch.stop();
+        reject(error);
+      },
+    );
   });
-  const watch = deadlines.watch(timeoutMs, () =>
-    expire(
-      new ProxyError(408, `the request body did not arrive within BODY_TIMEOUT_SECONDS (${timeoutMs / 1000} s)`, {
-        type: "invalid_request_error",
-        code: "body_timeout",
-        headers: { connection: "close" },
-      }),
-    ),
-  );
-  try {
-    return await Promise.race([work, deadline]);
-  } finally {
-    watch.stop();
-  }
 }

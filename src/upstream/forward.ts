@@ -53,6 +53,11 @@ export interface ForwarderOptions {
   logBodies?: boolean;
   /** STREAM_COMMIT_SECONDS: how long a stream's first bytes may be held waiting for content. */
   streamCommitMs?: number;
+  /**
+   * Fires when the shutdown grace period runs out: every request still in flight is ended as if
+   * its client had left (its upstream request aborted, its stream ended).
+   */
+  shutdown?: AbortSignal;
 }
 
 /** The one short wait before retrying a shared-capacity 429. */
@@ -94,30 +99,43 @@ export function createForwarder({
   events,
   logBodies = false,
   streamCommitMs = 15_000,
+  shutdown,
 }: ForwarderOptions) {
   const silenceWatcher = createSilenceWatcher();
+  // Every attempt's controller until its answer has ended: what the shutdown aborts. A set, not a
+  // listener on the shutdown signal per attempt: adding and removing listeners cost more.
+  const attemptsInFlight = new Set<AbortController>();
+  shutdown?.addEventListener("abort", () => {
+    for (const attempt of attemptsInFlight) attempt.abort(shutdown.reason);
+  });
   return async function forward(request: ProxyRequest): Promise<Response> {
     const started = request.receivedAt ?? performance.now();
+    // Absent fields are undefined rather than left out: one object shape for every record, and
+    // JSON.stringify drops them from the log line all the same.
     const record: RequestRecord = {
       requestId: request.requestId,
       startedAt: now() - (performance.now() - started),
       method: request.method,
       path: request.path,
-      ...(request.model === undefined ? {} : { model: request.model }),
+      model: request.model,
       stream: request.stream ?? false,
       status: 0,
       attempts: [],
       durationMs: 0,
       aborted: false,
-      ...(request.clientAddress === undefined ? {} : { clientAddress: request.clientAddress }),
-      ...(request.headers.get("user-agent") ? { userAgent: request.headers.get("user-agent") as string } : {}),
-      ...(logBodies && request.body ? { requestBody: bodyForLog(request.body) } : {}),
+      clientAddress: request.clientAddress,
+      userAgent: request.headers.get("user-agent") || undefined,
+      requestBody: logBodies && request.body ? bodyForLog(request.body) : undefined,
     };
     const exclude = new Set<string>();
     const avoid = new Set<string>();
     let last: LastFailure | undefined;
     let upstreamFaults = 0;
     const attempts = () => record.attempts.length;
+    /** The client left, or the shutdown grace ran out: either way nobody waits for this answer any more. */
+    const ended = () => request.signal.aborted || shutdown?.aborted === true;
+    /** For the rare waits between attempts; built then, not per request (AbortSignal.any is not free). */
+    const waitSignal = () => (shutdown ? AbortSignal.any([request.signal, shutdown]) : request.signal);
 
     /** Announces the record once the answer has ended (or failed). */
     const finish = (status: number, extra: Partial<RequestRecord> = {}) => {
@@ -127,6 +145,15 @@ export function createForwarder({
       events?.emit("request.done", record);
     };
     const clientGone = () => {
+      if (!request.signal.aborted && shutdown?.aborted) {
+        return failWith(
+          new ProxyError(503, "the proxy shut down before the upstream answered (SHUTDOWN_GRACE_SECONDS ran out): retry in a moment", {
+            type: "service_unavailable",
+            code: "shutting_down",
+            headers: { connection: "close", "retry-after": "1" },
+          }),
+        );
+      }
       finish(499, { aborted: true, error: "the client closed the request" });
       return new ProxyError(499, "the client closed the request", { type: "invalid_request_error", code: "client_closed_request" });
     };
@@ -137,7 +164,7 @@ export function createForwarder({
 
     let sharedCapacityRetried = false;
     while (attempts() < maxAttempts) {
-      if (request.signal.aborted) throw clientGone();
+      if (ended()) throw clientGone();
       const acquired = pool.acquire({ exclude, avoid, ...(request.model === undefined ? {} : { model: request.model }) });
       if (!acquired.ok) {
         if (last && acquired.reason !== "all-cooling" && acquired.reason !== "free-budget-exhausted") break; // answer with what the upstream last said
@@ -159,12 +186,14 @@ export function createForwarder({
       const upstream = new AbortController();
       const onClientAbort = () => upstream.abort(request.signal.reason);
       request.signal.addEventListener("abort", onClientAbort, { once: true });
+      attemptsInFlight.add(upstream);
       const silence = silenceWatcher.watch(upstreamTimeoutMs, () =>
         upstream.abort(new DOMException(`the upstream sent nothing for ${upstreamTimeoutMs / 1000} s`, "TimeoutError")),
       );
       const release = () => {
         silence.stop();
         request.signal.removeEventListener("abort", onClientAbort);
+        attemptsInFlight.delete(upstream);
       };
 
       let response: Response;
@@ -180,7 +209,7 @@ export function createForwarder({
         response = await fetchUpstream(`${baseUrl}${request.path}${request.search}`, init);
       } catch (error) {
         release();
-        if (request.signal.aborted) throw clientGone();
+        if (ended()) throw clientGone();
         const timedOut = upstream.signal.reason instanceof DOMException && upstream.signal.reason.name === "TimeoutError";
         const reason = timedOut ? String((upstream.signal.reason as DOMException).message) : describeFetchError(error);
         last = { kind: "unreachable", reason, timedOut };
@@ -216,7 +245,7 @@ export function createForwarder({
             if (sharedCapacityRetried) return "stop";
             sharedCapacityRetried = true;
             avoid.add(keyId);
-            await sleep(Math.min(SHARED_CAPACITY_BACKOFF_MS, Math.max(0, outcome.until - now())), request.signal);
+            await sleep(Math.min(SHARED_CAPACITY_BACKOFF_MS, Math.max(0, outcome.until - now())), waitSignal());
             return "retry";
           case "rate-limited":
           case "key-failure":
@@ -258,7 +287,7 @@ export function createForwarder({
             bytes = await response.arrayBuffer();
           } catch (error) {
             release();
-            if (request.signal.aborted) throw clientGone();
+            if (ended()) throw clientGone();
             const reason = `the upstream's answer broke off: ${describeFetchError(error)}`;
             last = { kind: "unreachable", reason, timedOut: false };
             noteAttempt(response.status, "upstream-error");
@@ -295,7 +324,7 @@ export function createForwarder({
         const decision = await holdUntilCommit(reader, { commitMs: streamCommitMs, silence });
         if (decision.kind === "failed") {
           release();
-          if (request.signal.aborted) throw clientGone();
+          if (ended()) throw clientGone();
           const reason = `the upstream's stream broke off before any content: ${describeFetchError(decision.error)}`;
           last = { kind: "unreachable", reason, timedOut: false };
           noteAttempt(response.status, "upstream-error");
@@ -323,6 +352,7 @@ export function createForwarder({
           ...(decision.kind === "commit" && decision.pending ? { pending: decision.pending } : {}),
           onEnd: (end) => {
             request.signal.removeEventListener("abort", onClientAbort);
+            attemptsInFlight.delete(upstream);
             const captured = tap.capturedBody();
             const { usage, lateError } = tap.finish(true);
             finish(response.status, {
@@ -357,7 +387,7 @@ export function createForwarder({
         bytes = new Uint8Array(await response.arrayBuffer());
       } catch (error) {
         release();
-        if (request.signal.aborted) throw clientGone();
+        if (ended()) throw clientGone();
         const reason = `the upstream's ${response.status} answer broke off: ${describeFetchError(error)}`;
         last = { kind: "unreachable", reason, timedOut: false };
         noteAttempt(response.status, "upstream-error");
@@ -369,7 +399,7 @@ export function createForwarder({
       if ((await next(outcome)) === "stop") break;
     }
 
-    if (request.signal.aborted) throw clientGone();
+    if (ended()) throw clientGone();
     if (!last) throw failWith(new ProxyError(500, "no upstream attempt was made", { type: "internal_error", code: "internal_error" }));
     if (last.kind === "unreachable") {
       throw failWith(
@@ -401,7 +431,7 @@ export function createForwarder({
     async function backoff() {
       upstreamFaults++;
       if (attempts() >= maxAttempts || retryBackoffMs === 0) return;
-      await sleep(retryBackoffMs * 2 ** (upstreamFaults - 1), request.signal);
+      await sleep(retryBackoffMs * 2 ** (upstreamFaults - 1), waitSignal());
     }
   };
 }

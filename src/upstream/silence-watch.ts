@@ -11,58 +11,66 @@ export interface SilenceWatch {
   stop(): void;
 }
 
-interface Entry {
-  last: number;
-  limitMs: number;
-  onSilence: () => void;
-}
-
 export interface SilenceWatcher {
   watch(limitMs: number, onSilence: () => void): SilenceWatch;
 }
 
 const noWatch: SilenceWatch = { touch() {}, stop() {} };
 
-export function createSilenceWatcher(now: () => number = () => performance.now()): SilenceWatcher {
-  const entries = new Set<Entry>();
-  let timer: Timer | undefined;
-  let tickMs = Infinity;
+/** One watched request: itself the handle its owner touches and stops (one object per watch). */
+class Entry implements SilenceWatch {
+  last: number;
+  constructor(
+    private readonly owner: Watcher,
+    readonly limitMs: number,
+    readonly onSilence: () => void,
+  ) {
+    this.last = owner.now();
+  }
+  touch(): void {
+    this.last = this.owner.now();
+  }
+  stop(): void {
+    this.owner.entries.delete(this);
+  }
+}
 
-  const check = () => {
-    const at = now();
-    for (const entry of entries) {
+class Watcher implements SilenceWatcher {
+  readonly entries = new Set<Entry>();
+  private timer: Timer | undefined;
+  private tickMs = Infinity;
+  constructor(readonly now: () => number) {}
+
+  watch(limitMs: number, onSilence: () => void): SilenceWatch {
+    if (limitMs <= 0) return noWatch;
+    const entry = new Entry(this, limitMs, onSilence);
+    this.entries.add(entry);
+    const wanted = Math.min(1000, Math.max(10, limitMs / 8));
+    if (!this.timer || wanted < this.tickMs) {
+      if (this.timer) clearInterval(this.timer);
+      this.tickMs = wanted;
+      this.timer = setInterval(() => this.check(), wanted);
+      this.timer.unref?.();
+    }
+    return entry;
+  }
+
+  private check(): void {
+    const at = this.now();
+    for (const entry of this.entries) {
       if (at - entry.last >= entry.limitMs) {
-        entries.delete(entry);
+        this.entries.delete(entry);
         entry.onSilence();
       }
     }
-    if (entries.size === 0 && timer) {
-      clearInterval(timer);
-      timer = undefined;
-      tickMs = Infinity;
+    if (this.entries.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.tickMs = Infinity;
     }
-  };
+  }
+}
 
-  return {
-    watch(limitMs, onSilence) {
-      if (limitMs <= 0) return noWatch;
-      const entry: Entry = { last: now(), limitMs, onSilence };
-      entries.add(entry);
-      const wanted = Math.min(1000, Math.max(10, limitMs / 8));
-      if (!timer || wanted < tickMs) {
-        if (timer) clearInterval(timer);
-        tickMs = wanted;
-        timer = setInterval(check, tickMs);
-        timer.unref?.();
-      }
-      return {
-        touch: () => {
-          entry.last = now();
-        },
-        stop: () => {
-          entries.delete(entry);
-        },
-      };
-    },
-  };
+export function createSilenceWatcher(now: () => number = () => performance.now()): SilenceWatcher {
+  return new Watcher(now);
 }

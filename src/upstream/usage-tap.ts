@@ -65,9 +65,13 @@ export class UsageTap {
 
 /** Usage and late errors from the end of a whole answer (or its last bytes). */
 export function readAnswerTail(bytes: Uint8Array, isEventStream: boolean): TapResult {
-  const tail = new TextDecoder().decode(bytes.byteLength > TAIL_BYTES ? bytes.subarray(bytes.byteLength - TAIL_BYTES) : bytes);
-  return isEventStream ? readStreamTail(tail) : readJsonTail(tail);
+  const from = bytes.byteLength > TAIL_BYTES ? bytes.byteLength - TAIL_BYTES : 0;
+  return isEventStream ? readStreamTail(decoder.decode(bytes.subarray(from))) : readJsonTail(bytes, from);
 }
+
+const decoder = new TextDecoder();
+const USAGE_KEY = Buffer.from('"usage"');
+const ERROR_KEY = Buffer.from('"error"');
 
 function readStreamTail(tail: string): TapResult {
   const result: TapResult = {};
@@ -89,20 +93,26 @@ function readStreamTail(tail: string): TapResult {
   return result;
 }
 
-function readJsonTail(tail: string): TapResult {
-  // Only the `usage` object is parsed, not the whole answer: it is the last thing in the body.
-  const usage = usageOf(lastObjectAfter(tail, '"usage"'));
+/**
+ * A whole JSON answer, searched as bytes (natively) for its last `"usage"`; only the text from
+ * there on is decoded and parsed, not the answer: `usage` is the last thing in the body.
+ */
+function readJsonTail(bytes: Uint8Array, from: number): TapResult {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const usageAt = buffer.lastIndexOf(USAGE_KEY);
+  const usage = usageAt >= from ? usageOf(lastObjectAfter(decoder.decode(bytes.subarray(usageAt)), '"usage"')) : undefined;
   // A 200 that carries an error (OpenRouter does this) has a top-level "error"; rare, so the
-  // whole-body parse happens only when the word is there at all.
+  // parse of the tail happens only when the word is there at all.
   let error: string | undefined;
-  if (tail.includes('"error"')) {
+  if (buffer.indexOf(ERROR_KEY, from) !== -1) {
     try {
-      error = errorText(field(JSON.parse(tail), "error"));
+      error = errorText(field(JSON.parse(decoder.decode(bytes.subarray(from))), "error"));
     } catch {
       // larger than the tail, or not JSON: nothing to say
     }
   }
-  return { ...(usage ? { usage } : {}), ...(error ? { lateError: error } : {}) };
+  if (usage === undefined) return error === undefined ? {} : { lateError: error };
+  return error === undefined ? { usage } : { usage, lateError: error };
 }
 
 /** The JSON object that follows the last occurrence of `key`, parsed; undefined if there is none. */
