@@ -257,3 +257,40 @@ describe("recent requests", () => {
     expect(ledger.recent(10).map((each) => each.requestId)).toEqual(["req-8", "req-7", "req-6"]);
   });
 });
+
+describe("holding chunks", () => {
+  test("a chunk read from a fetch body owns a buffer of about its own size, so the tap may keep chunks without pinning more memory", async () => {
+    const server = Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      fetch: () =>
+        new Response(
+          new ReadableStream({
+            async pull(controller) {
+              for (let index = 0; index < 20; index++) {
+                controller.enqueue(encoder.encode(sseChunk(`token ${index} `)));
+                await Bun.sleep(1);
+              }
+              controller.close();
+            },
+          }),
+          { headers: { "content-type": "text/event-stream" } },
+        ),
+    });
+    try {
+      const response = await fetch(`http://127.0.0.1:${server.port}/`);
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+      const buffers: number[] = [];
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffers.push(value.buffer.byteLength);
+      }
+      expect(buffers.length).toBeGreaterThan(1);
+      // Bun 1.3 handed out views into a 256 KB buffer (oven-sh/bun#30593); then the tap kept copies.
+      for (const size of buffers) expect(size).toBeLessThan(16 * 1024);
+    } finally {
+      await server.stop(true);
+    }
+  });
+});

@@ -38,16 +38,16 @@ export class UsageTap {
   }
 
   /**
-   * Keeps copies, not the chunks: on Bun 1.3 a chunk read from a fetch body is a view into a
-   * 256 KB buffer that stays alive while any view of it does (oven-sh/bun#30593), so holding the
-   * last 16 KB of small SSE chunks pinned tens of MB per stream.
+   * Keeps the chunks themselves, not copies. (On Bun 1.3 a chunk read from a fetch body was a view
+   * into a 256 KB buffer that stayed alive while any view of it did, oven-sh/bun#30593, so this
+   * kept copies; Bun 1.4 reads each chunk into a buffer of its own size, checked in usage.test.ts.)
    */
   observe(chunk: Uint8Array): void {
     if (this.capturedBytes < this.captureLimit) {
-      this.captured.push(chunk.slice());
+      this.captured.push(chunk);
       this.capturedBytes += chunk.byteLength;
     }
-    this.chunks.push(chunk.slice());
+    this.chunks.push(chunk);
     this.bytes += chunk.byteLength;
     // Drop whole chunks from the front while the rest still covers the tail.
     while (this.chunks.length > 1 && this.bytes - (this.chunks[0] as Uint8Array).byteLength >= TAIL_BYTES) {
@@ -57,7 +57,7 @@ export class UsageTap {
 
   finish(isEventStream: boolean): TapResult {
     if (this.chunks.length === 0) return {};
-    const tail = Buffer.concat(this.chunks);
+    const tail = this.chunks.length === 1 ? (this.chunks[0] as Uint8Array) : Buffer.concat(this.chunks);
     this.chunks = [];
     return readAnswerTail(tail, isEventStream);
   }
@@ -66,14 +66,31 @@ export class UsageTap {
 /** Usage and late errors from the end of a whole answer (or its last bytes). */
 export function readAnswerTail(bytes: Uint8Array, isEventStream: boolean): TapResult {
   const from = bytes.byteLength > TAIL_BYTES ? bytes.byteLength - TAIL_BYTES : 0;
-  return isEventStream ? readStreamTail(decoder.decode(bytes.subarray(from))) : readJsonTail(bytes, from);
+  return isEventStream ? readStreamTail(bytes, from) : readJsonTail(bytes, from);
 }
 
 const decoder = new TextDecoder();
 const USAGE_KEY = Buffer.from('"usage"');
 const ERROR_KEY = Buffer.from('"error"');
 
-function readStreamTail(tail: string): TapResult {
+/**
+ * The end of a stream, searched as bytes (natively): the event line holding the last `"usage"` is
+ * the only one decoded and parsed, unless an `"error"` is there too (rare), when every event line
+ * of the tail is read. Thousands of streams can end in the same millisecond; this keeps their
+ * bookkeeping from holding up the others' chunks.
+ */
+function readStreamTail(bytes: Uint8Array, from: number): TapResult {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buffer.indexOf(ERROR_KEY, from) !== -1) return readStreamLines(decoder.decode(bytes.subarray(from)));
+  const usageAt = buffer.lastIndexOf(USAGE_KEY);
+  if (usageAt < from) return {};
+  const lineStart = Math.max(from, buffer.lastIndexOf(0x0a, usageAt) + 1);
+  const lineEnd = buffer.indexOf(0x0a, usageAt);
+  return readStreamLines(decoder.decode(bytes.subarray(lineStart, lineEnd === -1 ? bytes.byteLength : lineEnd)));
+}
+
+/** Usage and errors from SSE text: every `data:` line that mentions one is parsed; the last wins. */
+function readStreamLines(tail: string): TapResult {
   const result: TapResult = {};
   for (const line of tail.split("\n")) {
     if (!line.startsWith("data:")) continue;
