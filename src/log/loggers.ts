@@ -9,6 +9,9 @@ import type { EventBus, ProxyEventMap } from "../events.ts";
 import type { RequestRecord } from "../upstream/request-record.ts";
 import { isoTime } from "../time-text.ts";
 import { createDailyAppender, type DailyAppender } from "./daily-appender.ts";
+import { LineBuffer } from "./line-buffer.ts";
+
+const decoder = new TextDecoder();
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 const levelRank: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -59,12 +62,11 @@ export function startLogging({
   // The human lines are batched into one write per stream on a short timer; the file lines are
   // buffered by their appenders. Each line is formatted when its event happens, while the record
   // is still in the CPU's cache: formatting a batch of them later cost several times as much.
-  let stdout = "";
-  let stderr = "";
+  const stdout = new LineBuffer();
+  const stderr = new LineBuffer();
   let timer: Timer | undefined;
   const say = (line: string, warn: boolean) => {
-    if (warn) stderr += line;
-    else stdout += line;
+    (warn ? stderr : stdout).append(line);
     if (!timer) {
       timer = setTimeout(sayNow, Math.min(flushIntervalMs, 50));
       timer.unref?.();
@@ -72,10 +74,8 @@ export function startLogging({
   };
   function sayNow(): void {
     timer = undefined;
-    if (stdout) out(stdout);
-    if (stderr) err(stderr);
-    stdout = "";
-    stderr = "";
+    if (stdout.lineCount > 0) out(decoder.decode(stdout.take()));
+    if (stderr.lineCount > 0) err(decoder.decode(stderr.take()));
   }
 
   const onRequest = (record: RequestRecord) => {

@@ -5,6 +5,7 @@
  * untouched and nothing is replayed.
  */
 import { ProxyError } from "../errors.ts";
+import { LiveSet, type Slotted } from "../live-set.ts";
 import type { EventBus } from "../events.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
@@ -67,6 +68,10 @@ const SHARED_CAPACITY_BACKOFF_MS = 1000;
  * limit (`upstreamTimeoutMs`) takes its place. https://github.com/oven-sh/bun/issues/16682 */
 type BunFetchInit = BunFetchRequestInit & { timeout: false };
 
+interface InFlight extends Slotted {
+  controller: AbortController;
+}
+
 /** What the last failed attempt left, to answer with when no attempt succeeds. */
 type LastFailure =
   | { kind: "response"; keyId: string; status: number; headers: Headers; bytes: Uint8Array; outcome: Outcome }
@@ -102,11 +107,11 @@ export function createForwarder({
   shutdown,
 }: ForwarderOptions) {
   const silenceWatcher = createSilenceWatcher();
-  // Every attempt's controller until its answer has ended: what the shutdown aborts. A set, not a
-  // listener on the shutdown signal per attempt: adding and removing listeners cost more.
-  const attemptsInFlight = new Set<AbortController>();
+  // Every attempt until its answer has ended: what the shutdown aborts. A set, not a listener on
+  // the shutdown signal per attempt: adding and removing listeners cost more.
+  const attemptsInFlight = new LiveSet<InFlight>();
   shutdown?.addEventListener("abort", () => {
-    for (const attempt of attemptsInFlight) attempt.abort(shutdown.reason);
+    for (const attempt of [...attemptsInFlight.items]) attempt.controller.abort(shutdown.reason);
   });
   return async function forward(request: ProxyRequest): Promise<Response> {
     const started = request.receivedAt ?? performance.now();
@@ -186,14 +191,15 @@ export function createForwarder({
       const upstream = new AbortController();
       const onClientAbort = () => upstream.abort(request.signal.reason);
       request.signal.addEventListener("abort", onClientAbort, { once: true });
-      attemptsInFlight.add(upstream);
+      const inFlight: InFlight = { controller: upstream, slot: -1 };
+      attemptsInFlight.add(inFlight);
       const silence = silenceWatcher.watch(upstreamTimeoutMs, () =>
         upstream.abort(new DOMException(`the upstream sent nothing for ${upstreamTimeoutMs / 1000} s`, "TimeoutError")),
       );
       const release = () => {
         silence.stop();
         request.signal.removeEventListener("abort", onClientAbort);
-        attemptsInFlight.delete(upstream);
+        attemptsInFlight.delete(inFlight);
       };
 
       let response: Response;
@@ -352,7 +358,7 @@ export function createForwarder({
           ...(decision.kind === "commit" && decision.pending ? { pending: decision.pending } : {}),
           onEnd: (end) => {
             request.signal.removeEventListener("abort", onClientAbort);
-            attemptsInFlight.delete(upstream);
+            attemptsInFlight.delete(inFlight);
             const captured = tap.capturedBody();
             const { usage, lateError } = tap.finish(true);
             finish(response.status, {

@@ -4,6 +4,7 @@
  * costs more than the check itself. Entries are looked at every `limit / 8` (10 ms to 1 s), so a
  * limit fires at most an eighth late.
  */
+import { LiveSet, type Slotted } from "../live-set.ts";
 
 export interface SilenceWatch {
   /** Records activity: the silence starts again from now. */
@@ -18,8 +19,9 @@ export interface SilenceWatcher {
 const noWatch: SilenceWatch = { touch() {}, stop() {} };
 
 /** One watched request: itself the handle its owner touches and stops (one object per watch). */
-class Entry implements SilenceWatch {
+class Entry implements SilenceWatch, Slotted {
   last: number;
+  slot = -1;
   constructor(
     private readonly owner: Watcher,
     readonly limitMs: number,
@@ -36,7 +38,7 @@ class Entry implements SilenceWatch {
 }
 
 class Watcher implements SilenceWatcher {
-  readonly entries = new Set<Entry>();
+  readonly entries = new LiveSet<Entry>();
   private timer: Timer | undefined;
   private tickMs = Infinity;
   constructor(readonly now: () => number) {}
@@ -57,7 +59,10 @@ class Watcher implements SilenceWatcher {
 
   private check(): void {
     const at = this.now();
-    for (const entry of this.entries) {
+    const items = this.entries.items;
+    // From the end: a removal moves the last item into the removed one's place.
+    for (let index = items.length - 1; index >= 0; index--) {
+      const entry = items[index] as Entry;
       if (at - entry.last >= entry.limitMs) {
         this.entries.delete(entry);
         entry.onSilence();

@@ -1,0 +1,40 @@
+import { describe, expect, test } from "bun:test";
+import { LineBuffer } from "../src/log/line-buffer.ts";
+
+const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+describe("line buffer", () => {
+  test("lines come back as UTF-8, in order, each ending in one newline, and take() empties the buffer", () => {
+    const buffer = new LineBuffer();
+    const lines = ["plain", "ends with its own newline\n", "ünïcödé and 漢字 and 🙂", ""];
+    let bytes = 0;
+    for (const line of lines) bytes += buffer.append(line);
+    expect(buffer.lineCount).toBe(4);
+    const taken = buffer.take();
+    expect(taken.byteLength).toBe(bytes);
+    expect(decode(taken)).toBe("plain\nends with its own newline\nünïcödé and 漢字 and 🙂\n\n");
+    expect(buffer.lineCount).toBe(0);
+    expect(buffer.take().byteLength).toBe(0);
+  });
+
+  test("many lines across blocks, and a line larger than a block, keep every byte", () => {
+    const buffer = new LineBuffer();
+    const expected: string[] = [];
+    for (let index = 0; index < 3000; index++) {
+      const line = index === 1500 ? `big ${"é".repeat(100_000)}` : `line ${index} ${"x".repeat(index % 97)} ✓`;
+      buffer.append(line);
+      expected.push(`${line}\n`);
+    }
+    expect(decode(buffer.take())).toBe(expected.join(""));
+  });
+
+  test("bytes put back first come before the lines appended since", () => {
+    const buffer = new LineBuffer();
+    buffer.append("later");
+    const requeued = new LineBuffer();
+    requeued.appendBytes(new TextEncoder().encode("earlier\n"), 1);
+    requeued.appendBytes(buffer.take(), 1);
+    expect(requeued.lineCount).toBe(2);
+    expect(decode(requeued.take())).toBe("earlier\nlater\n");
+  });
+});
