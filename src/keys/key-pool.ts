@@ -217,7 +217,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       let nextAt = Infinity;
       let cooling = 0;
       let budgetOnly = true;
-      const exhaustedAccounts = new Set<string>();
+      let exhaustedAccounts: Set<string> | undefined;
       for (const key of keys) {
         if (key.disabled) continue;
         if (!isAvailable(key, at)) {
@@ -230,7 +230,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
         if (rest) {
           cooling++;
           nextAt = Math.min(nextAt, rest.until);
-          if (rest.why === "budget") exhaustedAccounts.add(accountIdOf(key));
+          if (rest.why === "budget") (exhaustedAccounts ??= new Set()).add(accountIdOf(key));
           else budgetOnly = false;
           continue;
         }
@@ -245,7 +245,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       if (candidates.length === 0) {
         if (tried) return { ok: false, reason: "all-tried", total: keys.length };
         if (cooling === 0) return { ok: false, reason: "all-disabled", total: keys.length };
-        if (budgetOnly) return { ok: false, reason: "free-budget-exhausted", accounts: exhaustedAccounts.size, resetAt: nextAt, total: keys.length };
+        if (budgetOnly) return { ok: false, reason: "free-budget-exhausted", accounts: exhaustedAccounts?.size ?? 0, resetAt: nextAt, total: keys.length };
         return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, total: keys.length };
       }
       if (dryRun) {

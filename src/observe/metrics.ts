@@ -37,19 +37,22 @@ class Histogram {
  */
 type CounterNode = Map<string | number, CounterNode | number>;
 
+function child(node: CounterNode, value: string | number): CounterNode {
+  let next = node.get(value) as CounterNode | undefined;
+  if (!next) node.set(value, (next = new Map()));
+  return next;
+}
+
 class LabelledCounter {
   readonly root: CounterNode = new Map();
   constructor(readonly labelNames: readonly string[]) {}
-  add(values: readonly (string | number)[], by = 1): void {
+  /** Adds `by` to the counter of these label values (as many as the counter has labels). */
+  add(by: number, first: string | number, second?: string | number, third?: string | number): void {
+    const values = this.labelNames.length;
     let node = this.root;
-    const last = values.length - 1;
-    for (let index = 0; index < last; index++) {
-      const value = values[index] as string | number;
-      let child = node.get(value) as CounterNode | undefined;
-      if (!child) node.set(value, (child = new Map()));
-      node = child;
-    }
-    const leaf = values[last] as string | number;
+    if (values > 1) node = child(node, first);
+    if (values > 2) node = child(node, second as string | number);
+    const leaf = (values === 1 ? first : values === 2 ? second : third) as string | number;
     node.set(leaf, ((node.get(leaf) as number | undefined) ?? 0) + by);
   }
   lines(name: string): string[] {
@@ -85,14 +88,14 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
 
   return {
     record(request) {
-      requests.add([routeLabel(request.path), request.status]);
-      for (const attempt of request.attempts) attempts.add([attempt.outcome]);
+      requests.add(1, routeLabel(request.path), request.status);
+      for (const attempt of request.attempts) attempts.add(1, attempt.outcome);
       retries += Math.max(0, request.attempts.length - 1);
       if (request.usage && request.keyId) {
         const model = request.model ?? "(none)";
-        tokens.add([model, request.keyId, "prompt"], request.usage.promptTokens);
-        tokens.add([model, request.keyId, "completion"], request.usage.completionTokens);
-        if (request.usage.cost !== undefined) cost.add([model, request.keyId], request.usage.cost);
+        tokens.add(request.usage.promptTokens, model, request.keyId, "prompt");
+        tokens.add(request.usage.completionTokens, model, request.keyId, "completion");
+        if (request.usage.cost !== undefined) cost.add(request.usage.cost, model, request.keyId);
       }
       duration.observe(request.durationMs / 1000);
       if (request.ttfbMs !== undefined) {

@@ -69,8 +69,7 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
       const url = raw.url;
       const queryAt = url.indexOf("?");
       // The body is read once, as bytes, checked, and sent upstream untouched on every attempt.
-      const { bytes: body, ...peeked } = await readCheckedBody(raw, limits);
-      const address = clientAddress?.(raw);
+      const checked = await readCheckedBody(raw, limits);
       response = await forward({
         requestId,
         method: raw.method,
@@ -78,11 +77,12 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
         path: path.slice(path.indexOf("/v1/") + 3),
         search: queryAt === -1 ? "" : url.slice(queryAt),
         headers: raw.headers,
-        body,
+        body: checked.bytes,
         signal: raw.signal,
         receivedAt,
-        ...peeked,
-        ...(address === undefined ? {} : { clientAddress: address }),
+        model: checked.model,
+        stream: checked.stream,
+        clientAddress: clientAddress?.(raw),
       });
     } catch (error) {
       if (!(error instanceof ProxyError)) reportInternalError?.(error, requestId);

@@ -52,7 +52,7 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
     });
   }
   const { model, stream } = parsed as { model?: unknown; stream?: unknown };
-  return { bytes, ...(typeof model === "string" ? { model } : {}), ...(stream === true ? { stream: true } : {}) };
+  return { bytes, model: typeof model === "string" ? model : undefined, stream: stream === true };
 }
 
 function tooLarge(maxBytes: number): ProxyError {

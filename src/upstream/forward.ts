@@ -132,8 +132,9 @@ export function createForwarder({
       userAgent: request.headers.get("user-agent") || undefined,
       requestBody: logBodies && request.body ? bodyForLog(request.body) : undefined,
     };
-    const exclude = new Set<string>();
-    const avoid = new Set<string>();
+    // Made on the first retry: most requests never need them.
+    let exclude: Set<string> | undefined;
+    let avoid: Set<string> | undefined;
     let last: LastFailure | undefined;
     let upstreamFaults = 0;
     const attempts = () => record.attempts.length;
@@ -170,7 +171,7 @@ export function createForwarder({
     let sharedCapacityRetried = false;
     while (attempts() < maxAttempts) {
       if (ended()) throw clientGone();
-      const acquired = pool.acquire({ exclude, avoid, ...(request.model === undefined ? {} : { model: request.model }) });
+      const acquired = pool.acquire({ exclude, avoid, model: request.model });
       if (!acquired.ok) {
         if (last && acquired.reason !== "all-cooling" && acquired.reason !== "free-budget-exhausted") break; // answer with what the upstream last said
         throw failWith(noKeyError(acquired, now(), rateLimitMessage(last)));
@@ -221,7 +222,7 @@ export function createForwarder({
         last = { kind: "unreachable", reason, timedOut };
         pool.report(keyId, { kind: "upstream-error", reason }, reportContext());
         noteAttempt(0, timedOut ? "upstream-timeout" : "upstream-unreachable");
-        avoid.add(keyId);
+        (avoid ??= new Set()).add(keyId);
         await backoff();
         continue;
       }
@@ -243,19 +244,19 @@ export function createForwarder({
           case "ok":
             return "stop"; // the request's own fault: no retry, as it came
           case "upstream-error":
-            avoid.add(keyId);
+            (avoid ??= new Set()).add(keyId);
             await backoff();
             return "retry";
           case "shared-capacity":
             // Another key cannot help; waiting a moment might. One short wait and one retry at most.
             if (sharedCapacityRetried) return "stop";
             sharedCapacityRetried = true;
-            avoid.add(keyId);
+            (avoid ??= new Set()).add(keyId);
             await sleep(Math.min(SHARED_CAPACITY_BACKOFF_MS, Math.max(0, outcome.until - now())), waitSignal());
             return "retry";
           case "rate-limited":
           case "key-failure":
-            exclude.add(keyId); // rate-limited or a bad key: never again for this request
+            (exclude ??= new Set()).add(keyId); // rate-limited or a bad key: never again for this request
             return "retry";
         }
       };
@@ -297,7 +298,7 @@ export function createForwarder({
             const reason = `the upstream's answer broke off: ${describeFetchError(error)}`;
             last = { kind: "unreachable", reason, timedOut: false };
             noteAttempt(response.status, "upstream-error");
-            avoid.add(keyId);
+            (avoid ??= new Set()).add(keyId);
             continue;
           }
           release();
@@ -317,7 +318,7 @@ export function createForwarder({
             pool.report(keyId, { kind: "upstream-error", reason }, reportContext());
             noteAttempt(response.status, "upstream-error");
             last = { kind: "unreachable", reason, timedOut: false };
-            avoid.add(keyId);
+            (avoid ??= new Set()).add(keyId);
             await backoff();
             continue;
           }
@@ -334,7 +335,7 @@ export function createForwarder({
           const reason = `the upstream's stream broke off before any content: ${describeFetchError(decision.error)}`;
           last = { kind: "unreachable", reason, timedOut: false };
           noteAttempt(response.status, "upstream-error");
-          avoid.add(keyId);
+          (avoid ??= new Set()).add(keyId);
           await backoff();
           continue;
         }
@@ -397,7 +398,7 @@ export function createForwarder({
         const reason = `the upstream's ${response.status} answer broke off: ${describeFetchError(error)}`;
         last = { kind: "unreachable", reason, timedOut: false };
         noteAttempt(response.status, "upstream-error");
-        avoid.add(keyId);
+        (avoid ??= new Set()).add(keyId);
         continue;
       }
       release();
