@@ -69,6 +69,12 @@ export function readAnswerTail(bytes: Uint8Array, isEventStream: boolean): TapRe
   return isEventStream ? readStreamTail(bytes, from) : readJsonTail(bytes, from);
 }
 
+/** The last place `key` starts at or after `from`, or -1: a search of the tail only, not of a whole large answer. */
+function lastIndexIn(buffer: Buffer, key: Uint8Array, from: number): number {
+  const at = buffer.subarray(from).lastIndexOf(key);
+  return at === -1 ? -1 : from + at;
+}
+
 const decoder = new TextDecoder();
 const USAGE_KEY = Buffer.from('"usage"');
 const ERROR_KEY = Buffer.from('"error"');
@@ -82,8 +88,8 @@ const ERROR_KEY = Buffer.from('"error"');
 function readStreamTail(bytes: Uint8Array, from: number): TapResult {
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (buffer.indexOf(ERROR_KEY, from) !== -1) return readStreamLines(decoder.decode(bytes.subarray(from)));
-  const usageAt = buffer.lastIndexOf(USAGE_KEY);
-  if (usageAt < from) return {};
+  const usageAt = lastIndexIn(buffer, USAGE_KEY, from);
+  if (usageAt === -1) return {};
   const lineStart = Math.max(from, buffer.lastIndexOf(0x0a, usageAt) + 1);
   const lineEnd = buffer.indexOf(0x0a, usageAt);
   return readStreamLines(decoder.decode(bytes.subarray(lineStart, lineEnd === -1 ? bytes.byteLength : lineEnd)));
@@ -116,8 +122,8 @@ function readStreamLines(tail: string): TapResult {
  */
 function readJsonTail(bytes: Uint8Array, from: number): TapResult {
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const usageAt = buffer.lastIndexOf(USAGE_KEY);
-  const usage = usageAt >= from ? usageOf(lastObjectAfter(decoder.decode(bytes.subarray(usageAt)), '"usage"')) : undefined;
+  const usageAt = lastIndexIn(buffer, USAGE_KEY, from);
+  const usage = usageAt !== -1 ? usageOf(lastObjectAfter(decoder.decode(bytes.subarray(usageAt)), '"usage"')) : undefined;
   // A 200 that carries an error (OpenRouter does this) has a top-level "error"; rare, so the
   // parse of the tail happens only when the word is there at all.
   let error: string | undefined;
