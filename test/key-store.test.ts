@@ -7,12 +7,13 @@
  * so the watcher never sees half a file; see the note at `editFile`.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { watch as watchFolder } from "node:fs";
+import { renameSync, watch as watchFolder, writeFileSync } from "node:fs";
 import { chmod, readdir, readFile, rename, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { keyIdOf } from "../src/keys/key-identity.ts";
 import { createJsonFileStore } from "../src/keys/json-file-store.ts";
 import type { KeyStore } from "../src/keys/key-store.ts";
+import { swapFiles } from "../src/keys/swap-files.ts";
 import { newKeyRecord, type KeyFileDocument } from "../src/keys/schema.ts";
 import { startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
 import { eventually, startTestProxy, tempDir, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
@@ -573,6 +574,67 @@ describe("the lock", () => {
     const result = await createJsonFileStore({ path }).update((doc) => ({ ...doc, records: [...doc.records, newKeyRecord(keyB, Date.now())] }));
     expect(result.ok).toBe(true);
     expect((await readJson(path)).keys.map((entry) => entry.key)).toEqual([keyA, keyB]);
+    expect(await readdir(dir)).toEqual(["keys.json"]);
+  });
+});
+
+describe("edits that land while the store writes", () => {
+  /** Writes the file the way an editor saves it (a new file renamed into place), synchronously. */
+  function editorSave(path: string, text: string): void {
+    const temp = `${path}.editor-${Math.random().toString(36).slice(2)}`;
+    writeFileSync(temp, text);
+    renameSync(temp, path);
+  }
+
+  test("swapFiles exchanges two files atomically, and says so when one is missing", async () => {
+    const dir = await folder();
+    await writeFile(join(dir, "a"), "A");
+    await writeFile(join(dir, "b"), "B");
+    const result = swapFiles(join(dir, "a"), join(dir, "b"));
+    if (result === "unsupported") return; // not Linux or macOS: the store compares, then renames
+    expect(result).toBe("swapped");
+    expect([await readFile(join(dir, "a"), "utf8"), await readFile(join(dir, "b"), "utf8")]).toEqual(["B", "A"]);
+    expect(swapFiles(join(dir, "a"), join(dir, "nothing-here"))).toBe("missing");
+    expect(await readFile(join(dir, "a"), "utf8")).toBe("B");
+  });
+
+  test("an edit saved after the store read the file and before it wrote is merged into the write, not lost", async () => {
+    const dir = await folder();
+    const path = join(dir, "keys.json");
+    await writeFile(path, JSON.stringify({ keys: [{ key: keyA, label: "a" }] }));
+    let edited = false;
+    const result = await createJsonFileStore({ path }).update((doc) => {
+      if (!edited) {
+        edited = true; // the person's save lands between the store's read and its write
+        editorSave(path, JSON.stringify({ keys: [{ key: keyA, label: "renamed by hand" }, { key: keyC, label: "added by hand" }] }));
+      }
+      return { ...doc, records: [...doc.records, newKeyRecord(keyB, Date.now())] };
+    });
+    expect(result.ok).toBe(true);
+    const file = await readJson(path);
+    expect(file.keys.map((entry) => [entry.key, entry.label])).toEqual([
+      [keyA, "renamed by hand"],
+      [keyC, "added by hand"],
+      [keyB, undefined],
+    ]);
+    expect(await readdir(dir)).toEqual(["keys.json"]); // no temporary file left
+  });
+
+  test("a broken edit saved while the store writes is put back as its author left it, and the store reports it", async () => {
+    const dir = await folder();
+    const path = join(dir, "keys.json");
+    await writeFile(path, JSON.stringify({ keys: [{ key: keyA }] }));
+    const broken = `{"keys": [{"key": "${keyA}"}, {"key": "${keyC}"`;
+    let edited = false;
+    const result = await createJsonFileStore({ path }).update((doc) => {
+      if (!edited) {
+        edited = true;
+        editorSave(path, broken);
+      }
+      return { ...doc, records: [...doc.records, newKeyRecord(keyB, Date.now())] };
+    });
+    expect(result.ok).toBe(false);
+    expect(await readFile(path, "utf8")).toBe(broken);
     expect(await readdir(dir)).toEqual(["keys.json"]);
   });
 });

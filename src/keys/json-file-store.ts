@@ -1,8 +1,9 @@
 /**
  * The key store as one JSON file (`KEYS_FILE`).
  *
- * - Writes go to a temporary file in the same folder, are flushed to disk and renamed over the
- *   old file (mode 0600): a crash at any instant leaves the old file or the new one, never a torn one.
+ * - Writes go to a temporary file in the same folder, are flushed to disk and swapped (or renamed)
+ *   with the old file (mode 0600): a crash at any instant leaves the old file or the new one, never
+ *   a torn one, and an edit made while the store wrote is merged, not lost (see `writeDoc`).
  * - Every read-modify-write holds `<file>.lock` (created exclusively), so the server and the CLI
  *   never interleave; a lock left by a dead process is broken after a few seconds.
  * - A file that does not parse is never written over; the error is returned as a value.
@@ -17,6 +18,13 @@ import { findJsonSyntaxError } from "./json-syntax.ts";
 import type { AccountState } from "./account-state.ts";
 import { mergeKeyLists, type KeyStore, type StoreLoad } from "./key-store.ts";
 import { KeyFileSchema, fileTextFromDocument, recordsFromFile, type KeyFileDocument, type KeyRecord } from "./schema.ts";
+import { swapFiles } from "./swap-files.ts";
+
+/** How a write went: done; not done because the file changed; or done over an edit, returned to merge. */
+type WriteResult =
+  | { kind: "written"; text: string }
+  | { kind: "changed" }
+  | { kind: "replaced-edit"; text: string; theirs: string; keptIn: string };
 
 export interface JsonFileStoreOptions {
   path: string;
@@ -112,14 +120,16 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
   }
 
   /**
-   * Writes `doc` unless the file no longer holds `expected`, the text the caller read and merged
-   * with; then returns false and writes nothing. People's editors take no lock, so without this
-   * check a save whose write and fsync overlapped an edit would rename over the edit and lose it.
-   * The check and the rename run synchronously, back to back, so the window left between them is
-   * two system calls on a small file (an edit landing exactly there is still lost: no lock-free
-   * compare-and-rename exists; writers that hold `<file>.lock`, like `update`, are safe).
+   * Writes `doc` over the file, which held `expected` when the caller read it.
+   *
+   * Where the system can exchange two files atomically (swap-files.ts), the new file is swapped in
+   * and what came out is looked at: if it is not `expected`, someone edited the file after the
+   * read; their text is returned (and kept in the temporary file) to be merged and written again.
+   * Nothing anyone wrote is lost, whatever the timing. Elsewhere the file is compared with
+   * `expected` and renamed over right after (returns "changed" on a difference); an edit landing
+   * exactly between those two system calls is lost there.
    */
-  async function writeDoc(doc: KeyFileDocument, expected: string | undefined): Promise<boolean> {
+  async function writeDoc(doc: KeyFileDocument, expected: string | undefined): Promise<WriteResult> {
     const text = fileTextFromDocument(doc, now());
     const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
     const handle = await open(temp, "w", 0o600);
@@ -133,9 +143,19 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
       await handle.close();
     }
     try {
+      if (expected !== undefined && swapFiles(temp, path) === "swapped") {
+        lastKnownText = text;
+        ownSignature = written;
+        const replaced = await readFile(temp, "utf8");
+        if (replaced === expected) {
+          await unlink(temp);
+          return { kind: "written", text };
+        }
+        return { kind: "replaced-edit", text, theirs: replaced, keptIn: temp };
+      }
       if (readTextSync() !== expected) {
         await unlink(temp);
-        return false;
+        return { kind: "changed" };
       }
       renameSync(temp, path);
     } catch (error) {
@@ -144,7 +164,7 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
     }
     lastKnownText = text;
     ownSignature = written;
-    return true;
+    return { kind: "written", text };
   }
 
   /**
@@ -153,16 +173,44 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
    */
   function readModifyWrite(change: (current: Extract<StoreLoad, { ok: true }>) => KeyFileDocument | undefined): Promise<StoreLoad> {
     return withLock(async () => {
+      let text = await readText();
+      let expected = text;
+      /** A temporary file holding an edit our write replaced, until that edit is back in the file. */
+      let keptEdit: string | undefined;
       for (let attempt = 1; ; attempt++) {
-        const text = await readText();
         const current = loadText(text);
-        if (!current.ok) return current;
-        const next = change(current);
+        if (!current.ok) {
+          // An edit we replaced does not parse: it goes back in place, as its author left it.
+          if (keptEdit) return { ...current, message: await putBack(keptEdit, expected, current.message) };
+          return current;
+        }
+        const next = change(current) ?? (keptEdit ? current.doc : undefined);
         if (next === undefined) return current;
-        if (await writeDoc(next, text)) return { ok: true, doc: next, exists: true };
+        const result = await writeDoc(next, expected);
+        if (result.kind !== "changed" && keptEdit) await unlink(keptEdit).catch(() => {}); // merged into what was written
+        if (result.kind === "written") return { ok: true, doc: next, exists: true };
+        if (result.kind === "replaced-edit") {
+          keptEdit = result.keptIn;
+          text = result.theirs;
+          expected = result.text;
+        } else {
+          text = await readText();
+          expected = text;
+        }
         if (attempt >= 10) throw new Error(`${name} kept changing while it was being written`);
       }
     });
+  }
+
+  /** Swaps an edit we replaced back into place; says where our own text went if it is not ours alone. */
+  async function putBack(keptEdit: string, ours: string | undefined, message: string): Promise<string> {
+    if (swapFiles(keptEdit, path) !== "swapped") return `${message} (the edit is kept in ${keptEdit})`;
+    const cameOut = await readFile(keptEdit, "utf8").catch(() => undefined);
+    if (cameOut === ours) {
+      await unlink(keptEdit).catch(() => {});
+      return message;
+    }
+    return `${message} (a version written in the meantime is kept in ${keptEdit})`;
   }
 
   async function withLock<T>(work: () => Promise<T>): Promise<T> {
