@@ -37,11 +37,10 @@ const SETTLE_MS = 2000;
 /**
  * Stops accepting; waits up to `graceMs` for requests in flight, then ends the rest.
  *
- * Bun 1.3.14 cannot end them itself: `server.stop(true)` after `server.stop(false)` is a silent
- * no-op whose promise never settles (oven-sh/bun#35130, fixed in later releases), so a stream
- * that outlived the grace period kept flowing and the process never exited. `endInFlight` (the
- * proxy aborting its upstream requests) ends them instead; `stop(true)` is still asked for, not
- * awaited, for the Bun versions where it works.
+ * `endInFlight` (the proxy aborting its upstream requests) ends them: each answer then ends the
+ * way an upstream failure ends it, with its log record and key state written. On Bun 1.3.14 it was
+ * also the only way, as `server.stop(true)` after `server.stop(false)` was a silent no-op
+ * (oven-sh/bun#35130); `stop(true)` is still asked for, not awaited, to close what is left.
  */
 export async function stopGracefully(server: HttpServer, graceMs: number, endInFlight?: () => void): Promise<void> {
   const drained = server.stop(false).then(() => "drained" as const);
