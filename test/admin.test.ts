@@ -4,15 +4,16 @@
  * a non-loopback HOST. The real proxy wiring runs in-process on a loopback port against the fake
  * upstream; every response body and header a test receives is scanned for the secrets.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config.ts";
 import { keyIdOf, maskKey } from "../src/keys/key-identity.ts";
 import { startProxy } from "../src/proxy-server.ts";
-import { createOutputLog, runCli, unreachableUpstream } from "./helpers/cli.ts";
-import { chatCompletion, errorReply, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { runCli, unreachableUpstream } from "./helpers/cli.ts";
+import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";
 import { keyEndpoint } from "./helpers/key-endpoint.ts";
+import { useSuite } from "./helpers/suite.ts";
 import { startTestProxy, tempDir, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
 
 const [keyA, keyB] = testKeys as [string, string];
@@ -22,20 +23,7 @@ const adminToken = "admin-token-0123456789";
 const clientKeys = ["client-key-one-0123456789", "client-key-two-0123456789"];
 const secrets = [...testKeys, keyD, adminToken, ...clientKeys];
 
-const log = createOutputLog();
-const cleanups: Array<() => Promise<void>> = [];
-let fake: FakeOpenRouter;
-
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  fake.requests.length = 0;
-  fake.reply(keyEndpoint(() => true, () => chatCompletion("hello")));
-  log.expectNoSecrets(secrets);
-});
+const { fake, log, cleanups } = useSuite({ secrets, reply: keyEndpoint(() => true, () => chatCompletion("hello")) });
 
 async function start(options: Partial<TestProxyOptions> = {}): Promise<TestProxy> {
   const proxy = await startTestProxy({ upstream: fake.url, ...options, config: { ADMIN_TOKEN: adminToken, ...options.config } });

@@ -6,13 +6,14 @@
  * and every bit of state the server recorded is still there: its cooldown, its disabled key, and
  * request counters that add up to exactly the requests the upstream received.
  */
-import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { keyIdOf } from "../src/keys/key-identity.ts";
 import { createJsonFileStore } from "../src/keys/json-file-store.ts";
 import type { KeyStore } from "../src/keys/key-store.ts";
-import { createOutputLog, runCli } from "./helpers/cli.ts";
-import { chatCompletion, errorReply, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { runCli } from "./helpers/cli.ts";
+import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";
+import { useSuite } from "./helpers/suite.ts";
 import { eventually, startTestProxy, tempDir, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
 
 const [keyA, keyB, keyC] = testKeys as [string, string, string];
@@ -20,18 +21,7 @@ const [idA, idC] = [keyIdOf(keyA), keyIdOf(keyC)];
 const added = Array.from({ length: 50 }, (_, i) => `sk-or-v1-load-${String(i).padStart(2, "0")}-${"0123456789abcdef".repeat(3)}`);
 const adminToken = "admin-token-0123456789";
 
-const log = createOutputLog();
-const cleanups: Array<() => Promise<void>> = [];
-let fake: FakeOpenRouter;
-
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  log.expectNoSecrets([...testKeys, ...added]);
-});
+const { fake, log, cleanups } = useSuite({ secrets: [...testKeys, ...added] });
 
 interface StoredEntry {
   key: string;

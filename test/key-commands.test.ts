@@ -4,13 +4,14 @@
  * fake upstream's `GET /key`; on a real terminal for the hidden prompt; and beside a server that
  * runs on the same file. Everything any child prints is scanned for the full key strings.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { keyIdOf, maskKey } from "../src/keys/key-identity.ts";
-import { cliCommand, createOutputLog, hasScript, runCli, startInTerminal, unreachableUpstream, type CliResult } from "./helpers/cli.ts";
-import { startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { cliCommand, hasScript, runCli, startInTerminal, unreachableUpstream, type CliResult } from "./helpers/cli.ts";
+
 import { keyEndpoint } from "./helpers/key-endpoint.ts";
+import { useSuite } from "./helpers/suite.ts";
 import { eventually, startTestProxy, tempDir, testKeys } from "./helpers/test-proxy.ts";
 
 const [keyA, keyB, keyC] = testKeys as [string, string, string];
@@ -19,19 +20,7 @@ const allKeys = [...testKeys, keyD];
 const [idA, idB, idC, idD] = [keyA, keyB, keyC, keyD].map(keyIdOf) as [string, string, string, string];
 const shown = (key: string) => `${keyIdOf(key)} (${maskKey(key)})`;
 
-const log = createOutputLog();
-const cleanups: Array<() => Promise<void>> = [];
-let fake: FakeOpenRouter;
-
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  fake.requests.length = 0;
-  log.expectNoSecrets(allKeys);
-});
+const { fake, log, cleanups } = useSuite({ secrets: allKeys });
 
 interface Workspace {
   dir: string;

@@ -6,7 +6,7 @@
  * Edits "by someone else" are written the way editors save (a new file renamed over the old),
  * so the watcher never sees half a file; see the note at `editFile`.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { renameSync, watch as watchFolder, writeFileSync } from "node:fs";
 import { chmod, readdir, readFile, rename, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -15,7 +15,7 @@ import { createJsonFileStore } from "../src/keys/json-file-store.ts";
 import type { KeyStore } from "../src/keys/key-store.ts";
 import { swapFiles } from "../src/keys/swap-files.ts";
 import { newKeyRecord, type KeyFileDocument } from "../src/keys/schema.ts";
-import { startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { useSuite } from "./helpers/suite.ts";
 import { eventually, startTestProxy, tempDir, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
 
 const [keyA, keyB, keyC] = testKeys as [string, string, string];
@@ -24,23 +24,7 @@ const keyD = "sk-or-v1-test-dddddddddddddddddddddddddddddddddddddd";
 const idD = keyIdOf(keyD);
 const allTestKeys = [...testKeys, keyD];
 
-let fake: FakeOpenRouter;
-const cleanups: Array<() => Promise<void>> = [];
-
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-/** A temporary folder removed after the test. */
-async function folder(): Promise<string> {
-  const { dir, cleanup } = await tempDir();
-  cleanups.push(cleanup);
-  return dir;
-}
+const { fake, cleanups, folder } = useSuite();
 
 /** A proxy on a fake upstream, stopped after the test (its folder too, unless the test owns it). */
 async function start(options: Partial<TestProxyOptions> = {}): Promise<TestProxy> {
