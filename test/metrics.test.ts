@@ -2,13 +2,12 @@
  * `GET /metrics` (Prometheus text format 0.0.4) and the `Server-Timing` header on proxied answers.
  * The exposition is parsed strictly: a line the format does not allow fails the test.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { keyIdOf } from "../src/keys/key-identity.ts";
-import { chatCompletion, errorReply, sseText, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { chatCompletion, errorReply, sseText } from "./helpers/fake-openrouter.ts";
+import { useSuite } from "./helpers/suite.ts";
 import { startTestProxy, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
 
-let fake: FakeOpenRouter;
-let proxy: TestProxy | undefined;
 const [keyA, keyB] = testKeys as [string, string, string];
 const [idA, idB] = [keyIdOf(keyA), keyIdOf(keyB)];
 const adminToken = "admin-token-metrics-5b7e";
@@ -16,20 +15,14 @@ const adminToken = "admin-token-metrics-5b7e";
 let clock = Date.parse("2026-11-25T10:00:00.000Z");
 const now = () => clock;
 
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
-afterEach(async () => {
-  await proxy?.close();
-  proxy = undefined;
-  fake.requests.length = 0;
-  fake.reply(() => chatCompletion("hello"));
+const { fake, cleanups } = useSuite({ reply: () => chatCompletion("hello") });
+afterEach(() => {
   clock = Date.parse("2026-11-25T10:00:00.000Z");
 });
 
 async function start(options: Partial<TestProxyOptions> = {}): Promise<TestProxy> {
-  proxy = await startTestProxy({ upstream: fake.url, ...options, overrides: { now, ...options.overrides } });
+  const proxy = await startTestProxy({ upstream: fake.url, ...options, overrides: { now, ...options.overrides } });
+  cleanups.push(() => proxy.close());
   return proxy;
 }
 

@@ -2,12 +2,13 @@
  * Usage: `GET /admin/usage?since=…` over HTTP, and the usage tap that reads token counts (and late
  * errors) from the end of an answer while its bytes pass through.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { keyIdOf } from "../src/keys/key-identity.ts";
 import { createUsageLedger } from "../src/observe/usage-ledger.ts";
 import type { RequestRecord } from "../src/upstream/request-record.ts";
 import { readAnswerTail, UsageTap } from "../src/upstream/usage-tap.ts";
-import { chatCompletion, errorReply, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter, lateErrorChunk } from "./helpers/fake-openrouter.ts";
+import { chatCompletion, errorReply, sseChunk, sseText, usageChunk, lateErrorChunk } from "./helpers/fake-openrouter.ts";
+import { useSuite } from "./helpers/suite.ts";
 import { startTestProxy, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
 
 const encoder = new TextEncoder();
@@ -130,28 +131,20 @@ describe("usage tap", () => {
 
 // ---- GET /admin/usage ----
 
-let fake: FakeOpenRouter;
-let proxy: TestProxy | undefined;
 const [keyA, keyB] = testKeys as [string, string, string];
 const [idA, idB] = [keyIdOf(keyA), keyIdOf(keyB)];
 const adminToken = "admin-token-usage-91af";
 let clock = Date.parse("2026-11-25T10:00:00.000Z");
 const now = () => clock;
 
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
-afterEach(async () => {
-  await proxy?.close();
-  proxy = undefined;
-  fake.requests.length = 0;
-  fake.reply(() => chatCompletion("hello"));
+const { fake, cleanups } = useSuite({ reply: () => chatCompletion("hello") });
+afterEach(() => {
   clock = Date.parse("2026-11-25T10:00:00.000Z");
 });
 
 async function start(options: Partial<TestProxyOptions> = {}): Promise<TestProxy> {
-  proxy = await startTestProxy({ upstream: fake.url, ...options, config: { ADMIN_TOKEN: adminToken, ...options.config }, overrides: { now, ...options.overrides } });
+  const proxy = await startTestProxy({ upstream: fake.url, ...options, config: { ADMIN_TOKEN: adminToken, ...options.config }, overrides: { now, ...options.overrides } });
+  cleanups.push(() => proxy.close());
   return proxy;
 }
 
