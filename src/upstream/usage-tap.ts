@@ -22,6 +22,13 @@ export interface TapResult {
 }
 
 const TAIL_BYTES = 16 * 1024;
+/** How much of a stream's end is read first (see `UsageTap.finish`). */
+const FIRST_LOOK_BYTES = 4 * 1024;
+
+/** The chunks from index `from` on, as one array (no copy for a single chunk). */
+function joined(chunks: readonly Uint8Array[], from: number): Uint8Array {
+  return from === chunks.length - 1 ? (chunks[from] as Uint8Array) : Buffer.concat(chunks.slice(from));
+}
 
 export class UsageTap {
   private chunks: Uint8Array[] = [];
@@ -55,11 +62,20 @@ export class UsageTap {
     }
   }
 
+  /**
+   * Reads the kept tail. The last few KB (whole chunks) are looked at first: that is where the
+   * usage event and a late error are, and hundreds of streams may end at once, so copying 16 KB
+   * for each shows. Only when they hold neither is the whole tail read.
+   */
   finish(isEventStream: boolean): TapResult {
-    if (this.chunks.length === 0) return {};
-    const tail = this.chunks.length === 1 ? (this.chunks[0] as Uint8Array) : Buffer.concat(this.chunks);
+    const chunks = this.chunks;
     this.chunks = [];
-    return readAnswerTail(tail, isEventStream);
+    if (chunks.length === 0) return {};
+    let from = chunks.length - 1;
+    for (let bytes = (chunks[from] as Uint8Array).byteLength; from > 0 && bytes < FIRST_LOOK_BYTES; ) bytes += (chunks[--from] as Uint8Array).byteLength;
+    const first = readAnswerTail(joined(chunks, from), isEventStream);
+    if (from === 0 || first.usage !== undefined || first.lateError !== undefined) return first;
+    return readAnswerTail(joined(chunks, 0), isEventStream);
   }
 }
 
