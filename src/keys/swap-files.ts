@@ -8,7 +8,7 @@
  * renamex_np(RENAME_SWAP). Elsewhere, or where the call is missing, `swapFiles` answers
  * "unsupported" and the store falls back to compare-then-rename.
  */
-import { dlopen, FFIType, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { dlopen, FFIType, toArrayBuffer, type Pointer } from "bun:ffi";
 
 export type SwapResult = "swapped" | "missing" | "unsupported";
 
@@ -20,7 +20,9 @@ const ENOENT = 2;
 type Swap = (from: string, to: string) => SwapResult;
 
 function loadSwap(): Swap | undefined {
-  const path = (text: string) => ptr(Buffer.from(`${text}\0`));
+  // The buffer itself goes to the call (bun:ffi keeps it alive through it), not a raw pointer
+  // to a buffer nothing references any more.
+  const path = (text: string) => Buffer.from(`${text}\0`);
   try {
     if (process.platform === "linux") {
       const libc = dlopen("libc.so.6", {
