@@ -11,10 +11,11 @@ describe("line buffer", () => {
     for (const line of lines) bytes += buffer.append(line);
     expect(buffer.lineCount).toBe(4);
     const taken = buffer.take();
-    expect(taken.byteLength).toBe(bytes);
-    expect(decode(taken)).toBe("plain\nends with its own newline\nünïcödé and 漢字 and 🙂\n\n");
+    expect(taken.lineCount).toBe(4);
+    expect(taken.bytes.byteLength).toBe(bytes);
+    expect(decode(taken.bytes)).toBe("plain\nends with its own newline\nünïcödé and 漢字 and 🙂\n\n");
     expect(buffer.lineCount).toBe(0);
-    expect(buffer.take().byteLength).toBe(0);
+    expect(buffer.take()).toEqual({ bytes: new Uint8Array(0), lineCount: 0 });
   });
 
   test("many lines across blocks, and a line larger than a block, keep every byte", () => {
@@ -25,16 +26,16 @@ describe("line buffer", () => {
       buffer.append(line);
       expected.push(`${line}\n`);
     }
-    expect(decode(buffer.take())).toBe(expected.join(""));
+    expect(decode(buffer.take().bytes)).toBe(expected.join(""));
   });
 
   test("bytes put back first come before the lines appended since", () => {
     const buffer = new LineBuffer();
     buffer.append("later");
     const requeued = new LineBuffer();
-    requeued.appendBytes(new TextEncoder().encode("earlier\n"), 1);
-    requeued.appendBytes(buffer.take(), 1);
+    requeued.appendBytes({ bytes: new TextEncoder().encode("earlier\n"), lineCount: 1 });
+    requeued.appendBytes(buffer.take());
     expect(requeued.lineCount).toBe(2);
-    expect(decode(requeued.take())).toBe("earlier\nlater\n");
+    expect(decode(requeued.take().bytes)).toBe("earlier\nlater\n");
   });
 });

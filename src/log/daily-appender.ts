@@ -98,15 +98,11 @@ export function createDailyAppender({
     } catch (error) {
       dirReady = undefined;
       report(`logs: cannot create ${dir}: ${describe(error)}; logging to files is paused, the proxy keeps serving`);
-      for (const [day, lines] of batch) {
-        const lineCount = lines.lineCount;
-        requeue(day, lines.take(), lineCount);
-      }
+      for (const [day, lines] of batch) requeue(day, lines.take());
       return;
     }
     for (const [day, lines] of batch) {
-      const lineCount = lines.lineCount;
-      const bytes = lines.take();
+      const taken = lines.take();
       if (day !== currentDay) {
         // A new day: a new file, and old files go.
         if (currentDay === undefined || day > currentDay) {
@@ -115,31 +111,28 @@ export function createDailyAppender({
         }
       }
       try {
-        await appendFile(join(dir, fileName(day)), bytes, { mode: 0o600 });
+        await appendFile(join(dir, fileName(day)), taken.bytes, { mode: 0o600 });
         reported = false;
       } catch (error) {
         report(`logs: cannot write ${join(dir, fileName(day))}: ${describe(error)}; the proxy keeps serving`);
-        requeue(day, bytes, lineCount);
+        requeue(day, taken);
       }
     }
   }
 
   /** Puts bytes that could not be written back in front of what came since, or drops them past the limit. */
-  function requeue(day: string, bytes: Uint8Array, lineCount: number) {
-    if (pendingBytes + bytes.byteLength > maxPendingBytes) {
+  function requeue(day: string, taken: { bytes: Uint8Array; lineCount: number }) {
+    if (pendingBytes + taken.bytes.byteLength > maxPendingBytes) {
       // Count lines, not bytes: the close() message says how many lines were lost.
-      dropped += lineCount;
+      dropped += taken.lineCount;
       return;
     }
     const lines = new LineBuffer();
-    lines.appendBytes(bytes, lineCount);
+    lines.appendBytes(taken);
     const later = pending.get(day);
-    if (later) {
-      const laterLines = later.lineCount;
-      lines.appendBytes(later.take(), laterLines);
-    }
+    if (later) lines.appendBytes(later.take());
     pending.set(day, lines);
-    pendingBytes += bytes.byteLength;
+    pendingBytes += taken.bytes.byteLength;
   }
 
   function flush(): Promise<void> {
@@ -188,4 +181,3 @@ export function createDailyAppender({
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
-

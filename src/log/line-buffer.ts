@@ -22,19 +22,20 @@ export class LineBuffer {
     return written;
   }
 
-  appendBytes(bytes: Uint8Array, lineCount: number): void {
+  /** Adds what another buffer's `take()` gave, after what this one holds. */
+  appendBytes({ bytes, lineCount }: { bytes: Uint8Array; lineCount: number }): void {
     this.seal();
     this.blocks.push(bytes);
     this.lineCount += lineCount;
   }
 
-  /** Everything so far, as one array; the buffer (and its line count) is empty afterwards. */
-  take(): Uint8Array {
+  /** Everything so far, as one array, and how many lines it holds; the buffer is empty afterwards. */
+  take(): { bytes: Uint8Array; lineCount: number } {
     this.seal();
-    const all = this.blocks.length === 1 ? (this.blocks[0] as Uint8Array) : Buffer.concat(this.blocks);
+    const taken = { bytes: this.blocks.length === 1 ? (this.blocks[0] as Uint8Array) : Buffer.concat(this.blocks), lineCount: this.lineCount };
     this.blocks = [];
     this.lineCount = 0;
-    return all;
+    return taken;
   }
 
   private encode(text: string): number {

@@ -74,8 +74,8 @@ export function startLogging({
   };
   function sayNow(): void {
     timer = undefined;
-    if (stdout.lineCount > 0) out(decoder.decode(stdout.take()));
-    if (stderr.lineCount > 0) err(decoder.decode(stderr.take()));
+    if (stdout.lineCount > 0) out(decoder.decode(stdout.take().bytes));
+    if (stderr.lineCount > 0) err(decoder.decode(stderr.take().bytes));
   }
 
   const onRequest = (record: RequestRecord) => {
