@@ -80,7 +80,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   });
 
   // Fires when the shutdown grace period runs out: every request still in flight has its upstream
-  // request aborted, which ends its stream (see stopGracefully in server.ts for why Bun cannot).
+  // request aborted, which ends its stream (see stopGracefully in server.ts).
   const graceOver = new AbortController();
   const forward = createForwarder({
     pool,

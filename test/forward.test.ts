@@ -1,22 +1,17 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { keyIdOf } from "../src/keys/key-identity.ts";
-import { chatCompletion, errorReply, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";
+import { useSuite } from "./helpers/suite.ts";
 import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
 
-let fake: FakeOpenRouter;
+const { fake } = useSuite({ reply: (request) => chatCompletion(`hello from ${request.key.slice(-4)}`) });
 let proxy: TestProxy | undefined;
 const [keyA, keyB, keyC] = testKeys as [string, string, string];
 const [idA, idB, idC] = [keyIdOf(keyA), keyIdOf(keyB), keyIdOf(keyC)];
 
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
 afterEach(async () => {
   await proxy?.close();
   proxy = undefined;
-  fake.requests.length = 0;
-  fake.reply((request) => chatCompletion(`hello from ${request.key.slice(-4)}`));
 });
 
 async function start(options: Partial<Parameters<typeof startTestProxy>[0]> = {}) {

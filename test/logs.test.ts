@@ -3,7 +3,7 @@
  * per request on standard output. Time is an injected clock: midnight is crossed by moving it.
  * Buffered writes are forced out with `logging.flush()`, never waited for.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -12,13 +12,14 @@ import { createEventBus } from "../src/events.ts";
 import { keyIdOf } from "../src/keys/key-identity.ts";
 import { startLogging } from "../src/log/loggers.ts";
 import type { RequestRecord } from "../src/upstream/request-record.ts";
-import { chatCompletion, controlledStream, errorReply, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter, lateErrorChunk } from "./helpers/fake-openrouter.ts";
+import { chatCompletion, controlledStream, errorReply, sseChunk, sseText, usageChunk, lateErrorChunk } from "./helpers/fake-openrouter.ts";
+import { useSuite } from "./helpers/suite.ts";
 import { allLogText, expectNoSecrets, logFiles, readLog } from "./helpers/log-files.ts";
 import { startTestProxy, tempDir, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
 
-let fake: FakeOpenRouter;
+// The fake's default answer echoes the key it got; these tests scan for keys, so it must not.
+const { fake, cleanups } = useSuite({ reply: () => chatCompletion("hello") });
 let proxy: TestProxy | undefined;
-const cleanups: Array<() => Promise<void>> = [];
 const [keyA, keyB] = testKeys as [string, string, string];
 const [idA, idB] = [keyIdOf(keyA), keyIdOf(keyB)];
 const clientBearer = "client-bearer-3f9c1e7a5b2d4c6e8f0a";
@@ -29,17 +30,9 @@ let clock = Date.parse("2026-11-25T10:00:00.000Z");
 const now = () => clock;
 const day = (ms = clock) => new Date(ms).toISOString().slice(0, 10);
 
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
 afterEach(async () => {
   await proxy?.close();
   proxy = undefined;
-  for (const cleanup of cleanups.splice(0)) await cleanup();
-  fake.requests.length = 0;
-  // The fake's default answer echoes the key it got; these tests scan for keys, so it must not.
-  fake.reply(() => chatCompletion("hello"));
   clock = Date.parse("2026-11-25T10:00:00.000Z");
 });
 

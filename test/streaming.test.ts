@@ -1,19 +1,15 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { controlledStream, errorReply, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { afterEach, describe, expect, test } from "bun:test";
+import { controlledStream, errorReply, sseChunk, sseText, usageChunk } from "./helpers/fake-openrouter.ts";
+import { useSuite } from "./helpers/suite.ts";
 import type { RequestRecord } from "../src/upstream/request-record.ts";
 import { startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
 
-let fake: FakeOpenRouter;
+const { fake } = useSuite();
 let proxy: TestProxy | undefined;
 
-beforeAll(() => {
-  fake = startFakeOpenRouter();
-});
-afterAll(() => fake.stop());
 afterEach(async () => {
   await proxy?.close();
   proxy = undefined;
-  fake.requests.length = 0;
 });
 
 const streamBody = JSON.stringify({ model: "openai/gpt-4o-mini", stream: true, messages: [{ role: "user", content: "hi" }] });
