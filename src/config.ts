@@ -6,6 +6,7 @@
  * the only place that exits, can print one line naming the variable, the value and the rule.
  */
 import { z } from "zod";
+import { displayUrl } from "./redact.ts";
 
 const seconds = (min: number, max: number) => z.coerce.number().min(min).max(max);
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -88,7 +89,7 @@ export function loadConfig(env: EnvInput): ConfigResult {
   const setting: { allowed: string; secret?: boolean } | undefined = settings[name];
   const allowed = setting?.allowed ?? issue?.message ?? "a valid value";
   // A secret's value is never echoed, not even a wrong one: it may be a real token.
-  const shown = setting?.secret ? "(hidden)" : JSON.stringify(input[name] ?? "");
+  const shown = setting?.secret ? "(hidden)" : JSON.stringify(name === "OPENROUTER_BASE_URL" ? displayUrl(input[name] ?? "") : (input[name] ?? ""));
   return { ok: false, message: `invalid ${name}=${shown}: expected ${allowed}` };
 }
 

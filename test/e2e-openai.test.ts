@@ -21,7 +21,7 @@ afterAll(async () => {
 describe("the openai client through the proxy", () => {
   test("a non-streamed chat completion comes back as the upstream sent it", async () => {
     const completion = await client.chat.completions.create({ model: "openai/gpt-4o-mini", messages: [{ role: "user", content: "hi" }] });
-    expect(completion.choices[0]?.message.content).toBe(`hello from ${testKeys[0]}`);
+    expect(completion.choices[0]?.message.content).toBe(`hello from ${testKeys[0]?.slice(-4)}`);
     expect(completion.usage?.total_tokens).toBe(8);
     const seen = fake.requests.at(-1);
     expect(JSON.parse(seen?.body ?? "{}")).toEqual({ model: "openai/gpt-4o-mini", messages: [{ role: "user", content: "hi" }] });

@@ -1,6 +1,7 @@
 /** `serve`: start the proxy and run until SIGINT/SIGTERM. */
 import type { Config } from "../config.ts";
 import { startProxy } from "../proxy-server.ts";
+import { displayUrl } from "../redact.ts";
 import type { CommandIO } from "./io.ts";
 import { version } from "./usage.ts";
 
@@ -37,7 +38,7 @@ export async function serve(config: Config, io: CommandIO): Promise<number> {
     process.on("SIGTERM", onSignal);
   });
 
-  io.out(`openrouter-proxy ${version} listening on ${proxy.url}/v1 (upstream ${config.OPENROUTER_BASE_URL})`);
+  io.out(`openrouter-proxy ${version} listening on ${proxy.url}/v1 (upstream ${displayUrl(config.OPENROUTER_BASE_URL)})`);
   io.out(
     proxy.keyCount === 0
       ? `no keys in ${config.KEYS_FILE} yet: run \`openrouter-proxy add-key\` (or put one in the file, see keys.json.example); it is picked up without a restart`

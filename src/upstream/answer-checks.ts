@@ -6,8 +6,9 @@ const round = (ms: number) => Math.round(ms * 100) / 100;
 /**
  * Whether a body sent as JSON plainly is not: its first and last non-blank characters are not
  * those of a JSON object or array. A cheap look at two ends, not a parse of the whole answer.
+ * `complete` false: `body` is only the answer's head, so only its first character is looked at.
  */
-export function claimsJsonButIsNot(headers: Headers, body: Uint8Array, method: string, status: number): boolean {
+export function claimsJsonButIsNot(headers: Headers, body: Uint8Array, method: string, status: number, complete = true): boolean {
   // HEAD answers, 204 and 304 carry no body by definition (RFC 9110 §9.3.2, §15.3.5, §15.4.5).
   if (method === "HEAD" || status === 204 || status === 304) return false;
   if (!/json/i.test(headers.get("content-type") ?? "")) return false;
@@ -16,8 +17,9 @@ export function claimsJsonButIsNot(headers: Headers, body: Uint8Array, method: s
   const blank = (byte: number | undefined) => byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
   while (start <= end && blank(body[start])) start++;
   while (end >= start && blank(body[end])) end--;
-  if (start > end) return true; // empty
+  if (start > end) return complete; // empty (a head of blanks may still be followed by JSON)
   const first = body[start];
+  if (!complete) return first !== 0x7b && first !== 0x5b;
   const last = body[end];
   return !((first === 0x7b && last === 0x7d) || (first === 0x5b && last === 0x5d)); // {…} or […]
 }

@@ -5,6 +5,7 @@
  * untouched and nothing is replayed.
  */
 import { ProxyError } from "../errors.ts";
+import { displayUrl, redactBytes, redactHeaders, redactSecret, ScrubbedReader, urlCredentialsRedactor, type ChunkReader, type ReadResult } from "../redact.ts";
 import { LiveSet, type Slotted } from "../live-set.ts";
 import type { EventBus } from "../events.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
@@ -12,6 +13,7 @@ import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { classify, readErrorBody, type ErrorBodyFacts, type Outcome } from "./policy.ts";
 import { claimsJsonButIsNot, describeFetchError, serverTiming } from "./answer-checks.ts";
 import { noKeyError } from "./no-key-error.ts";
+import { ANSWER_HEAD_BYTES, declaredWithin, ERROR_HEAD_BYTES, joinChunks, readHead } from "./bounded-read.ts";
 import { relay } from "./relay.ts";
 import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
 import { BODY_LOG_LIMIT, bodyForLog, type RequestRecord } from "./request-record.ts";
@@ -72,10 +74,38 @@ interface InFlight extends Slotted {
   controller: AbortController;
 }
 
+/** An error answer larger than ERROR_HEAD_BYTES: the part not read yet, relayed if it is the answer. */
+interface UnreadRest {
+  reader: ChunkReader;
+  upstream: AbortController;
+  silence: ReturnType<ReturnType<typeof createSilenceWatcher>["watch"]>;
+  /** Ends the attempt's watches (as `release` does), once the rest is relayed or dropped. */
+  release: () => void;
+}
+
+/** A read the commit hold started and the relay finishes. */
+type CommitPending = Promise<ReadResult> | undefined;
+
 /** What the last failed attempt left, to answer with when no attempt succeeds. */
 type LastFailure =
-  | { kind: "response"; keyId: string; status: number; headers: Headers; bytes: Uint8Array; outcome: Outcome }
+  | { kind: "response"; keyId: string; status: number; headers: Headers; bytes: Uint8Array; outcome: Outcome; rest?: UnreadRest }
   | { kind: "unreachable"; reason: string; timedOut: boolean };
+
+/**
+ * The paths that spend a key on a model. A 401/403 anywhere else (a management or account
+ * endpoint a normal key may not use) is passed back and never counts against the key, so no
+ * client can disable the pool by asking for what its keys are not allowed to see.
+ */
+const inferencePaths = new Set(["/chat/completions", "/completions", "/embeddings", "/responses", "/messages"]);
+
+function dropRest(last: LastFailure | undefined): void {
+  if (last?.kind !== "response" || !last.rest) return;
+  const { reader, upstream, release } = last.rest;
+  delete last.rest;
+  reader.cancel().catch(() => {});
+  upstream.abort();
+  release();
+}
 
 export const abortableSleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -107,6 +137,9 @@ export function createForwarder({
   shutdown,
 }: ForwarderOptions) {
   const silenceWatcher = createSilenceWatcher();
+  // OPENROUTER_BASE_URL may carry credentials: messages show it as `http://***@host/…`.
+  const shownBaseUrl = displayUrl(baseUrl);
+  const redactUrl = urlCredentialsRedactor(baseUrl);
   // Every attempt until its answer has ended: what the shutdown aborts. A set, not a listener on
   // the shutdown signal per attempt: adding and removing listeners cost more.
   const attemptsInFlight = new LiveSet<InFlight>();
@@ -218,7 +251,8 @@ export function createForwarder({
         release();
         if (ended()) throw clientGone();
         const timedOut = upstream.signal.reason instanceof DOMException && upstream.signal.reason.name === "TimeoutError";
-        const reason = timedOut ? String((upstream.signal.reason as DOMException).message) : describeFetchError(error);
+        const reason = timedOut ? String((upstream.signal.reason as DOMException).message) : redactUrl(redactSecret(describeFetchError(error), secret));
+        dropRest(last);
         last = { kind: "unreachable", reason, timedOut };
         pool.report(keyId, { kind: "upstream-error", reason }, reportContext());
         noteAttempt(0, timedOut ? "upstream-timeout" : "upstream-unreachable");
@@ -227,12 +261,19 @@ export function createForwarder({
         continue;
       }
 
+      // An upstream that echoes the Authorization it got must not hand the key to the client.
+      redactHeaders(response.headers, secret);
+
       /** What the answer's status (or the error hidden in a 200) means; false: stop and answer with `last`. */
-      const judge = (status: number, facts: ErrorBodyFacts, bytes: Uint8Array, headers: Headers, answerStatus: number) => {
-        const outcome = classify({ status, headers, body: facts, now: now(), defaultCooldownMs, ...(request.model === undefined ? {} : { model: request.model }) });
+      const judge = (status: number, facts: ErrorBodyFacts, bytes: Uint8Array, headers: Headers, answerStatus: number, rest?: UnreadRest) => {
+        const outcome: Outcome =
+          (status === 401 || status === 403) && !inferencePaths.has(request.path)
+            ? { kind: "request-error" }
+            : classify({ status, headers, body: facts, now: now(), defaultCooldownMs, ...(request.model === undefined ? {} : { model: request.model }) });
         pool.report(keyId, outcome, reportContext(facts));
         noteAttempt(status, outcome.kind);
-        last = { kind: "response", keyId, status: answerStatus, headers, bytes, outcome };
+        dropRest(last);
+        last = { kind: "response", keyId, status: answerStatus, headers, bytes, outcome, ...(rest ? { rest } : {}) };
         record.error = `upstream answered ${status}${facts.message ? `: ${facts.message}` : ""}`;
         if (logBodies) record.responseBody = bodyForLog(bytes);
         return outcome;
@@ -264,7 +305,7 @@ export function createForwarder({
       if (response.status < 400) {
         const isEventStream = (response.headers.get("content-type") ?? "").includes("text/event-stream");
         /** The committed answer; `finishWith` set: the record is complete now (else the relay completes it). */
-        const respond = (body: ArrayBuffer | ReadableStream<Uint8Array> | null, finishWith?: Partial<RequestRecord>) => {
+        const respond = (body: Uint8Array | ReadableStream<Uint8Array> | null, finishWith?: Partial<RequestRecord>) => {
           const outcome = classify({ status: response.status, headers: response.headers, now: now(), defaultCooldownMs });
           pool.report(keyId, outcome, reportContext());
           noteAttempt(response.status, outcome.kind);
@@ -286,34 +327,73 @@ export function createForwarder({
           release();
           return respond(null, {});
         }
+        /** Relays the body from here on; the record is completed when it ends. */
+        const relayed = (reader: ChunkReader, held: Uint8Array[], pending: CommitPending, isStream: boolean) => {
+          const tap = new UsageTap(logBodies ? BODY_LOG_LIMIT + 1 : 0);
+          return relay(reader, {
+            upstream,
+            silence,
+            tap,
+            held,
+            ...(pending ? { pending } : {}),
+            onEnd: (end) => {
+              request.signal.removeEventListener("abort", onClientAbort);
+              attemptsInFlight.delete(inFlight);
+              const captured = tap.capturedBody();
+              const { usage, lateError } = tap.finish(isStream);
+              finish(response.status, {
+                ...(captured ? { responseBody: bodyForLog(captured) } : {}),
+                ...(usage ? { usage } : {}),
+                aborted: end.kind === "client-gone",
+                ...(end.kind === "upstream-failed"
+                  ? { error: `the upstream's answer broke off: ${redactUrl(describeFetchError(end.error))}` }
+                  : lateError
+                    ? { error: `error inside the answer: ${lateError}` }
+                    : end.kind === "client-gone"
+                      ? { error: "the client closed the request" }
+                      : {}),
+              });
+            },
+          });
+        };
+
         if (!isEventStream) {
-          // A whole answer (JSON, a model list): read natively in one piece and handed on as the
-          // same bytes; a JavaScript pass per chunk would cost more than the rest of the request.
-          let bytes: ArrayBuffer;
+          // A whole answer (JSON, a model list). Up to ANSWER_HEAD_BYTES it is read whole, checked,
+          // and can still be retried; a larger one is checked by its head and relayed as it arrives,
+          // so one answer never costs more memory than that. A declared small length is read in
+          // one native call: a JavaScript pass per chunk would cost more than the rest of the request.
+          const whole = declaredWithin(response.headers, ANSWER_HEAD_BYTES);
+          const reader = whole ? undefined : new ScrubbedReader(response.body.getReader(), secret);
+          let head: { chunks: Uint8Array[]; complete: boolean };
           try {
-            bytes = await response.arrayBuffer();
+            head = reader ? await readHead(reader, ANSWER_HEAD_BYTES, silence) : { chunks: [redactBytes(new Uint8Array(await response.arrayBuffer()), secret)], complete: true };
           } catch (error) {
             release();
             if (ended()) throw clientGone();
-            const reason = `the upstream's answer broke off: ${describeFetchError(error)}`;
+            const reason = `the upstream's answer broke off: ${redactUrl(describeFetchError(error))}`;
             last = { kind: "unreachable", reason, timedOut: false };
             noteAttempt(response.status, "upstream-error");
             (avoid ??= new Set()).add(keyId);
             continue;
           }
-          release();
-          const view = new Uint8Array(bytes);
-          const { usage, lateError } = readAnswerTail(view, false);
-          if (lateError !== undefined) {
-            // A 200 that carries an error (OpenRouter does this): handled like the status it stands for.
+          const view = joinChunks(head.chunks);
+          const tail = head.complete ? readAnswerTail(view, false) : undefined;
+          if (head.complete) release();
+          if (tail?.lateError !== undefined) {
+              // A 200 that carries an error (OpenRouter does this): handled like the status it stands for.
             const facts = readErrorBody(new TextDecoder().decode(view));
             const outcome = judge(statusOfCode(facts.code), facts, view, response.headers, response.status);
             if ((await next(outcome)) === "retry") continue;
             break;
           }
-          if (claimsJsonButIsNot(response.headers, view, request.method, response.status)) {
+          if (claimsJsonButIsNot(response.headers, view, request.method, response.status, head.complete)) {
             // A 200 that says JSON but is not (an HTML error page from something in between, a
             // cut body): an upstream fault, retried on another key; nobody's key is blamed.
+            if (reader && !head.complete) {
+              reader.cancel().catch(() => {});
+              upstream.abort();
+              release();
+            }
             const reason = "the upstream answered 200 with a body that is not JSON";
             pool.report(keyId, { kind: "upstream-error", reason }, reportContext());
             noteAttempt(response.status, "upstream-error");
@@ -322,17 +402,18 @@ export function createForwarder({
             await backoff();
             continue;
           }
-          return respond(bytes, { ...(usage ? { usage } : {}), ...(logBodies ? { responseBody: bodyForLog(bytes) } : {}) });
+          if (reader && !head.complete) return respond(relayed(reader, head.chunks, undefined, false));
+          return respond(view, { ...(tail?.usage ? { usage: tail.usage } : {}), ...(logBodies ? { responseBody: bodyForLog(view) } : {}) });
         }
 
         // A stream: held until its first content (or STREAM_COMMIT_SECONDS), so an error event
         // that comes first can still be retried on another key, invisibly.
-        const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+        const reader = new ScrubbedReader(response.body.getReader(), secret);
         const decision = await holdUntilCommit(reader, { commitMs: streamCommitMs, silence });
         if (decision.kind === "failed") {
           release();
           if (ended()) throw clientGone();
-          const reason = `the upstream's stream broke off before any content: ${describeFetchError(decision.error)}`;
+          const reason = `the upstream's stream broke off before any content: ${redactUrl(describeFetchError(decision.error))}`;
           last = { kind: "unreachable", reason, timedOut: false };
           noteAttempt(response.status, "upstream-error");
           (avoid ??= new Set()).add(keyId);
@@ -350,32 +431,7 @@ export function createForwarder({
           }
           // The request's own fault: the stream goes to the client as it came.
         }
-        const tap = new UsageTap(logBodies ? BODY_LOG_LIMIT + 1 : 0);
-        const body = relay(reader, {
-          upstream,
-          silence,
-          tap,
-          held: decision.held,
-          ...(decision.kind === "commit" && decision.pending ? { pending: decision.pending } : {}),
-          onEnd: (end) => {
-            request.signal.removeEventListener("abort", onClientAbort);
-            attemptsInFlight.delete(inFlight);
-            const captured = tap.capturedBody();
-            const { usage, lateError } = tap.finish(true);
-            finish(response.status, {
-              ...(captured ? { responseBody: bodyForLog(captured) } : {}),
-              ...(usage ? { usage } : {}),
-              aborted: end.kind === "client-gone",
-              ...(end.kind === "upstream-failed"
-                ? { error: `the upstream's answer broke off: ${describeFetchError(end.error)}` }
-                : lateError
-                  ? { error: `error inside the answer: ${lateError}` }
-                  : end.kind === "client-gone"
-                    ? { error: "the client closed the request" }
-                    : {}),
-            });
-          },
-        });
+        const body = relayed(reader, decision.held, decision.kind === "commit" ? decision.pending : undefined, true);
         if (decision.kind === "error-event") {
           // Already judged (and noted) above: answer as it came, without a second report.
           record.keyId = keyId;
@@ -388,31 +444,40 @@ export function createForwarder({
         return respond(body);
       }
 
-      // An error answer: small, read whole so the policy can see its message and reset.
-      let bytes: Uint8Array;
+      // An error answer: its first ERROR_HEAD_BYTES are read for the policy (message, reset); a
+      // longer one keeps the rest unread, relayed only if this answer is the one the client gets.
+      let head: { chunks: Uint8Array[]; complete: boolean };
+      const reader = response.body ? new ScrubbedReader(response.body.getReader(), secret) : undefined;
       try {
-        bytes = new Uint8Array(await response.arrayBuffer());
+        head = reader ? await readHead(reader, ERROR_HEAD_BYTES, silence) : { chunks: [], complete: true };
       } catch (error) {
         release();
         if (ended()) throw clientGone();
-        const reason = `the upstream's ${response.status} answer broke off: ${describeFetchError(error)}`;
+        const reason = `the upstream's ${response.status} answer broke off: ${redactUrl(describeFetchError(error))}`;
+        dropRest(last);
         last = { kind: "unreachable", reason, timedOut: false };
         noteAttempt(response.status, "upstream-error");
         (avoid ??= new Set()).add(keyId);
         continue;
       }
-      release();
-      const outcome = judge(response.status, readErrorBody(new TextDecoder().decode(bytes)), bytes, response.headers, response.status);
-      if ((await next(outcome)) === "stop") break;
+      if (head.complete) release();
+      const bytes = joinChunks(head.chunks);
+      const rest = head.complete || !reader ? undefined : { reader, upstream, silence, release };
+      const outcome = judge(response.status, readErrorBody(new TextDecoder().decode(bytes)), bytes, response.headers, response.status, rest);
+      if ((await next(outcome)) === "stop" || attempts() >= maxAttempts) break;
+      dropRest(last); // another attempt follows: this answer's unread rest is not needed
     }
 
-    if (ended()) throw clientGone();
+    if (ended()) {
+      dropRest(last);
+      throw clientGone();
+    }
     if (!last) throw failWith(new ProxyError(500, "no upstream attempt was made", { type: "internal_error", code: "internal_error" }));
     if (last.kind === "unreachable") {
       throw failWith(
         new ProxyError(
           last.timedOut ? 504 : 502,
-          `the upstream ${baseUrl} could not be reached after ${attempts()} attempt${attempts() === 1 ? "" : "s"}: ${last.reason}`,
+          `the upstream ${shownBaseUrl} could not be reached after ${attempts()} attempt${attempts() === 1 ? "" : "s"}: ${last.reason}`,
           { type: last.timedOut ? "timeout_error" : "upstream_error", code: last.timedOut ? "upstream_timeout" : "upstream_unreachable" },
         ),
       );
@@ -425,7 +490,10 @@ export function createForwarder({
     if (last.outcome.kind === "rate-limited") {
       // Rotated through rate limits until nothing is left: say when a key returns, not just "429".
       const after = pool.acquire({ dryRun: true, ...(request.model === undefined ? {} : { model: request.model }) });
-      if (!after.ok && (after.reason === "all-cooling" || after.reason === "free-budget-exhausted")) throw failWith(noKeyError(after, now(), rateLimitMessage(last)));
+      if (!after.ok && (after.reason === "all-cooling" || after.reason === "free-budget-exhausted")) {
+        dropRest(last);
+        throw failWith(noKeyError(after, now(), rateLimitMessage(last)));
+      }
     }
     if (last.outcome.kind === "shared-capacity" && !last.headers.has("retry-after")) {
       extraHeaders["retry-after"] = String(Math.max(1, Math.ceil((last.outcome.until - now()) / 1000)));
@@ -433,7 +501,9 @@ export function createForwarder({
     // Every attempt failed, or the request was refused: the upstream's last answer, as it came.
     record.keyId = last.keyId;
     finish(last.status, { ttfbMs: round(performance.now() - started) });
-    return new Response(last.bytes, { status: last.status, headers: clientResponseHeaders(last.headers, extraHeaders) });
+    const rest = last.rest;
+    const body = rest ? relay(rest.reader, { upstream: rest.upstream, silence: rest.silence, held: [last.bytes], onEnd: rest.release }) : last.bytes;
+    return new Response(body, { status: last.status, headers: clientResponseHeaders(last.headers, extraHeaders) });
 
     async function backoff() {
       upstreamFaults++;

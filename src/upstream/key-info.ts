@@ -4,6 +4,10 @@
  * See ../shared/openrouter-api.md ("Endpoints": GET /key).
  */
 import { z } from "zod";
+import { displayUrl, redactSecret, urlCredentialsRedactor } from "../redact.ts";
+import { boundedText } from "./bounded-read.ts";
+
+const KEY_INFO_LIMIT = 64 * 1024;
 
 const KeyInfoSchema = z.looseObject({
   data: z.looseObject({
@@ -34,17 +38,22 @@ export interface KeyCheckOptions {
   timeoutMs?: number;
 }
 
-export async function checkKey(secret: string, { baseUrl, fetch: fetchUpstream = globalThis.fetch, timeoutMs = 10_000 }: KeyCheckOptions): Promise<KeyCheck> {
+export async function checkKey(secret: string, { baseUrl: url, fetch: fetchUpstream = globalThis.fetch, timeoutMs = 10_000 }: KeyCheckOptions): Promise<KeyCheck> {
+  // What this says is printed by the CLI and stored as a key's reason: the key an upstream echoes
+  // back and the credentials of OPENROUTER_BASE_URL are masked in it.
+  const baseUrl = displayUrl(url);
   let response: Response;
   try {
-    response = await fetchUpstream(`${baseUrl}/key`, {
+    response = await fetchUpstream(`${url}/key`, {
       headers: { authorization: `Bearer ${secret}` },
       signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (error) {
-    return { kind: "unknown", reason: `${baseUrl}/key could not be reached: ${error instanceof Error ? error.message : String(error)}` };
+    const reason = urlCredentialsRedactor(url)(redactSecret(error instanceof Error ? error.message : String(error), secret));
+    return { kind: "unknown", reason: `${baseUrl}/key could not be reached: ${reason}` };
   }
-  const text = await response.text().catch(() => "");
+  // GET /key answers are small: a longer one is not read whole (one answer must not take gigabytes).
+  const text = redactSecret((await boundedText(response, KEY_INFO_LIMIT)) ?? "", secret);
   if (response.status === 401 || response.status === 403) {
     return { kind: "rejected", status: response.status, message: upstreamMessage(text) ?? `the upstream answered ${response.status}` };
   }

@@ -5,12 +5,12 @@
  * for longer than the idle limit, and the end of the body (for the request's bookkeeping).
  */
 
+import type { ChunkReader, ReadResult } from "../redact.ts";
 import type { SilenceWatch } from "./silence-watch.ts";
 import type { UsageTap } from "./usage-tap.ts";
 
 export type RelayEnd = { kind: "complete" } | { kind: "client-gone" } | { kind: "upstream-failed"; error: unknown };
 
-type ReadResult = Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]>>;
 
 export interface RelayOptions {
   /** Bytes already read (held until the commit point), sent first. */
@@ -27,7 +27,7 @@ export interface RelayOptions {
 }
 
 export function relay(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
+  reader: ChunkReader,
   { upstream, silence, tap, onEnd, held = [], pending }: RelayOptions,
 ): ReadableStream<Uint8Array> {
   let next = pending;

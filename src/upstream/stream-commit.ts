@@ -7,11 +7,14 @@
  *
  * Only the events before the commit point are parsed; after it, no chunk is looked at here.
  */
+import type { ChunkReader, ReadResult } from "../redact.ts";
 import type { SilenceWatch } from "./silence-watch.ts";
 import type { ErrorBodyFacts } from "./policy.ts";
 import { readErrorBody } from "./policy.ts";
 
-type ReadResult = Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]>>;
+
+/** Most bytes held before the commit point; keep-alives and an error event are far smaller. */
+const HOLD_LIMIT_BYTES = 64 * 1024;
 
 export type CommitDecision =
   /** Content began (or time ran out): send `held`, then the rest; `pending` is a read already under way. */
@@ -23,10 +26,11 @@ export type CommitDecision =
   | { kind: "failed"; error: unknown; held: Uint8Array[] };
 
 export async function holdUntilCommit(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
+  reader: ChunkReader,
   { commitMs, silence }: { commitMs: number; silence: SilenceWatch },
 ): Promise<CommitDecision> {
   const held: Uint8Array[] = [];
+  let heldBytes = 0;
   const decoder = new TextDecoder();
   let partial = "";
   let timer: Timer | undefined;
@@ -41,6 +45,9 @@ export async function holdUntilCommit(
       if (next.done) return { kind: "ended", held };
       silence.touch();
       held.push(next.value);
+      // Held bytes are bounded: a stream that sends no event line for long is committed as it is.
+      heldBytes += next.value.byteLength;
+      if (heldBytes > HOLD_LIMIT_BYTES) return { kind: "commit", held };
       partial += decoder.decode(next.value, { stream: true });
       const lines = partial.split("\n");
       partial = lines.pop() ?? "";

@@ -33,7 +33,7 @@ export interface FakeOpenRouter {
 export function startFakeOpenRouter(): FakeOpenRouter {
   const requests: FakeRequest[] = [];
   const queue: FakeHandler[] = [];
-  let fallback: FakeHandler = (request) => chatCompletion(`hello from ${request.key}`);
+  let fallback: FakeHandler = (request) => chatCompletion(`hello from ${request.key.slice(-4)}`);
   const waiters: Array<(request: FakeRequest) => void> = [];
 
   const server = Bun.serve({
