@@ -18,7 +18,9 @@ export function redactHeaders(headers: Headers, secret: string): void {
     if (value.includes(secret)) (found ??= []).push(name);
   });
   if (!found) return;
-  for (const name of found) headers.set(name, redactSecret(headers.get(name) ?? "", secret));
+  // Header values are ASCII: the mask's ellipsis is written as three dots there.
+  const masked = maskKey(secret).replace("…", "...");
+  for (const name of found) headers.set(name, (headers.get(name) ?? "").replaceAll(secret, masked));
 }
 
 /** A base URL for messages: credentials shown as `***` (`http://***@host:port/api/v1`). */

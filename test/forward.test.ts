@@ -341,3 +341,23 @@ describe("no keys", () => {
     expect(fake.requests).toHaveLength(0);
   });
 });
+
+describe("answers from paths that do not spend a key on a model", () => {
+  test.each([401, 403])("a %i from a path that is not an inference path is passed back and never counts against a key", async (status) => {
+    const p = await start({ keys: [keyA], config: { FAILURE_THRESHOLD: 1 } });
+    fake.replyOnce(() => errorReply(status, "this endpoint needs a management key"));
+    const answer = await fetch(`${p.url}/v1/generation?id=gen-1`, { headers: { authorization: "Bearer dummy-key" } });
+    expect(answer.status).toBe(status);
+    expect(fake.requests).toHaveLength(1); // passed back, not retried
+    const record = p.pool.records().find((candidate) => candidate.id === idA);
+    expect({ failures: record?.consecutiveFailures, disabled: record?.disabled }).toEqual({ failures: 0, disabled: undefined });
+    expect((await chat(p)).status).toBe(200);
+  });
+
+  test("a 401 from an inference path still counts against the key", async () => {
+    const p = await start({ keys: [keyA], config: { FAILURE_THRESHOLD: 1, MAX_ATTEMPTS: 1 } });
+    fake.replyOnce(() => errorReply(401, "User not found."));
+    expect((await chat(p)).status).toBe(401);
+    expect(p.pool.records().find((candidate) => candidate.id === idA)?.disabled).toBeDefined();
+  });
+});
