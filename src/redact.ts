@@ -29,7 +29,7 @@ export function displayUrl(raw: string): string {
   try {
     url = new URL(raw);
   } catch {
-    return raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, "$1***@"); // not a URL (a config error): still no credentials
+    return raw.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/?#\s]*@/gi, "$1***@"); // not a URL (a config error): still no credentials
   }
   if (url.username === "" && url.password === "") return raw;
   return `${url.protocol}//***@${url.host}${url.pathname === "/" && !raw.endsWith("/") ? "" : url.pathname}${url.search}`;
