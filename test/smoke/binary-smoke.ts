@@ -1,7 +1,7 @@
 /**
  * Smoke test of the compiled binary (run by .ci/run after `bun run build`): start
  * `dist/openrouter-proxy` against the fake OpenRouter, send a plain and a streamed chat completion
- * with the openai client, stop it with SIGTERM, and check the key file kept its state.
+ * with the openai client, load the embedded status page, stop it with SIGTERM, and check the key file kept its state.
  * Usage: bun run test/smoke/binary-smoke.ts [path-to-binary]
  */
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -19,7 +19,7 @@ const fake = startFakeOpenRouter();
 
 const child = Bun.spawn([binary, "--port", "0"], {
   cwd: dir,
-  env: { ...process.env, OPENROUTER_BASE_URL: fake.url, KEYS_FILE: keysFile, HOST: "127.0.0.1" },
+  env: { ...process.env, OPENROUTER_BASE_URL: fake.url, KEYS_FILE: keysFile, HOST: "127.0.0.1", ADMIN_TOKEN: "smoke-admin-token-0123456789abcdef" },
   stdout: "pipe",
   stderr: "pipe",
 });
@@ -54,6 +54,10 @@ try {
   if (streamed !== "smoke ok") fail(`unexpected stream ${JSON.stringify(streamed)}`);
   if (fake.requests.some((request) => request.key !== secret)) fail("the upstream did not receive the configured key");
 
+  // The status page is embedded in the binary (imported as text), not read from a file beside it.
+  const page = await fetch(new URL("/admin/", baseURL));
+  if (page.status !== 200 || !(await page.text()).startsWith("<!doctype html>")) fail(`the status page was not served (${page.status})`);
+
   child.kill("SIGTERM");
   const code = await child.exited;
   if (code !== 0) fail(`exit code ${code} after SIGTERM`);
@@ -66,7 +70,7 @@ try {
   if (rest.includes(secret)) fail("the key appeared in the binary's output");
   const saved = JSON.parse(await readFile(keysFile, "utf8")) as { keys: Array<{ id: string; state: { requests: number } }> };
   if (saved.keys[0]?.state.requests !== 2) fail(`key state not saved: ${JSON.stringify(saved.keys[0]?.state)}`);
-  console.log(`smoke: ok (${binary}: plain and streamed completions, SIGTERM exit 0, key state saved)`);
+  console.log(`smoke: ok (${binary}: plain and streamed completions, status page, SIGTERM exit 0, key state saved)`);
 } finally {
   clearTimeout(timeout);
   await fake.stop();
