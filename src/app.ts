@@ -14,11 +14,11 @@ import { metricsHandler, statusPage, statusRoutes } from "./routes/status.ts";
 import { healthHandler, readinessHandler } from "./routes/health.ts";
 import { createProxyHandler, isProxyPath } from "./routes/proxy.ts";
 import type { BodyLimits } from "./routes/request-body.ts";
+import type { AppEnv } from "./routes/app-env.ts";
 import { requestIdFor } from "./routes/request-id.ts";
 import type { ProxyRequest } from "./upstream/forward.ts";
 import type { KeyCheck } from "./upstream/key-info.ts";
 
-export type AppEnv = { Variables: { requestId: string } };
 
 export interface AppDeps {
   forward: (request: ProxyRequest) => Promise<Response>;

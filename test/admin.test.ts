@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config.ts";
-import { keyIdOf, maskKey } from "../src/keys/key-identity.ts";
+import { keyIdOf, maskKey } from "../src/domain/key-identity.ts";
 import { startProxy } from "../src/proxy-server.ts";
 import { runCli, unreachableUpstream } from "./helpers/cli.ts";
 import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";

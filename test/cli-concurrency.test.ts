@@ -8,7 +8,7 @@
  */
 import { expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createJsonFileStore } from "../src/keys/json-file-store.ts";
 import type { KeyStore } from "../src/keys/key-store.ts";
 import { runCli } from "./helpers/cli.ts";

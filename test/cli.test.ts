@@ -9,7 +9,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { errorReply, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
 import { tempDir, testKeys } from "./helpers/test-proxy.ts";
 

@@ -14,7 +14,7 @@ import { watch, type FSWatcher } from "node:fs";
 import { readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseKeyFile } from "../src/keys/json-file-store.ts";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createOutputLog, runCli } from "./helpers/cli.ts";
 import { chatCompletion, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
 import { readLog } from "./helpers/log-files.ts";

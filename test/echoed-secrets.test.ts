@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { maskKey } from "../src/keys/key-identity.ts";
+import { maskKey } from "../src/domain/key-identity.ts";
 import { runCli, unreachableUpstream } from "./helpers/cli.ts";
 import { sseChunk, type FakeRequest } from "./helpers/fake-openrouter.ts";
 import { allLogText } from "./helpers/log-files.ts";

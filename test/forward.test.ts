@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";
 import { useSuite } from "./helpers/suite.ts";
 import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";

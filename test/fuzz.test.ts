@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { readLog } from "./helpers/log-files.ts";
 import { killAllProxies, startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
 import { connectRaw } from "./helpers/raw-http.ts";

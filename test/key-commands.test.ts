@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { keyIdOf, maskKey } from "../src/keys/key-identity.ts";
+import { keyIdOf, maskKey } from "../src/domain/key-identity.ts";
 import { cliCommand, hasScript, runCli, startInTerminal, unreachableUpstream, type CliResult } from "./helpers/cli.ts";
 
 import { keyEndpoint } from "./helpers/key-endpoint.ts";

@@ -10,7 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { renameSync, watch as watchFolder, writeFileSync } from "node:fs";
 import { chmod, readdir, readFile, rename, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createJsonFileStore } from "../src/keys/json-file-store.ts";
 import type { KeyStore } from "../src/keys/key-store.ts";
 import { swapFiles } from "../src/keys/swap-files.ts";

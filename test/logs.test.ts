@@ -9,7 +9,7 @@ import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config.ts";
 import { createEventBus } from "../src/events.ts";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { startLogging } from "../src/log/loggers.ts";
 import type { RequestRecord } from "../src/upstream/request-record.ts";
 import { chatCompletion, controlledStream, errorReply, sseChunk, sseText, usageChunk, lateErrorChunk } from "./helpers/fake-openrouter.ts";

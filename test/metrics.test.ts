@@ -3,7 +3,7 @@
  * The exposition is parsed strictly: a line the format does not allow fails the test.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { chatCompletion, errorReply, sseText } from "./helpers/fake-openrouter.ts";
 import { useSuite } from "./helpers/suite.ts";
 import { startTestProxy, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";

@@ -10,7 +10,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { listKeysCommand } from "../src/cli/key-commands.ts";
 import { defaultConfig, type Config } from "../src/config.ts";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { contentChunk, errorChunk, eventStream, startFakeAccounts, type FakeAccountSpec, type FakeAccounts } from "./helpers/fake-accounts.ts";
 import { controlledStream } from "./helpers/fake-openrouter.ts";
 import { startTestProxy, tempDir, type TestProxy } from "./helpers/test-proxy.ts";

@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { chatCompletion, controlledStream, sseChunk, startFakeOpenRouter, usageChunk, type FakeHandler, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
 import { keyEndpoint } from "./helpers/key-endpoint.ts";
 import { allLogText } from "./helpers/log-files.ts";

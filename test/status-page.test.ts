@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { keyIdOf, maskKey } from "../src/keys/key-identity.ts";
+import { keyIdOf, maskKey } from "../src/domain/key-identity.ts";
 import { statusPageHtml } from "../src/routes/status-page.ts";
 import { chromiumPath, launchChromium, type Browser } from "./helpers/chromium.ts";
 import { errorReply, startFakeOpenRouter, type FakeOpenRouter, type FakeRequest } from "./helpers/fake-openrouter.ts";

@@ -3,7 +3,7 @@
  * errors) from the end of an answer while its bytes pass through.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { keyIdOf } from "../src/keys/key-identity.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createUsageLedger } from "../src/observe/usage-ledger.ts";
 import type { RequestRecord } from "../src/upstream/request-record.ts";
 import { readAnswerTail, UsageTap } from "../src/upstream/usage-tap.ts";

@@ -7,7 +7,7 @@
 import type { Config } from "../config.ts";
 import { createJsonFileStore } from "../keys/json-file-store.ts";
 import { addKey, disableKey, enableKey, removeKey, setAccounts, type AddOutcome } from "../keys/key-admin.ts";
-import { keyIdOf, maskKey } from "../keys/key-identity.ts";
+import { keyIdOf, maskKey } from "../domain/key-identity.ts";
 import type { KeyStore } from "../keys/key-store.ts";
 import { describeRest, describeStatus, echoInput, viewAccounts, viewKey, type KeyView } from "../keys/key-view.ts";
 import { checkKey, type KeyCheck } from "../upstream/key-info.ts";

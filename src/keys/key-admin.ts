@@ -2,7 +2,7 @@
  * People's changes to the key list, as pure functions over a stored document: the CLI and the
  * admin API run them inside `store.update`, so both behave the same and neither touches files.
  */
-import { keyIdOf } from "./key-identity.ts";
+import { keyIdOf } from "../domain/key-identity.ts";
 import { newKeyRecord, type KeyFileDocument, type KeyRecord } from "./schema.ts";
 
 export type AddOutcome = "added" | "present" | "re-enabled";

@@ -1,5 +1,5 @@
 /** How a key is shown to people (CLI, admin API): its id and masked form, never the key. */
-import { maskKey } from "./key-identity.ts";
+import { maskKey } from "../domain/key-identity.ts";
 import { accountIdOf, utcDayOf, type AccountState } from "./account-state.ts";
 import type { KeyRecord } from "./schema.ts";
 

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { AccountsSchema, accountsForFile, accountsFromFile, type AccountState } from "./account-state.ts";
-import { keyIdOf } from "./key-identity.ts";
+import { keyIdOf } from "../domain/key-identity.ts";
 
 const isoDate = z.iso.datetime({ offset: true });
 

@@ -1,6 +1,6 @@
 /** The admin token check shared by every admin route and /metrics. */
 import type { MiddlewareHandler } from "hono";
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "./app-env.ts";
 import { ProxyError } from "../errors.ts";
 import { carriesOneOf } from "./bearer.ts";
 

@@ -4,10 +4,10 @@
  */
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "./app-env.ts";
 import { ProxyError } from "../errors.ts";
 import { addKey, enableKey, removeKey, type AddOutcome } from "../keys/key-admin.ts";
-import { keyIdOf } from "../keys/key-identity.ts";
+import { keyIdOf } from "../domain/key-identity.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
 import type { KeyStore, StoreLoad } from "../keys/key-store.ts";
 import { echoInput, viewKey } from "../keys/key-view.ts";

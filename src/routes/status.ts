@@ -3,7 +3,7 @@
  * ones), `/admin/` (the status page, one HTML file from the binary itself) and `/metrics`.
  */
 import { Hono, type Context } from "hono";
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "./app-env.ts";
 import { ProxyError } from "../errors.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { parseSince, type UsageLedger } from "../observe/usage-ledger.ts";
