@@ -11,7 +11,7 @@ import type { ChunkReader, ReadResult } from "../redact.ts";
 import type { SilenceWatch } from "./silence-watch.ts";
 import type { ErrorBodyFacts } from "./policy.ts";
 import { readErrorBody } from "./policy.ts";
-
+import { SseScanner } from "./sse.ts";
 
 /** Most bytes held before the commit point; keep-alives and an error event are far smaller. */
 const HOLD_LIMIT_BYTES = 64 * 1024;
@@ -31,8 +31,7 @@ export async function holdUntilCommit(
 ): Promise<CommitDecision> {
   const held: Uint8Array[] = [];
   let heldBytes = 0;
-  const decoder = new TextDecoder();
-  let partial = "";
+  const scanner = new SseScanner();
   let timer: Timer | undefined;
   const deadline = new Promise<"deadline">((resolve) => {
     timer = setTimeout(() => resolve("deadline"), commitMs);
@@ -48,13 +47,8 @@ export async function holdUntilCommit(
       // Held bytes are bounded: a stream that sends no event line for long is committed as it is.
       heldBytes += next.value.byteLength;
       if (heldBytes > HOLD_LIMIT_BYTES) return { kind: "commit", held };
-      partial += decoder.decode(next.value, { stream: true });
-      const lines = partial.split("\n");
-      partial = lines.pop() ?? "";
-      for (const rawLine of lines) {
-        const line = rawLine.trimEnd();
-        if (!line.startsWith("data:")) continue; // comments (keep-alives), blank lines, event names
-        const data = line.slice(5).trim();
+      // Keep-alive comments are not events: the first data event decides.
+      for (const data of scanner.push(next.value)) {
         if (data.startsWith("{") && data.includes('"error"')) {
           const facts = readErrorBody(data);
           if (facts.message !== undefined || facts.code !== undefined) return { kind: "error-event", held, status: statusOfCode(facts.code), facts };

@@ -4,6 +4,7 @@
  * final chunk before `[DONE]`; an error after a 200 also ends the stream. So the tap keeps only
  * the last few KB of bytes and reads them once, when the body ends: no per-chunk parsing.
  */
+import { dataPayloads } from "./sse.ts";
 
 export interface Usage {
   promptTokens: number;
@@ -114,9 +115,7 @@ function readStreamTail(bytes: Uint8Array, from: number): TapResult {
 /** Usage and errors from SSE text: every `data:` line that mentions one is parsed; the last wins. */
 function readStreamLines(tail: string): TapResult {
   const result: TapResult = {};
-  for (const line of tail.split("\n")) {
-    if (!line.startsWith("data:")) continue;
-    const data = line.slice(5).trim();
+  for (const data of dataPayloads(tail)) {
     if (data === "[DONE]" || !(data.includes('"usage"') || data.includes('"error"'))) continue;
     let event: unknown;
     try {
