@@ -34,8 +34,8 @@ export interface AppDeps {
   /** Set: clients must send one of these as their bearer. */
   proxyApiKeys?: readonly string[] | undefined;
   now?: () => number;
-  /** Errors that are the proxy's own fault go here (stderr by default) before a 500 is sent. */
-  reportInternalError?: (error: unknown, requestId: string) => void;
+  /** Errors that are the proxy's own fault go here (the error log) before a 500 is sent. */
+  reportInternalError: (error: unknown, requestId: string) => void;
 }
 
 /** The server's entry: the proxy paths go straight to their handler, everything else to Hono. */
@@ -49,7 +49,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
     limits: deps.bodyLimits,
     isStopping: deps.isStopping,
     proxyApiKeys: deps.proxyApiKeys,
-    reportInternalError: deps.reportInternalError ?? defaultReport,
+    reportInternalError: deps.reportInternalError,
     clientAddress: (request) => server?.requestIP(request)?.address,
   });
   return function handle(request, bunServer) {
@@ -64,7 +64,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
   };
 }
 
-export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, now = Date.now, reportInternalError = defaultReport }: AppDeps): Hono<AppEnv> {
+export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, now = Date.now, reportInternalError }: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async function requestId(c, next) {
@@ -100,8 +100,4 @@ export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, 
   });
 
   return app;
-}
-
-function defaultReport(error: unknown, requestId: string): void {
-  console.error(`[${requestId}] internal error:`, error);
 }

@@ -35,7 +35,15 @@ export interface EventBus {
   emit<K extends ProxyEventName>(name: K, event: ProxyEventMap[K]): void;
 }
 
-export function createEventBus(): EventBus {
+export interface EventBusOptions {
+  /**
+   * Where a failing listener is reported (the server hands it to the error log). The bus itself
+   * never prints: every line the proxy writes goes through its loggers.
+   */
+  onListenerError?: (name: ProxyEventName, error: unknown) => void;
+}
+
+export function createEventBus({ onListenerError }: EventBusOptions = {}): EventBus {
   const listeners = new Map<ProxyEventName, Set<(event: never) => void>>();
   return {
     on(name, listener) {
@@ -52,7 +60,7 @@ export function createEventBus(): EventBus {
           (listener as Listener<typeof name>)(event);
         } catch (error) {
           // A broken subscriber must not break a request.
-          console.error(`event listener for ${name} failed:`, error);
+          onListenerError?.(name, error);
         }
       }
     },

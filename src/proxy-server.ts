@@ -63,7 +63,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     };
   }
   const now = overrides.now ?? Date.now;
-  const events = overrides.events ?? createEventBus();
+  // The logging subscribes to the bus, so it starts later; a listener can only fail once it has.
+  const events = overrides.events ?? createEventBus({ onListenerError: (name, error) => logging.internalError(error, { event: name }) });
   const store = overrides.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
   const loaded = await store.load();
   if (!loaded.ok) return { ok: false, message: `${loaded.message}; the file was left untouched` };
