@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { processIO } from "./io.ts";
+import { clientCommandFlags, runClientCommand } from "./client-commands.ts";
 import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, removeKeyCommand, type KeyCommandContext } from "./key-commands.ts";
 import { serve } from "./serve.ts";
 import { commandHelp, usage, version } from "./usage.ts";
@@ -52,6 +53,13 @@ const commands: Record<string, CommandSpec> = {
   "remove-key": { flags: {}, positional: [1, 1], run: (config, args) => removeKeyCommand(keyContext(config), args.positional[0] as string) },
   "enable-key": { flags: {}, positional: [1, 1], run: (config, args) => enableKeyCommand(keyContext(config), args.positional[0] as string) },
   "check-keys": { flags: { "--json": "switch" }, positional: [0, 0], run: (config, args) => checkKeysCommand(keyContext(config), { json: args.flags.has("--json") }) },
+  // add-client, list-clients, set-client, remove-client, rotate-client (client-commands.ts)
+  ...Object.fromEntries(
+    Object.entries(clientCommandFlags).map(([name, flags]): [string, CommandSpec] => [
+      name,
+      { flags, positional: name === "list-clients" ? [0, 0] : [1, 1], run: (config, args) => runClientCommand(name, { config, io }, args.positional, args.flags) },
+    ]),
+  ),
 };
 
 const globalFlags: Record<string, FlagKind> = { "--help": "switch", "-h": "switch", "--version": "switch", "-v": "switch" };

@@ -30,6 +30,32 @@ Re-enables the key with that id: clears its disabled mark, failure count and coo
 
 Asks the upstream (GET /key) about every key: limit left, usage, free tier, rate limit. Keys the
 upstream rejects are disabled (exit status 1 when there were any).`,
+  "add-client": `Usage: openrouter-proxy add-client NAME [--models PATTERNS] [--rpm N] [--rpd N] [--tpm N]
+                                    [--usd-per-day X] [--usd-per-month X] [--expires ISO-DATE]
+
+Adds a client and prints its new key (sk-orp-…) once, alone on standard output; only its SHA-256
+is stored in KEYS_FILE. Once any client exists, /v1 and /api/v1 need a client key (or one of
+PROXY_API_KEYS, which stays unlimited).
+  --models PATTERNS    comma-separated globs the client may use, e.g. openai/*,*:free (403 model_not_allowed otherwise)
+  --rpm N, --rpd N     requests per minute (fixed UTC clock minutes) and per UTC day (429 client_rate_limited)
+  --tpm N              tokens per minute, from the answers' usage (429 client_rate_limited)
+  --usd-per-day X, --usd-per-month X
+                       spend from the answers' usage.cost per UTC day / month (429 client_budget_exceeded)
+  --expires ISO-DATE   the key stops working then (a bare date: 00:00 UTC that day)`,
+  "set-client": `Usage: openrouter-proxy set-client NAME [--models PATTERNS] [--rpm N] … [--no-models] [--no-rpm] …
+
+Changes a client's settings; the flags are add-client's. --no-models, --no-rpm, --no-rpd, --no-tpm,
+--no-usd-per-day, --no-usd-per-month and --no-expires lift one. Its key and counters stay.`,
+  "list-clients": `Usage: openrouter-proxy list-clients [--json]
+
+Lists the clients: key hint, models, and requests, tokens and cost this minute, today and this
+month (UTC) against each limit, as the server last saved them; a limited client shows when it comes back.`,
+  "remove-client": `Usage: openrouter-proxy remove-client NAME
+
+Removes the client: its key stops working (401 invalid_api_key).`,
+  "rotate-client": `Usage: openrouter-proxy rotate-client NAME
+
+Gives the client a new key, printed once; the old key stops working. Limits and counters stay.`,
 };
 
 export function usage(): string {
@@ -42,6 +68,12 @@ Usage:
   openrouter-proxy remove-key ID
   openrouter-proxy enable-key ID
   openrouter-proxy check-keys [--json]
+  openrouter-proxy add-client NAME [--models PATTERNS] [--rpm N] [--rpd N] [--tpm N]
+                   [--usd-per-day X] [--usd-per-month X] [--expires ISO-DATE]
+  openrouter-proxy list-clients [--json]
+  openrouter-proxy set-client NAME [same flags as add-client] [--no-rpm …]
+  openrouter-proxy remove-client NAME
+  openrouter-proxy rotate-client NAME
   openrouter-proxy help [command]                        show help for a command
   openrouter-proxy --version                             print the version
 

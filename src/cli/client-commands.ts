@@ -1,0 +1,197 @@
+/**
+ * The client subcommands: add-client, list-clients, set-client, remove-client, rotate-client.
+ * Like the key commands they change the keys file through the store, under its lock, so a server
+ * on the same KEYS_FILE adopts the change within a poll. A new key is printed once, alone on
+ * standard output (so `KEY=$(openrouter-proxy add-client bob)` works); everything else goes to
+ * standard error. Exit codes: 0 done, 1 the operation failed, 2 bad usage.
+ */
+import type { Config } from "../config.ts";
+import { createJsonFileStore } from "../keys/json-file-store.ts";
+import type { KeyStore } from "../keys/key-store.ts";
+import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type Clients } from "../clients/client-admin.ts";
+import { newClientKey } from "../clients/client-key.ts";
+import { clientsFromDocument, documentWithClients } from "../clients/client-schema.ts";
+import { clientSettingNames, flagOf, parseClientSettings, type ClientSettings } from "../clients/client-settings.ts";
+import { clientRow, clientTableHeader, viewClient } from "../clients/client-view.ts";
+import type { CommandIO } from "./io.ts";
+
+export interface ClientCommandContext {
+  config: Config;
+  io: CommandIO;
+  store?: KeyStore;
+  now?: () => number;
+}
+
+type FlagKind = "value" | "switch";
+
+const numericSettings = new Set(["rpm", "rpd", "tpm", "usdPerDay", "usdPerMonth"]);
+
+/** `--models`, `--rpm`, … take a value; `--no-models`, `--no-rpm`, … lift the setting. */
+const settingFlags: Record<string, FlagKind> = Object.fromEntries(
+  clientSettingNames.flatMap((name) => [
+    [flagOf(name), "value"],
+    [`--no-${flagOf(name).slice(2)}`, "switch"],
+  ]),
+);
+
+export const clientCommandFlags: Record<string, Record<string, FlagKind>> = {
+  "add-client": Object.fromEntries(Object.entries(settingFlags).filter(([flag]) => !flag.startsWith("--no-"))),
+  "set-client": settingFlags,
+  "list-clients": { "--json": "switch" },
+  "remove-client": {},
+  "rotate-client": {},
+};
+
+export type ClientCommandName = keyof typeof clientCommandFlags;
+
+/** Runs one client command; `positional` has been checked to hold NAME (none for list-clients). */
+export function runClientCommand(command: string, context: ClientCommandContext, positional: string[], flags: ReadonlyMap<string, string | true>): Promise<number> {
+  const name = positional[0] ?? "";
+  switch (command) {
+    case "add-client":
+      return addClientCommand(context, name, flags);
+    case "set-client":
+      return setClientCommand(context, name, flags);
+    case "list-clients":
+      return listClientsCommand(context, { json: flags.has("--json") });
+    case "remove-client":
+      return editCommand(context, "remove-client", (clients) => removeClient(clients, name), (edit) => `removed client ${edit.client.name}: its key stops working`);
+    case "rotate-client":
+      return rotateClientCommand(context, name);
+    default:
+      context.io.err(`unknown client command ${command}`);
+      return Promise.resolve(2);
+  }
+}
+
+/** The flags as settings; `undefined` (after an error message) when a value is not acceptable. */
+function settingsFromFlags(io: CommandIO, command: string, flags: ReadonlyMap<string, string | true>): ClientSettings | undefined {
+  const input: Record<string, unknown> = {};
+  for (const name of clientSettingNames) {
+    const flag = flagOf(name);
+    const lift = `--no-${flag.slice(2)}`;
+    const value = flags.get(flag);
+    if (typeof value === "string" && flags.has(lift)) {
+      io.err(`${command}: ${flag} and ${lift} contradict each other: give one`);
+      return undefined;
+    }
+    if (flags.has(lift)) input[name] = null;
+    else if (typeof value === "string") input[name] = numericSettings.has(name) && /^\d+(?:\.\d+)?$/.test(value.trim()) ? Number(value) : value;
+  }
+  const parsed = parseClientSettings(input);
+  if (!parsed.ok) {
+    io.err(`${command}: ${flagOf(parsed.field)}: ${parsed.message}`);
+    return undefined;
+  }
+  return parsed.settings;
+}
+
+function describeSettings(settings: ClientSettings): string {
+  const parts: string[] = [];
+  if (settings.models) parts.push(`models ${settings.models.join(",")}`);
+  if (settings.rpm) parts.push(`${settings.rpm} requests/minute`);
+  if (settings.rpd) parts.push(`${settings.rpd} requests/day`);
+  if (settings.tpm) parts.push(`${settings.tpm} tokens/minute`);
+  if (settings.usdPerDay) parts.push(`$${settings.usdPerDay}/day`);
+  if (settings.usdPerMonth) parts.push(`$${settings.usdPerMonth}/month`);
+  if (settings.expires) parts.push(`expires ${new Date(settings.expires).toISOString()}`);
+  return parts.length === 0 ? "no limits" : parts.join(", ");
+}
+
+async function addClientCommand(context: ClientCommandContext, name: string, flags: ReadonlyMap<string, string | true>): Promise<number> {
+  const settings = settingsFromFlags(context.io, "add-client", flags);
+  if (!settings) return 2;
+  const key = newClientKey();
+  const now = context.now ?? Date.now;
+  const code = await editCommand(
+    context,
+    "add-client",
+    (clients) => addClient(clients, name, settings, key, now()),
+    (edit) => `added client ${edit.client.name} (${describeSettings(settings)}). Its key follows, shown this once: only its SHA-256 is kept.`,
+  );
+  if (code === 0) context.io.out(key);
+  return code;
+}
+
+async function setClientCommand(context: ClientCommandContext, name: string, flags: ReadonlyMap<string, string | true>): Promise<number> {
+  const settings = settingsFromFlags(context.io, "set-client", flags);
+  if (!settings) return 2;
+  if (Object.values(settings).every((value) => value === undefined)) {
+    context.io.err(`set-client: nothing to change: give at least one of ${Object.keys(settingFlags).join(" ")}`);
+    return 2;
+  }
+  return editCommand(context, "set-client", (clients) => setClient(clients, name, settings), (edit) => `changed client ${edit.client.name}: ${describeSettings(settings)}${liftedOf(settings)}`);
+}
+
+function liftedOf(settings: ClientSettings): string {
+  const lifted = clientSettingNames.filter((name) => settings[name] === null).map(flagOf);
+  return lifted.length === 0 ? "" : `; lifted ${lifted.join(" ")}`;
+}
+
+async function rotateClientCommand(context: ClientCommandContext, name: string): Promise<number> {
+  const key = newClientKey();
+  const code = await editCommand(
+    context,
+    "rotate-client",
+    (clients) => rotateClient(clients, name, key),
+    (edit) => `rotated the key of client ${edit.client.name}: the old key stops working. The new key follows, shown this once.`,
+  );
+  if (code === 0) context.io.out(key);
+  return code;
+}
+
+/** Runs `change` on the clients in the keys file, under the store's lock; prints the outcome. */
+async function editCommand(context: ClientCommandContext, command: string, change: (clients: Clients) => ClientEdit, done: (edit: Extract<ClientEdit, { ok: true }>) => string): Promise<number> {
+  const now = context.now ?? Date.now;
+  const store = context.store ?? createJsonFileStore({ path: context.config.KEYS_FILE });
+  let outcome: ClientEdit | { ok: false; code: "file"; message: string } | undefined;
+  const result = await store.update((doc) => {
+    const loaded = clientsFromDocument(doc, now());
+    if (!loaded.ok) {
+      outcome = { ok: false, code: "file", message: `${context.config.KEYS_FILE}: ${loaded.message}` };
+      return doc;
+    }
+    outcome = change(loaded.clients);
+    return outcome.ok ? documentWithClients(doc, outcome.clients) : doc;
+  });
+  if (!result.ok) {
+    context.io.err(`${command}: ${result.message}; nothing was changed`);
+    return 1;
+  }
+  if (!outcome?.ok) {
+    context.io.err(`${command}: ${outcome?.message ?? "nothing was changed"}`);
+    return outcome?.code === "invalid_client_name" ? 2 : 1;
+  }
+  context.io.err(done(outcome));
+  return 0;
+}
+
+/** `list-clients [--json]`: limits and use, as the server last saved them. */
+export async function listClientsCommand(context: ClientCommandContext, { json }: { json: boolean }): Promise<number> {
+  const now = (context.now ?? Date.now)();
+  const loaded = await (context.store ?? createJsonFileStore({ path: context.config.KEYS_FILE })).load();
+  if (!loaded.ok) {
+    context.io.err(`list-clients: ${loaded.message}`);
+    return 1;
+  }
+  const clients = clientsFromDocument(loaded.doc, now);
+  if (!clients.ok) {
+    context.io.err(`list-clients: ${context.config.KEYS_FILE}: ${clients.message}`);
+    return 1;
+  }
+  const views = [...clients.clients.values()].map((client) => viewClient(client, now));
+  if (json) {
+    context.io.out(JSON.stringify({ clients: views }, null, 2));
+    return 0;
+  }
+  if (views.length === 0) {
+    context.io.out(`no clients in ${context.config.KEYS_FILE}: add one with \`openrouter-proxy add-client NAME\``);
+    return 0;
+  }
+  const rows = views.map(clientRow);
+  const widths = clientTableHeader.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)));
+  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join("  ").trimEnd();
+  context.io.out(line(clientTableHeader));
+  for (const row of rows) context.io.out(line(row));
+  return 0;
+}
