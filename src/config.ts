@@ -6,7 +6,7 @@
  * the only place that exits, can print one line naming the variable, the value and the rule.
  */
 import { z } from "zod";
-import { displayUrl } from "./redact.ts";
+import { displayUrl } from "./domain/redact.ts";
 
 const seconds = (min: number, max: number) => z.coerce.number().min(min).max(max);
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);

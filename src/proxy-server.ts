@@ -3,19 +3,19 @@
  * forwarder, the app and the HTTP server. `serve` uses it, and so do the tests (with a fake
  * upstream, an injected clock or sleep), so both run the same wiring.
  */
-import { createHttpHandler } from "./app.ts";
-import { startLogging, type Logging } from "./log/loggers.ts";
+import { createHttpHandler } from "./http/app.ts";
+import { startLogging, type Logging } from "./observe/log/loggers.ts";
 import { createMetrics } from "./observe/metrics.ts";
 import { createUsageLedger, type UsageLedger } from "./observe/usage-ledger.ts";
 import type { Config } from "./config.ts";
-import { createEventBus, type EventBus } from "./events.ts";
+import { createEventBus, type EventBus } from "./observe/events.ts";
 import { discoverAccounts } from "./keys/account-discovery.ts";
 import { createJsonFileStore } from "./keys/json-file-store.ts";
 import { createKeyPool, type KeyPool } from "./keys/key-pool.ts";
 import type { KeyStore } from "./keys/key-store.ts";
 import { startKeySync, type KeySync } from "./keys/key-sync.ts";
-import { startHttpServer, stopGracefully, type HttpServer } from "./server.ts";
-import { isLoopbackHost } from "./routes/client-auth.ts";
+import { startHttpServer, stopGracefully, type HttpServer } from "./http/server.ts";
+import { isLoopbackHost } from "./http/client-auth.ts";
 import { abortableSleep, createForwarder } from "./upstream/forward.ts";
 import { checkKey } from "./upstream/key-info.ts";
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { LineBuffer } from "../src/log/line-buffer.ts";
+import { LineBuffer } from "../src/observe/log/line-buffer.ts";
 
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 

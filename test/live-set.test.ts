@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { LiveSet } from "../src/live-set.ts";
+import { LiveSet } from "../src/domain/live-set.ts";
 
 describe("live set", () => {
   test("items added and removed in any order leave exactly the ones still in, each knowing its place", () => {

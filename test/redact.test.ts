@@ -1,7 +1,7 @@
 /** The secret scrubber and the URL redaction, on their own: every way a key can be cut across chunks. */
 import { describe, expect, test } from "bun:test";
 import { maskKey } from "../src/domain/key-identity.ts";
-import { displayUrl, SecretScrubber, urlCredentialsRedactor } from "../src/redact.ts";
+import { displayUrl, SecretScrubber, urlCredentialsRedactor } from "../src/domain/redact.ts";
 import { testKeys } from "./helpers/test-proxy.ts";
 
 const key = testKeys[0] as string;

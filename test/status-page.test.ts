@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { keyIdOf, maskKey } from "../src/domain/key-identity.ts";
-import { statusPageHtml } from "../src/routes/status-page.ts";
+import { statusPageHtml } from "../src/http/status-page.ts";
 import { chromiumPath, launchChromium, type Browser } from "./helpers/chromium.ts";
 import { errorReply, startFakeOpenRouter, type FakeOpenRouter, type FakeRequest } from "./helpers/fake-openrouter.ts";
 import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";

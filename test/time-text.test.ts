@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { isoTime, utcDay } from "../src/time-text.ts";
+import { isoTime, utcDay } from "../src/domain/time-text.ts";
 
 describe("time text", () => {
   test("isoTime says what Date#toISOString says, across seconds, days, fractions and years", () => {

@@ -1,7 +1,7 @@
 /** `serve`: start the proxy and run until SIGINT/SIGTERM. */
 import type { Config } from "../config.ts";
 import { startProxy } from "../proxy-server.ts";
-import { displayUrl } from "../redact.ts";
+import { displayUrl } from "../domain/redact.ts";
 import type { CommandIO } from "./io.ts";
 import { version } from "./usage.ts";
 

@@ -5,7 +5,7 @@
  *
  * Keys whose account is unknown count as an account of their own (`key:<key id>`).
  */
-import { utcDay } from "../time-text.ts";
+import { utcDay } from "../domain/time-text.ts";
 import { z } from "zod";
 
 export type ModelClass = "free" | "paid";

@@ -4,7 +4,7 @@
  * something changed (`onChange`) and writes later, coalesced.
  */
 import type { Rotation } from "../config.ts";
-import type { EventBus } from "../events.ts";
+import type { EventBus } from "../observe/events.ts";
 import type { Outcome, ResetSource } from "../upstream/policy.ts";
 import { accountIdOf, classOfModel, nextUtcMidnight, utcDayOf, type AccountRest, type AccountState, type ModelClass } from "./account-state.ts";
 import { viewAccounts, type AccountView } from "./key-view.ts";

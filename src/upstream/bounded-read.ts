@@ -4,7 +4,7 @@
  * and then relayed as it arrives. One upstream answer can be gigabytes; the proxy's memory per
  * answer stays bounded by these limits.
  */
-import type { ChunkReader } from "../redact.ts";
+import type { ChunkReader } from "../domain/redact.ts";
 import type { SilenceWatch } from "./silence-watch.ts";
 
 /** A successful answer up to this size is read whole before it is sent (JSON and error checks). */

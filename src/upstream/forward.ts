@@ -4,10 +4,10 @@
  * response is handed to the client: before it the proxy may still retry; after it, the bytes pass
  * untouched and nothing is replayed.
  */
-import { ProxyError } from "../errors.ts";
-import { displayUrl, redactBytes, redactHeaders, redactSecret, ScrubbedReader, urlCredentialsRedactor, type ChunkReader, type ReadResult } from "../redact.ts";
-import { LiveSet, type Slotted } from "../live-set.ts";
-import type { EventBus } from "../events.ts";
+import { ProxyError } from "../domain/errors.ts";
+import { displayUrl, redactBytes, redactHeaders, redactSecret, ScrubbedReader, urlCredentialsRedactor, type ChunkReader, type ReadResult } from "../domain/redact.ts";
+import { LiveSet, type Slotted } from "../domain/live-set.ts";
+import type { EventBus } from "../observe/events.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { classify, readErrorBody, type ErrorBodyFacts, type Outcome } from "./policy.ts";

@@ -4,7 +4,7 @@
  * See ../shared/openrouter-api.md ("Endpoints": GET /key).
  */
 import { z } from "zod";
-import { displayUrl, redactSecret, urlCredentialsRedactor } from "../redact.ts";
+import { displayUrl, redactSecret, urlCredentialsRedactor } from "../domain/redact.ts";
 import { boundedText } from "./bounded-read.ts";
 
 const KEY_INFO_LIMIT = 64 * 1024;

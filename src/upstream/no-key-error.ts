@@ -1,5 +1,5 @@
 /** The proxy's own answers when no key can take a request: each says why and what to do. */
-import { ProxyError } from "../errors.ts";
+import { ProxyError } from "../domain/errors.ts";
 import type { AcquireResult } from "../keys/key-pool.ts";
 
 export function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: number, lastRateLimitMessage?: string): ProxyError {

@@ -5,7 +5,7 @@
  * for longer than the idle limit, and the end of the body (for the request's bookkeeping).
  */
 
-import type { ChunkReader, ReadResult } from "../redact.ts";
+import type { ChunkReader, ReadResult } from "../domain/redact.ts";
 import type { SilenceWatch } from "./silence-watch.ts";
 import type { UsageTap } from "./usage-tap.ts";
 

@@ -4,7 +4,7 @@
  * costs more than the check itself. Entries are looked at every `limit / 8` (10 ms to 1 s), so a
  * limit fires at most an eighth late.
  */
-import { LiveSet, type Slotted } from "../live-set.ts";
+import { LiveSet, type Slotted } from "../domain/live-set.ts";
 
 export interface SilenceWatch {
   /** Records activity: the silence starts again from now. */

@@ -7,7 +7,7 @@
  *
  * Only the events before the commit point are parsed; after it, no chunk is looked at here.
  */
-import type { ChunkReader, ReadResult } from "../redact.ts";
+import type { ChunkReader, ReadResult } from "../domain/redact.ts";
 import type { SilenceWatch } from "./silence-watch.ts";
 import type { ErrorBodyFacts } from "./policy.ts";
 import { readErrorBody } from "./policy.ts";

@@ -3,7 +3,7 @@
  * (MAX_BODY_BYTES) and in time (BODY_TIMEOUT_SECONDS, so a client sending a byte a second cannot
  * hold a connection forever), JSON, and an object. The bytes are kept exactly as they came.
  */
-import { ProxyError } from "../errors.ts";
+import { ProxyError } from "../domain/errors.ts";
 import { createSilenceWatcher } from "../upstream/silence-watch.ts";
 
 export interface BodyLimits {

@@ -6,7 +6,7 @@
  * Hono route: routing, context and middleware objects cost more per request than everything the
  * proxy itself does (measured with bench/; see the README's Performance section).
  */
-import { ProxyError, renderError } from "../errors.ts";
+import { ProxyError, renderError } from "../domain/errors.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
 import { carriesOneOf } from "./bearer.ts";
 import { readCheckedBody, type BodyLimits } from "./request-body.ts";

@@ -4,7 +4,7 @@
  * `user:pass@`. Everything the proxy relays, stores or prints passes through one of these first.
  * The masked form is the one people already see in `list-keys` (keys/key-identity.ts).
  */
-import { maskKey } from "./domain/key-identity.ts";
+import { maskKey } from "./key-identity.ts";
 
 /** `text` with every occurrence of `secret` replaced by its masked form. */
 export function redactSecret(text: string, secret: string): string {

@@ -3,21 +3,21 @@
  * Built from its dependencies; importing this module starts nothing.
  */
 import { Hono } from "hono";
-import { ProxyError, renderError } from "./errors.ts";
-import type { KeyPool } from "./keys/key-pool.ts";
-import type { KeyStore } from "./keys/key-store.ts";
-import type { Metrics } from "./observe/metrics.ts";
-import type { UsageLedger } from "./observe/usage-ledger.ts";
-import { adminRoutes } from "./routes/admin.ts";
-import { requireAdminToken } from "./routes/admin-auth.ts";
-import { metricsHandler, statusPage, statusRoutes } from "./routes/status.ts";
-import { healthHandler, readinessHandler } from "./routes/health.ts";
-import { createProxyHandler, isProxyPath } from "./routes/proxy.ts";
-import type { BodyLimits } from "./routes/request-body.ts";
-import type { AppEnv } from "./routes/app-env.ts";
-import { requestIdFor } from "./routes/request-id.ts";
-import type { ProxyRequest } from "./upstream/forward.ts";
-import type { KeyCheck } from "./upstream/key-info.ts";
+import { ProxyError, renderError } from "../domain/errors.ts";
+import type { KeyPool } from "../keys/key-pool.ts";
+import type { KeyStore } from "../keys/key-store.ts";
+import type { Metrics } from "../observe/metrics.ts";
+import type { UsageLedger } from "../observe/usage-ledger.ts";
+import { adminRoutes } from "./admin.ts";
+import { requireAdminToken } from "./admin-auth.ts";
+import { metricsHandler, statusPage, statusRoutes } from "./status.ts";
+import { healthHandler, readinessHandler } from "./health.ts";
+import { createProxyHandler, isProxyPath } from "./proxy.ts";
+import type { BodyLimits } from "./request-body.ts";
+import type { AppEnv } from "./app-env.ts";
+import { requestIdFor } from "./request-id.ts";
+import type { ProxyRequest } from "../upstream/forward.ts";
+import type { KeyCheck } from "../upstream/key-info.ts";
 
 
 export interface AppDeps {

@@ -1,7 +1,7 @@
 /** The admin token check shared by every admin route and /metrics. */
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "./app-env.ts";
-import { ProxyError } from "../errors.ts";
+import { ProxyError } from "../domain/errors.ts";
 import { carriesOneOf } from "./bearer.ts";
 
 /** Unset token: the route answers 404 saying how to turn it on. */

@@ -16,7 +16,7 @@
  */
 import { appendFile, mkdir, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { utcDay } from "../time-text.ts";
+import { utcDay } from "../../domain/time-text.ts";
 import { LineBuffer } from "./line-buffer.ts";
 
 export interface DailyAppenderOptions {

@@ -4,7 +4,7 @@
  */
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "./app-env.ts";
-import { ProxyError } from "../errors.ts";
+import { ProxyError } from "../domain/errors.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { parseSince, type UsageLedger } from "../observe/usage-ledger.ts";
 import { requireAdminToken } from "./admin-auth.ts";

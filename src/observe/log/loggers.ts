@@ -6,8 +6,8 @@
  * Nothing here ever sees a key (events carry ids) or a client's Authorization header.
  */
 import type { EventBus, ProxyEventMap } from "../events.ts";
-import type { RequestRecord } from "../upstream/request-record.ts";
-import { isoTime } from "../time-text.ts";
+import type { RequestRecord } from "../../upstream/request-record.ts";
+import { isoTime } from "../../domain/time-text.ts";
 import { createDailyAppender, type DailyAppender } from "./daily-appender.ts";
 import { LineBuffer } from "./line-buffer.ts";
 

@@ -5,7 +5,7 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "./app-env.ts";
-import { ProxyError } from "../errors.ts";
+import { ProxyError } from "../domain/errors.ts";
 import { addKey, enableKey, removeKey, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf } from "../domain/key-identity.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
