@@ -118,8 +118,8 @@ describe("log files", () => {
     const script = join(dir, "log-in-kiritimati.ts");
     await writeFile(
       script,
-      `import { createEventBus } from ${JSON.stringify(join(import.meta.dir, "..", "src", "events.ts"))};
-import { startLogging } from ${JSON.stringify(join(import.meta.dir, "..", "src", "log", "loggers.ts"))};
+      `import { createEventBus } from ${JSON.stringify(join(import.meta.dir, "..", "src", "observe", "events.ts"))};
+import { startLogging } from ${JSON.stringify(join(import.meta.dir, "..", "src", "observe", "log", "loggers.ts"))};
 if (new Date(Date.parse("2026-11-25T23:30:00Z")).getDate() !== 26) throw new Error("TZ was not applied");
 const events = createEventBus();
 const logging = startLogging({ dir: ${JSON.stringify(join(dir, "logs"))}, retentionDays: 14, level: "error", events, now: () => Date.parse("2026-11-25T23:30:00Z") });
