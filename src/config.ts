@@ -58,6 +58,23 @@ const settings = {
   LOG_RETENTION_DAYS: { schema: integer(1, 3650).default(14), allowed: "an integer number of days from 1 to 3650" },
   LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error"]).default("info"), allowed: "one of debug, info, warn, error" },
   LOG_BODIES: { schema: boolean.default(false), allowed: "true or false" },
+  // Several instances (issue 14). The URL may carry a password: messages show it as displayUrl does.
+  REDIS_URL: {
+    schema: z
+      .url({ protocol: /^(rediss?|redis\+unix)$/ })
+      .refine((raw) => (raw.startsWith("redis+unix:") ? new URL(raw).pathname.length > 1 : new URL(raw).hostname !== ""), "a host (or a socket path)")
+      .optional(),
+    allowed: "a redis://host:port, rediss://host:port or redis+unix:///path/to/socket URL (unset: no Redis)",
+  },
+  REDIS_PREFIX: { schema: z.string().regex(/^[^\s]{1,64}$/).default("orp:"), allowed: "1 to 64 characters without spaces, e.g. orp:" },
+  KEYS_ENCRYPTION_KEY: {
+    schema: z
+      .string()
+      .refine((raw) => /^[A-Za-z0-9+/_-]{42,43}={0,2}$/.test(raw) && Buffer.from(raw, "base64").byteLength === 32)
+      .optional(),
+    allowed: "32 bytes in base64 (make one with: openssl rand -base64 32)",
+    secret: true,
+  },
 } as const;
 
 type Settings = typeof settings;
@@ -89,7 +106,7 @@ export function loadConfig(env: EnvInput): ConfigResult {
   const setting: { allowed: string; secret?: boolean } | undefined = settings[name];
   const allowed = setting?.allowed ?? issue?.message ?? "a valid value";
   // A secret's value is never echoed, not even a wrong one: it may be a real token.
-  const shown = setting?.secret ? "(hidden)" : JSON.stringify(name === "OPENROUTER_BASE_URL" ? displayUrl(input[name] ?? "") : (input[name] ?? ""));
+  const shown = setting?.secret ? "(hidden)" : JSON.stringify(name === "OPENROUTER_BASE_URL" || name === "REDIS_URL" ? displayUrl(input[name] ?? "") : (input[name] ?? ""));
   return { ok: false, message: `invalid ${name}=${shown}: expected ${allowed}` };
 }
 

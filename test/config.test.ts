@@ -25,6 +25,9 @@ describe("defaults", () => {
     ["LOG_RETENTION_DAYS", 14],
     ["LOG_LEVEL", "info"],
     ["LOG_BODIES", false],
+    ["REDIS_URL", undefined],
+    ["REDIS_PREFIX", "orp:"],
+    ["KEYS_ENCRYPTION_KEY", undefined],
   ];
 
   test.each(defaults)("%s defaults to %p", (name, value) => {
@@ -88,6 +91,7 @@ describe("good values", () => {
         LOG_RETENTION_DAYS: 14,
         LOG_LEVEL: "info",
         LOG_BODIES: false,
+        REDIS_PREFIX: "orp:",
       },
     });
   });
@@ -95,6 +99,19 @@ describe("good values", () => {
   test("a trailing slash on OPENROUTER_BASE_URL is dropped, so paths join cleanly", () => {
     const result = loadConfig({ OPENROUTER_BASE_URL: "https://openrouter.ai/api/v1/" });
     expect(result.ok && result.config.OPENROUTER_BASE_URL).toBe("https://openrouter.ai/api/v1");
+  });
+
+  test.each(["redis://127.0.0.1:6379", "rediss://user:pass@redis.internal:6380/2", "redis+unix:///run/redis/redis.sock"])("REDIS_URL=%s is accepted", (url) => {
+    const result = loadConfig({ REDIS_URL: url });
+    expect(result.ok && result.config.REDIS_URL).toBe(url);
+  });
+
+  test("REDIS_PREFIX defaults to orp: and KEYS_ENCRYPTION_KEY takes 32 bytes in base64", () => {
+    const key = Buffer.alloc(32, 3).toString("base64");
+    const result = loadConfig({ REDIS_PREFIX: "team-a:", KEYS_ENCRYPTION_KEY: key });
+    expect(result.ok && [result.config.REDIS_PREFIX, result.config.KEYS_ENCRYPTION_KEY]).toEqual(["team-a:", key]);
+    expect(defaultConfig().REDIS_PREFIX).toBe("orp:");
+    expect(defaultConfig().REDIS_URL).toBeUndefined();
   });
 
   test.each(["sticky", "round-robin", "least-recently-used"])("ROTATION=%s is accepted", (rotation) => {
@@ -139,6 +156,9 @@ describe("bad values", () => {
     ["LOG_RETENTION_DAYS", "0", "an integer number of days from 1 to 3650"],
     ["LOG_LEVEL", "verbose", "one of debug, info, warn, error"],
     ["LOG_BODIES", "sometimes", "true or false"],
+    ["REDIS_URL", "http://127.0.0.1:6379", "a redis://host:port, rediss://host:port or redis+unix:///path/to/socket URL (unset: no Redis)"],
+    ["REDIS_URL", "redis://", "a redis://host:port, rediss://host:port or redis+unix:///path/to/socket URL (unset: no Redis)"],
+    ["REDIS_PREFIX", "has space", "1 to 64 characters without spaces, e.g. orp:"],
   ];
 
   test.each(cases)("%s=%p is refused in one line naming the variable, the value and what is allowed", (name, value, allowed) => {
@@ -152,10 +172,18 @@ describe("bad values", () => {
     ["ADMIN_TOKEN", "has a space in it", "a token of at least 8 characters without spaces (unset: the admin API is off)"],
     ["PROXY_API_KEYS", " , ,", "a comma-separated list of keys without spaces"],
     ["PROXY_API_KEYS", "good-key,bad key", "a comma-separated list of keys without spaces"],
+    ["KEYS_ENCRYPTION_KEY", Buffer.alloc(16, 5).toString("base64"), "32 bytes in base64 (make one with: openssl rand -base64 32)"],
+    ["KEYS_ENCRYPTION_KEY", "not-base64-but-long-enough-to-look-like-a-key!!", "32 bytes in base64 (make one with: openssl rand -base64 32)"],
   ])("a bad secret %s is refused without echoing its value", (name, value, allowed) => {
     const result = loadConfig({ [name]: value });
     if (result.ok) throw new Error(`${name} was accepted`);
     expect(result.message).toBe(`invalid ${name}=(hidden): expected ${allowed}`);
+  });
+
+  test("a REDIS_URL refused for its form never shows its password", () => {
+    const result = loadConfig({ REDIS_URL: "http://admin:hunter2-redis-password@10.0.0.5:6379" });
+    expect(result).toEqual({ ok: false, message: expect.stringContaining('REDIS_URL="http://***@10.0.0.5:6379"') });
+    expect(JSON.stringify(result)).not.toContain("hunter2");
   });
 
   test("PROXY_API_KEYS is a comma-separated list, spaces around the commas ignored", () => {
