@@ -16,6 +16,7 @@ import { createProxyHandler, isProxyPath } from "./proxy.ts";
 import type { BodyLimits } from "./request-body.ts";
 import type { AppEnv } from "./app-env.ts";
 import { requestIdFor } from "./request-id.ts";
+import { requestTarget } from "./request-path.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
 import type { KeyCheck } from "../upstream/key-info.ts";
 
@@ -54,13 +55,10 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
   });
   return function handle(request, bunServer) {
     server ??= bunServer;
-    // The path without parsing a URL object: after "://host", up to "?".
-    const url = request.url;
-    const start = url.indexOf("/", url.indexOf("//") + 2);
-    const queryAt = url.indexOf("?", start);
-    const path = start === -1 ? "/" : url.slice(start, queryAt === -1 ? undefined : queryAt);
+    const { path, absoluteUrl } = requestTarget(request.url);
     if (isProxyPath(path)) return proxy(request, path);
-    return app.fetch(request, bunServer);
+    // Hono reads the path from an absolute URL: give it one when Bun did not.
+    return app.fetch(absoluteUrl === undefined ? request : new Request(absoluteUrl, request), bunServer);
   };
 }
 

@@ -9,6 +9,7 @@
 import { ProxyError, renderError } from "../domain/errors.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
 import { carriesOneOf } from "./bearer.ts";
+import { isPrivateEndpoint, PRIVATE_ENDPOINTS } from "./private-endpoints.ts";
 import { readCheckedBody, type BodyLimits } from "./request-body.ts";
 import { requestIdFor } from "./request-id.ts";
 
@@ -60,6 +61,14 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
           headers: { allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" },
         });
       }
+      // `/v1/chat/completions` and `/api/v1/chat/completions` → `/chat/completions`
+      const apiPath = path.slice(path.indexOf("/v1/") + 3);
+      if (isPrivateEndpoint(apiPath)) {
+        throw new ProxyError(403, `${path.slice(0, 200)} is an account or management endpoint: the proxy never calls it with a pool key (private: ${PRIVATE_ENDPOINTS.join(", ")} and below)`, {
+          type: "invalid_request_error",
+          code: "endpoint_not_allowed",
+        });
+      }
       if (requireKey && !carriesOneOf(raw.headers, proxyApiKeys)) {
         throw new ProxyError(401, "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS>", {
           type: "authentication_error",
@@ -73,8 +82,7 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
       response = await forward({
         requestId,
         method: raw.method,
-        // `/v1/chat/completions` and `/api/v1/chat/completions` → `/chat/completions`
-        path: path.slice(path.indexOf("/v1/") + 3),
+        path: apiPath,
         search: queryAt === -1 ? "" : url.slice(queryAt),
         headers: raw.headers,
         body: checked.bytes,

@@ -16,17 +16,37 @@ const hopByHop = [
   "upgrade",
 ];
 
-/** Request headers that never go upstream: hop-by-hop, the client's host and credentials, and
- * framing/encoding that `fetch` sets itself for the bytes it actually sends. */
-const notForwarded = [...hopByHop, "host", "authorization", "x-api-key", "content-length", "accept-encoding"];
+/** Request headers that never go upstream: hop-by-hop, the client's host and credentials,
+ * framing/encoding that `fetch` sets itself for the bytes it actually sends, and `Expect` (the
+ * proxy has the whole body before it sends; a `100-continue` is between the client and us). */
+const notForwarded = [...hopByHop, "host", "authorization", "x-api-key", "content-length", "accept-encoding", "expect"];
 
 /** A native copy, then the few names that must not cross deleted: a third of the cost of a
  * JavaScript callback per header (0.6 µs against 1.8 µs for an OpenAI SDK request's 15 headers). */
 export function upstreamRequestHeaders(client: Headers, secret: string): Headers {
   const headers = new Headers(client);
   for (const name of notForwarded) headers.delete(name);
+  const connection = client.get("connection");
+  if (connection !== null) dropConnectionOptions(headers, connection);
   headers.set("authorization", `Bearer ${secret}`);
   return headers;
+}
+
+/** A field name (RFC 9110 §5.1 token): anything else cannot be a header, and `delete` would throw. */
+const headerName = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
+/**
+ * RFC 9110 §7.6.1: the headers a `Connection` header names are for this hop only. Clients
+ * send `keep-alive` or `close`, both already dropped, so only another list costs a split.
+ */
+function dropConnectionOptions(headers: Headers, connection: string): void {
+  const lower = connection.toLowerCase();
+  if (lower === "keep-alive" || lower === "close") return;
+  for (const name of lower.split(",")) {
+    const trimmed = name.trim();
+    if (trimmed === "" || trimmed === "keep-alive" || trimmed === "close" || !headerName.test(trimmed)) continue;
+    headers.delete(trimmed);
+  }
 }
 
 /**

@@ -3,12 +3,14 @@
  * plus one short human line per request on standard output (filtered by LOG_LEVEL).
  *
  * A line is formatted when its event happens; writing happens later, in batches, off the request.
- * Nothing here ever sees a key (events carry ids) or a client's Authorization header.
+ * Nothing here ever sees a key (events carry ids) or a client's Authorization header, and every
+ * line, on stdout or in a file, has its control characters escaped (escape-controls.ts).
  */
 import type { EventBus, ProxyEventMap } from "../events.ts";
 import type { RequestRecord } from "../../upstream/request-record.ts";
 import { isoTime } from "../../domain/time-text.ts";
 import { createDailyAppender, type DailyAppender } from "./daily-appender.ts";
+import { escapeHumanLine, escapeJsonLine } from "./escape-controls.ts";
 import { LineBuffer } from "./line-buffer.ts";
 
 const decoder = new TextDecoder();
@@ -51,7 +53,11 @@ export function startLogging({
     reportedDiskProblem = true;
     err(`${message}\n`);
   };
-  const appender = (prefix: string): DailyAppender => createDailyAppender({ dir, prefix, retentionDays, now, flushIntervalMs, onError: onDiskError });
+  const appender = (prefix: string): DailyAppender => {
+    const files = createDailyAppender({ dir, prefix, retentionDays, now, flushIntervalMs, onError: onDiskError });
+    // Every file line passes here: no value in it can forge a line or reach a terminal raw.
+    return { ...files, write: (line, at) => files.write(escapeJsonLine(line), at) };
+  };
   const requests = appender("requests");
   const keys = appender("keys");
   const errors = appender("errors");
@@ -66,7 +72,7 @@ export function startLogging({
   const stderr = new LineBuffer();
   let timer: Timer | undefined;
   const say = (line: string, warn: boolean) => {
-    (warn ? stderr : stdout).append(line);
+    (warn ? stderr : stdout).append(escapeHumanLine(line));
     if (!timer) {
       timer = setTimeout(sayNow, Math.min(flushIntervalMs, 50));
       timer.unref?.();
