@@ -28,6 +28,9 @@ export interface ProxyOverrides {
   saveDelayMs?: number;
   idleTimeoutSeconds?: number;
   onStoreError?: (message: string) => void;
+  onStoreRecovered?: (message: string) => void;
+  /** How long after a failed keys-file write the save is tried again. */
+  storeRetryDelayMs?: number;
   /** false: do not ask GET /key about the keys at startup. */
   discoverAccounts?: boolean;
   /** Where the human log lines go (default: stdout and stderr). */
@@ -67,7 +70,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const events = overrides.events ?? createEventBus({ onListenerError: (name, error) => logging.internalError(error, { event: name }) });
   const store = overrides.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
   const loaded = await store.load();
-  if (!loaded.ok) return { ok: false, message: `${loaded.message}; the file was left untouched` };
+  if (!loaded.ok) return { ok: false, message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message };
 
   const pool = createKeyPool({ rotation: config.ROTATION, failureThreshold: config.FAILURE_THRESHOLD, now, events });
   pool.replaceKeys(loaded.doc.records);
@@ -78,6 +81,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     events,
     ...(overrides.saveDelayMs === undefined ? {} : { saveDelayMs: overrides.saveDelayMs }),
     ...(overrides.onStoreError ? { onStoreError: overrides.onStoreError } : {}),
+    ...(overrides.onStoreRecovered ? { onStoreRecovered: overrides.onStoreRecovered } : {}),
+    ...(overrides.storeRetryDelayMs === undefined ? {} : { retryDelayMs: overrides.storeRetryDelayMs }),
   });
 
   // Fires when the shutdown grace period runs out: every request still in flight has its upstream

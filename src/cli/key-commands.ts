@@ -214,6 +214,7 @@ export async function checkKeysCommand(context: KeyCommandContext, { json }: { j
   for (const { record, check } of checks) {
     if (check.kind === "valid" && check.info.creator_user_id) accounts.set(record.id, check.info.creator_user_id);
   }
+  let recorded = true;
   if (rejected.length > 0 || accounts.size > 0) {
     const result = await store.update((doc) =>
       rejected.reduce((current, { record, check }) => {
@@ -221,7 +222,10 @@ export async function checkKeysCommand(context: KeyCommandContext, { json }: { j
         return disableKey(current, record.id, reason, now()).doc;
       }, setAccounts(doc, accounts)),
     );
-    if (!result.ok) io.err(`check-keys: could not record the results: ${result.message}`);
+    if (!result.ok) {
+      io.err(`check-keys: could not record the results: ${result.message}`);
+      recorded = false;
+    }
   }
   if (json) {
     io.out(JSON.stringify({ keys: checks.map(({ record, check }) => ({ id: record.id, label: record.label ?? null, masked: maskKey(record.secret), ...checkJson(check) })) }, null, 2));
@@ -233,7 +237,7 @@ export async function checkKeysCommand(context: KeyCommandContext, { json }: { j
     );
     if (rejected.length > 0) io.out(`${rejected.length} key${rejected.length === 1 ? "" : "s"} rejected by the upstream and disabled`);
   }
-  return rejected.length > 0 ? 1 : 0;
+  return rejected.length > 0 || !recorded ? 1 : 0;
 }
 
 function checkColumns(check: KeyCheck): string[] {

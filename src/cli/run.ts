@@ -12,6 +12,7 @@ import { loadConfig, parseDotenv, type Config, type EnvInput } from "../config.t
 // Errors below echo what was typed through echoInput: a key pasted as a command or an argument
 // must not come back in full (stderr ends up in terminals' scrollback and CI logs).
 import { echoInput } from "../keys/key-view.ts";
+import { maskKey } from "../domain/key-identity.ts";
 
 const io = processIO();
 
@@ -145,7 +146,18 @@ async function main(argv: string[]): Promise<number> {
   return spec.run(config.config, args);
 }
 
-/** Runs a command line to its end and returns the exit status. */
+/**
+ * Runs a command line to its end and returns the exit status. Commands report what a user can
+ * cause (a bad file, a read-only folder) as one line of their own; anything that still escapes is
+ * one line too, exit 1: a stack trace in a terminal tells a user nothing they can act on.
+ */
 export async function run(argv: string[]): Promise<number> {
-  return main(argv);
+  try {
+    return await main(argv);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    // Whatever looks like a key is masked: the message may quote input.
+    io.err(`openrouter-proxy: ${(message.split("\n", 1)[0] ?? "").replace(/sk-[\w-]+/gi, maskKey)}`);
+    return 1;
+  }
 }

@@ -7,7 +7,8 @@ import { version } from "./usage.ts";
 
 /** Resolves with the exit code when the server has stopped. */
 export async function serve(config: Config, io: CommandIO): Promise<number> {
-  const started = await startProxy(config, { onStoreError: (message) => io.err(`keys: ${message}`) });
+  // Store problems (and their end) reach stderr through the loggers, once: not here as well.
+  const started = await startProxy(config);
   if (!started.ok) {
     io.err(`openrouter-proxy: ${started.message}`);
     return 2;

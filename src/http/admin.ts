@@ -40,6 +40,10 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
     return adopt(result);
   };
   const adopt = (result: StoreLoad) => {
+    if (!result.ok && result.kind === "io") {
+      // The disk refused (a read-only or missing folder, a full disk): the server's fault, not the client's.
+      throw new ProxyError(500, `cannot change keys: ${result.message}; nothing was changed`, { type: "internal_error", code: "keys_file_unwritable" });
+    }
     if (!result.ok) {
       throw new ProxyError(409, `cannot change keys: ${result.message}`, { type: "invalid_request_error", code: "keys_file_invalid" });
     }

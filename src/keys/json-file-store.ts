@@ -1,23 +1,27 @@
 /**
  * The key store as one JSON file (`KEYS_FILE`).
  *
- * - Writes go to a temporary file in the same folder, are flushed to disk and swapped (or renamed)
- *   with the old file (mode 0600): a crash at any instant leaves the old file or the new one, never
- *   a torn one, and an edit made while the store wrote is merged, not lost (see `writeDoc`).
- * - Every read-modify-write holds `<file>.lock` (created exclusively), so the server and the CLI
- *   never interleave; a lock left by a dead process is broken after a few seconds.
- * - A file that does not parse is never written over; the error is returned as a value.
+ * - Writes go to a temporary file next to the file (next to its target, when `KEYS_FILE` is a
+ *   symbolic link: the link stays a link), are flushed to disk and swapped (or renamed) with the
+ *   old file (mode 0600): a crash at any instant leaves the old file or the new one, never a torn
+ *   one, and an edit made while the store wrote is merged, not lost (see `writeDoc`).
+ * - Every read-modify-write holds `<file>.lock` (file-lock.ts), so the server and the CLI never
+ *   interleave; a lock left by a dead process is taken over at once.
+ * - Nothing is thrown past the store: a file that does not parse (never written over) and a file
+ *   system that refuses (a missing or read-only folder, a full disk) come back as values, with
+ *   one line naming the file and the cause. A failed write leaves no temporary file and no lock.
  * - `watch` polls the file (async stat, a few times a second) and reports changes that are not
  *   the store's own writes.
  */
 import { readFileSync, renameSync } from "node:fs";
-import { open, readFile, stat, unlink } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
-import type { z } from "zod";
-import { findJsonSyntaxError } from "./json-syntax.ts";
+import { readFile, stat, unlink } from "node:fs/promises";
 import type { AccountState } from "./account-state.ts";
-import { mergeKeyLists, type KeyStore, type StoreLoad } from "./key-store.ts";
-import { KeyFileSchema, fileTextFromDocument, recordsFromFile, type KeyFileDocument, type KeyRecord } from "./schema.ts";
+import { describeFileProblem, isNotFound, type FileAction } from "./file-problem.ts";
+import { withFileLock } from "./file-lock.ts";
+import { fileSignature, resolveTarget, writeTempFile } from "./file-target.ts";
+import { parseKeyFile } from "./key-file-parse.ts";
+import { mergeKeyLists, type KeyStore, type StoreFailure, type StoreLoad } from "./key-store.ts";
+import { fileTextFromDocument, type KeyFileDocument, type KeyRecord } from "./schema.ts";
 import { swapFiles } from "./swap-files.ts";
 
 /** How a write went: done; not done because the file changed; or done over an edit, returned to merge. */
@@ -31,71 +35,38 @@ export interface JsonFileStoreOptions {
   now?: () => number;
   /** How often `watch` looks at the file. */
   pollMs?: number;
-  /** How old a lock file must be before it is taken to be left by a dead process. */
+  /** How old a lock of an owner that cannot be checked (another host) must be before it is broken. */
   staleLockMs?: number;
 }
 
-export function parseKeyFile(text: string, name: string, now: number): StoreLoad {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    const where = findJsonSyntaxError(text);
-    const detail = where
-      ? `line ${where.line}, column ${where.column}: ${where.message}`
-      : error instanceof Error
-        ? error.message
-        : String(error);
-    return { ok: false, message: `${name} is not valid JSON (${detail})` };
+/** A failed file call, tagged with what was being done, so the message says "read" or "write". */
+class FileProblem extends Error {
+  constructor(
+    readonly action: FileAction,
+    readonly original: unknown,
+  ) {
+    super("file problem");
   }
-  const parsed = KeyFileSchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = deepestIssue(parsed.error.issues);
-    const path = issue?.path.length ? issue.path.map((part) => (typeof part === "number" ? `[${part}]` : `.${String(part)}`)).join("") : "";
-    const expected = 'expected {"keys":[{"key":"sk-or-v1-…","label":"…"}]} or ["sk-or-v1-…"]';
-    return {
-      ok: false,
-      message: `${name} has the wrong shape${path ? ` at ${path.replace(/^\./, "")}` : ""}: ${issue?.message ?? "invalid"} (${expected})`,
-    };
-  }
-  return { ok: true, doc: recordsFromFile(parsed.data, now), exists: true };
-}
-
-type ShapeIssue = { path: PropertyKey[]; message: string };
-
-/**
- * The issue that says most precisely what is wrong. The file is a union (object form or bare
- * list) of unions (entry or key string), and zod reports a failed union as one "Invalid input" at
- * its root with each branch's issues inside, their paths relative to it: the deepest of those
- * names the field a person has to fix (`keys[1].key`), not just the file.
- */
-function deepestIssue(issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[] = []): ShapeIssue | undefined {
-  let best: ShapeIssue | undefined;
-  for (const issue of issues) {
-    const path = [...prefix, ...issue.path];
-    const candidate =
-      issue.code === "invalid_union" && issue.errors.length > 0
-        ? deepestIssue(issue.errors.flat(), path)
-        : { path, message: issue.message };
-    if (candidate && (!best || candidate.path.length > best.path.length)) best = candidate;
-  }
-  return best;
 }
 
 export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleLockMs = 5000 }: JsonFileStoreOptions): KeyStore {
-  const lockPath = `${path}.lock`;
   const name = path;
   /** The text this store last wrote or read: a file still holding it has not been edited by anyone else. */
   let lastKnownText: string | undefined;
   /** inode, size and mtime of the file this store last wrote. */
   let ownSignature: string | undefined;
 
-  async function readText(): Promise<string | undefined> {
+  const failure = (error: unknown, action: FileAction): StoreFailure => {
+    if (error instanceof FileProblem) return { ok: false, kind: "io", message: describeFileProblem(error.action, name, error.original) };
+    return { ok: false, kind: "io", message: describeFileProblem(action, name, error) };
+  };
+
+  async function readText(file: string): Promise<string | undefined> {
     try {
-      return await readFile(path, "utf8");
+      return await readFile(file, "utf8");
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw new FileProblem("read", error);
     }
   }
 
@@ -106,21 +77,28 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
     return result;
   }
 
-  function readTextSync(): string | undefined {
+  function readTextSync(file: string): string | undefined {
     try {
-      return readFileSync(path, "utf8");
+      return readFileSync(file, "utf8");
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw new FileProblem("read", error);
     }
   }
 
-  async function readDoc(): Promise<StoreLoad> {
-    return loadText(await readText());
+  async function load(): Promise<StoreLoad> {
+    try {
+      const text = await readText(path);
+      // No file yet: fine, unless its folder is missing too (then no write could ever succeed).
+      if (text === undefined) await resolveTarget(path);
+      return loadText(text);
+    } catch (error) {
+      return failure(error, "read");
+    }
   }
 
   /**
-   * Writes `doc` over the file, which held `expected` when the caller read it.
+   * Writes `doc` over `target`, which held `expected` when the caller read it.
    *
    * Where the system can exchange two files atomically (swap-files.ts), the new file is swapped in
    * and what came out is looked at: if it is not `expected`, someone edited the file after the
@@ -129,21 +107,12 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
    * `expected` and renamed over right after (returns "changed" on a difference); an edit landing
    * exactly between those two system calls is lost there.
    */
-  async function writeDoc(doc: KeyFileDocument, expected: string | undefined): Promise<WriteResult> {
+  async function writeDoc(target: string, doc: KeyFileDocument, expected: string | undefined): Promise<WriteResult> {
     const text = fileTextFromDocument(doc, now());
-    const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
-    const handle = await open(temp, "w", 0o600);
-    let written: string;
+    // The rename keeps inode, size and mtime: the watcher knows this file as ours without reading it.
+    const { path: temp, signature: written } = await writeTempFile(target, text);
     try {
-      await handle.writeFile(text, "utf8");
-      await handle.sync();
-      // The rename keeps inode, size and mtime: the watcher knows this file as ours without reading it.
-      written = signature(await handle.stat());
-    } finally {
-      await handle.close();
-    }
-    try {
-      if (expected !== undefined && swapFiles(temp, path) === "swapped") {
+      if (expected !== undefined && swapFiles(temp, target) === "swapped") {
         lastKnownText = text;
         ownSignature = written;
         const replaced = await readFile(temp, "utf8");
@@ -153,11 +122,11 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
         }
         return { kind: "replaced-edit", text, theirs: replaced, keptIn: temp };
       }
-      if (readTextSync() !== expected) {
+      if (readTextSync(target) !== expected) {
         await unlink(temp);
         return { kind: "changed" };
       }
-      renameSync(temp, path);
+      renameSync(temp, target);
     } catch (error) {
       await unlink(temp).catch(() => {});
       throw error;
@@ -171,40 +140,47 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
    * Read, change, write, under the lock; read and change again when someone edited the file
    * while it was being written. `change` returns undefined to leave the file as it is.
    */
-  function readModifyWrite(change: (current: Extract<StoreLoad, { ok: true }>) => KeyFileDocument | undefined): Promise<StoreLoad> {
-    return withLock(async () => {
-      let text = await readText();
-      let expected = text;
-      /** A temporary file holding an edit our write replaced, until that edit is back in the file. */
-      let keptEdit: string | undefined;
-      for (let attempt = 1; ; attempt++) {
-        const current = loadText(text);
-        if (!current.ok) {
-          // An edit we replaced does not parse: it goes back in place, as its author left it.
-          if (keptEdit) return { ...current, message: await putBack(keptEdit, expected, current.message) };
-          return current;
-        }
-        const next = change(current) ?? (keptEdit ? current.doc : undefined);
-        if (next === undefined) return current;
-        const result = await writeDoc(next, expected);
-        if (result.kind !== "changed" && keptEdit) await unlink(keptEdit).catch(() => {}); // merged into what was written
-        if (result.kind === "written") return { ok: true, doc: next, exists: true };
-        if (result.kind === "replaced-edit") {
-          keptEdit = result.keptIn;
-          text = result.theirs;
-          expected = result.text;
-        } else {
-          text = await readText();
-          expected = text;
-        }
-        if (attempt >= 10) throw new Error(`${name} kept changing while it was being written`);
+  async function readModifyWrite(change: (current: Extract<StoreLoad, { ok: true }>) => KeyFileDocument | undefined): Promise<StoreLoad> {
+    try {
+      const target = await resolveTarget(path);
+      return await withFileLock(`${target}.lock`, { staleMs: staleLockMs }, () => changeLocked(target, change));
+    } catch (error) {
+      return failure(error, "write");
+    }
+  }
+
+  async function changeLocked(target: string, change: (current: Extract<StoreLoad, { ok: true }>) => KeyFileDocument | undefined): Promise<StoreLoad> {
+    let text = await readText(target);
+    let expected = text;
+    /** A temporary file holding an edit our write replaced, until that edit is back in the file. */
+    let keptEdit: string | undefined;
+    for (let attempt = 1; ; attempt++) {
+      const current = loadText(text);
+      if (!current.ok) {
+        // An edit we replaced does not parse: it goes back in place, as its author left it.
+        if (keptEdit) return { ...current, message: await putBack(target, keptEdit, expected, current.message) };
+        return current;
       }
-    });
+      const next = change(current) ?? (keptEdit ? current.doc : undefined);
+      if (next === undefined) return current;
+      const result = await writeDoc(target, next, expected);
+      if (result.kind !== "changed" && keptEdit) await unlink(keptEdit).catch(() => {}); // merged into what was written
+      if (result.kind === "written") return { ok: true, doc: next, exists: true };
+      if (result.kind === "replaced-edit") {
+        keptEdit = result.keptIn;
+        text = result.theirs;
+        expected = result.text;
+      } else {
+        text = await readText(target);
+        expected = text;
+      }
+      if (attempt >= 10) return { ok: false, kind: "io", message: `cannot write ${name}: it kept changing while it was being written; try again` };
+    }
   }
 
   /** Swaps an edit we replaced back into place; says where our own text went if it is not ours alone. */
-  async function putBack(keptEdit: string, ours: string | undefined, message: string): Promise<string> {
-    if (swapFiles(keptEdit, path) !== "swapped") return `${message} (the edit is kept in ${keptEdit})`;
+  async function putBack(target: string, keptEdit: string, ours: string | undefined, message: string): Promise<string> {
+    if (swapFiles(keptEdit, target) !== "swapped") return `${message} (the edit is kept in ${keptEdit})`;
     const cameOut = await readFile(keptEdit, "utf8").catch(() => undefined);
     if (cameOut === ours) {
       await unlink(keptEdit).catch(() => {});
@@ -213,31 +189,9 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
     return `${message} (a version written in the meantime is kept in ${keptEdit})`;
   }
 
-  async function withLock<T>(work: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + staleLockMs * 2;
-    for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
-      try {
-        const handle = await open(lockPath, "wx", 0o600);
-        await handle.writeFile(`${process.pid}\n`);
-        await handle.close();
-        break;
-      } catch (error) {
-        if (!isExists(error)) throw error;
-        const age = await stat(lockPath).then((info) => Date.now() - info.mtimeMs, () => 0);
-        if (age > staleLockMs || Date.now() > deadline) await unlink(lockPath).catch(() => {});
-        await Bun.sleep(wait);
-      }
-    }
-    try {
-      return await work();
-    } finally {
-      await unlink(lockPath).catch(() => {});
-    }
-  }
-
   return {
     name,
-    load: readDoc,
+    load,
 
     save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>) {
       return readModifyWrite((current) => {
@@ -267,10 +221,10 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
         if (busy) return;
         busy = true;
         try {
-          const info = await stat(path).then(signature, () => "missing");
+          const info = await stat(path).then(fileSignature, () => "missing");
           if (info === lastSeen || info === ownSignature) return;
           lastSeen = info;
-          const text = await readText();
+          const text = await readText(path);
           if (text === undefined || text === lastKnownText || text === reportedText) return;
           const result = parseKeyFile(text, name, now());
           if (result.ok) lastKnownText = text;
@@ -286,16 +240,4 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
       return () => clearInterval(timer);
     },
   };
-}
-
-function signature(info: { mtimeMs: number; size: number; ino: number }): string {
-  return `${info.mtimeMs}:${info.size}:${info.ino}`;
-}
-
-function isNotFound(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
-}
-
-function isExists(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | undefined)?.code === "EEXIST";
 }

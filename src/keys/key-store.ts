@@ -10,7 +10,14 @@
 import type { AccountState } from "./account-state.ts";
 import type { KeyFileDocument, KeyRecord } from "./schema.ts";
 
-export type StoreLoad = { ok: true; doc: KeyFileDocument; exists: boolean } | { ok: false; message: string };
+/**
+ * What a store operation came to. Failures are values, never exceptions: `invalid` when the stored
+ * data does not parse (nothing is written over it until a person fixes it), `io` when the system
+ * refused (a missing or read-only folder, a full disk, no permission). `message` is one line that
+ * names the file and the cause, and never holds a key.
+ */
+export type StoreLoad = { ok: true; doc: KeyFileDocument; exists: boolean } | StoreFailure;
+export type StoreFailure = { ok: false; kind: "invalid" | "io"; message: string };
 
 export interface KeyStore {
   /** A human name for messages, e.g. the file path. */

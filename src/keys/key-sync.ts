@@ -5,7 +5,7 @@
  */
 import type { EventBus } from "../observe/events.ts";
 import type { KeyPool } from "./key-pool.ts";
-import type { KeyStore, StoreLoad } from "./key-store.ts";
+import type { KeyStore, StoreFailure, StoreLoad } from "./key-store.ts";
 
 export interface KeySync {
   /** Writes any pending state now and waits for it (shutdown, tests). */
@@ -18,16 +18,22 @@ export interface KeySyncOptions {
   pool: KeyPool;
   store: KeyStore;
   saveDelayMs?: number;
+  /** How long after a failed write (a full disk, a read-only folder) the save is tried again. */
+  retryDelayMs?: number;
   events?: EventBus;
-  /** Called once per distinct store problem (a broken file, a failed write). */
+  /** Called when a store problem starts (a broken file, a failed write), once per problem. */
   onStoreError?: (message: string) => void;
+  /** Called when that problem has ended (the file loads again, a write went through again). */
+  onStoreRecovered?: (message: string) => void;
 }
 
-export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreError }: KeySyncOptions): KeySync {
+export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 5000, events, onStoreError, onStoreRecovered }: KeySyncOptions): KeySync {
   let timer: Timer | undefined;
+  let retryTimer: Timer | undefined;
   let saving: Promise<void> | undefined;
   let dirty = false;
-  let lastReported: string | undefined;
+  /** The store problem last reported and not yet over: each is reported when it starts and when it ends. */
+  let problem: StoreFailure | undefined;
   /**
    * The last save was refused (the stored file did not parse) or failed: the pool's state waits in
    * memory. Nothing in the pool changes when the file is fixed, so the watcher must ask for the
@@ -35,20 +41,46 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
    */
   let unsaved = false;
 
-  const report = (message: string) => {
-    if (message === lastReported) return;
-    lastReported = message;
+  const report = (failure: StoreFailure) => {
+    if (failure.message === problem?.message) return;
+    problem = failure;
+    const message =
+      failure.kind === "invalid"
+        ? `${failure.message}; serving from memory and not writing over it until it is fixed`
+        : `${failure.message}; serving from memory and trying the save again every ${Math.round(retryDelayMs / 1000) || 1} s`;
     events?.emit("store.error", { message });
     onStoreError?.(message);
   };
 
-  const adopt = (result: StoreLoad) => {
+  /**
+   * A read or write went through. A write ends any problem; a read ends only a broken file (a file
+   * that loads says nothing about whether it can be written).
+   */
+  const settle = (by: "read" | "write") => {
+    if (!problem || (by === "read" && problem.kind !== "invalid")) return;
+    const message = problem.kind === "invalid" ? `${store.name} loads again` : `${store.name} can be written again; the key state held in memory is saved`;
+    problem = undefined;
+    events?.emit("store.recovered", { message });
+    onStoreRecovered?.(message);
+  };
+
+  const adopt = (result: StoreLoad, by: "read" | "write") => {
     if (!result.ok) {
-      report(`${result.message}; serving from memory and not writing over it until it is fixed`);
+      report(result);
       return;
     }
-    lastReported = undefined;
+    settle(by);
     pool.replaceKeys(result.doc.records);
+  };
+
+  /** After a failed write nothing else may ask for a save (an idle pool): try again by itself. */
+  const retryLater = () => {
+    if (retryTimer !== undefined) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      void save();
+    }, retryDelayMs);
+    retryTimer.unref?.();
   };
 
   const save = async (): Promise<void> => {
@@ -61,15 +93,15 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
     saving = store
       .save(pool.records(), pool.accounts())
       .then(
-        (result) => {
-          unsaved = !result.ok;
-          adopt(result);
-        },
-        (error: unknown) => {
-          unsaved = true;
-          report(`could not write ${store.name}: ${error instanceof Error ? error.message : String(error)}`);
-        },
+        (result) => result,
+        // A store is not supposed to throw; one that does is a failed write all the same.
+        (error: unknown): StoreFailure => ({ ok: false, kind: "io", message: `cannot write ${store.name}: ${error instanceof Error ? error.message : String(error)}` }),
       )
+      .then((result) => {
+        unsaved = !result.ok;
+        adopt(result, "write");
+        if (!result.ok && result.kind === "io") retryLater();
+      })
       .finally(() => {
         saving = undefined;
       });
@@ -85,7 +117,7 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
   };
   const unsubscribeChanges = pool.onChange(scheduleSave);
   const unwatch = store.watch((result) => {
-    adopt(result);
+    adopt(result, "read");
     if (result.ok && unsaved) scheduleSave();
   });
 
@@ -110,6 +142,7 @@ export function startKeySync({ pool, store, saveDelayMs = 500, events, onStoreEr
     async stop() {
       unsubscribeChanges();
       unwatch();
+      clearTimeout(retryTimer);
       await flush();
     },
   };

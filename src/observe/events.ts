@@ -15,6 +15,8 @@ export interface ProxyEventMap {
   "key.removed": { keyId: string };
   "key.enabled": { keyId: string };
   "store.error": { message: string };
+  /** The store problem last reported is over (the file loads, or can be written, again). */
+  "store.recovered": { message: string };
   "account.rest": {
     account: string;
     keyId: string;

@@ -123,12 +123,21 @@ export function startLogging({
     if (shows("error")) say(`${time} error ${String(fields.message ?? "")}\n`, true);
   };
 
+  /** The end of a problem goes where its start went (errors log and stderr), so the two pair up. */
+  const onRecovered = (fields: Record<string, unknown>) => {
+    const at = now();
+    const time = isoTime(at);
+    errors.write(JSON.stringify({ time, ...fields }), at);
+    say(`${time} recovered ${String(fields.message ?? "")}\n`, true);
+  };
+
   const unsubscribes = [
     events.on("request.done", onRequest),
     ...(["key.cooldown", "key.recovered", "key.failure", "key.disabled", "key.added", "key.removed", "key.enabled", "account.rest"] as const).map((name) =>
       events.on(name, (event: ProxyEventMap[typeof name]) => onKeyEvent(name, event)),
     ),
     events.on("store.error", ({ message }) => onError({ kind: "key-store", message })),
+    events.on("store.recovered", ({ message }) => onRecovered({ kind: "key-store-recovered", message })),
   ];
 
   const flush = async () => {
