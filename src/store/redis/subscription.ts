@@ -1,0 +1,103 @@
+/**
+ * One pub/sub channel on a connection of its own (a subscribed client can only (un)subscribe and
+ * ping; one channel per client because a multi-channel SUBSCRIBE had reply-pairing bugs in Bun,
+ * oven-sh/bun PR #32858). Subscriptions are not restored by Bun after a reconnect, so whenever the
+ * connection is found lost (`check`, called by the connection's watchdog and after a recovery) a
+ * fresh client subscribes again and `onResync` runs: messages published while it was away are
+ * gone, and the caller reloads the state instead.
+ *
+ * Never double delivery: only the current client's messages are passed on, and a replaced client
+ * is closed before its successor subscribes.
+ */
+import type { RedisClient } from "bun";
+import { closeQuietly } from "./client.ts";
+import { withTimeout } from "./timeout.ts";
+
+export interface SubscriptionHandlers {
+  onMessage(message: string): void;
+  /** After every (re)subscribe, the first one included: reload what may have been missed. */
+  onResync?(): void | Promise<void>;
+}
+
+export interface Subscription {
+  readonly channel: string;
+  /** Subscribed on a live connection right now. */
+  readonly subscribed: boolean;
+  /** Re-subscribes on a fresh connection if the current one is gone. */
+  check(): void;
+  close(): Promise<void>;
+}
+
+export interface SubscriptionOptions {
+  channel: string;
+  handlers: SubscriptionHandlers;
+  newClient: () => RedisClient;
+  timeoutMs: number;
+  onClose: () => void;
+}
+
+export function createSubscription({ channel, handlers, newClient, timeoutMs, onClose }: SubscriptionOptions): Subscription {
+  let client: RedisClient | undefined;
+  let establishing = false;
+  let closed = false;
+
+  const establish = async (): Promise<void> => {
+    establishing = true;
+    try {
+      if (client) closeQuietly(client);
+      client = undefined;
+      const fresh = newClient();
+      const opened = await withTimeout(() => fresh.connect(), timeoutMs);
+      const subscribed =
+        opened.ok && !closed
+          ? await withTimeout(
+              () =>
+                fresh.subscribe(channel, (message) => {
+                  if (client === fresh && !closed) handlers.onMessage(message);
+                }),
+              timeoutMs,
+            )
+          : undefined;
+      if (!subscribed?.ok || closed) {
+        closeQuietly(fresh);
+        return;
+      }
+      client = fresh;
+      fresh.onclose = () => {
+        if (client === fresh) check();
+      };
+      try {
+        await handlers.onResync?.();
+      } catch {
+        // the caller's resync reports its own failures; a later check or backstop retries
+      }
+    } finally {
+      establishing = false;
+    }
+  };
+
+  const check = (): void => {
+    if (closed || establishing || client?.connected) return;
+    void establish();
+  };
+
+  check();
+  return {
+    channel,
+    get subscribed() {
+      return client?.connected === true;
+    },
+    check,
+    async close() {
+      closed = true;
+      onClose();
+      const last = client;
+      client = undefined;
+      if (last) {
+        // unsubscribe before close (redis-notes); a client that is already gone may throw.
+        await withTimeout(() => last.unsubscribe(channel), timeoutMs);
+        closeQuietly(last);
+      }
+    },
+  };
+}
