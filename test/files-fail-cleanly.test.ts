@@ -12,7 +12,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { createJsonFileStore } from "../src/keys/json-file-store.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
-import type { KeyStore } from "../src/keys/key-store.ts";
+import type { KeyStore, StoreFailure } from "../src/keys/key-store.ts";
 import { newKeyRecord, type KeyFileDocument } from "../src/keys/schema.ts";
 import { runCli } from "./helpers/cli.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";
@@ -240,6 +240,32 @@ describe("a read-only or missing folder gives a one-line error naming the file a
     expect(stdout).toBe("");
     expect(expectOneLine(stderr)).toBe(`${args[0]}: cannot ${args[0] === "add-key" || args[0] === "remove-key" || args[0] === "enable-key" ? "write" : "read"} ${missing}: the folder /nodir does not exist${args[0] === "list-keys" || args[0] === "check-keys" ? "" : "; nothing was changed"}`);
     expect(existsSync("/nodir")).toBe(false);
+  });
+
+  test.each<string[]>([["add-client", "team-a"], ["list-clients"]])("KEYS_FILE=/nodir/keys.json: %s exits 1 with one line naming the file and the missing folder, no stack trace", async (...args) => {
+    const cwd = await folder();
+    const { code, stdout, stderr } = await runCli(args, { cwd, log, env: { KEYS_FILE: missing } });
+    expect({ code, stdout }).toEqual({ code: 1, stdout: "" });
+    const verb = args[0] === "add-client" ? "write" : "read";
+    expect(expectOneLine(stderr)).toBe(`${args[0]}: cannot ${verb} ${missing}: the folder /nodir does not exist${verb === "write" ? "; nothing was changed" : ""}`);
+  });
+
+  test("store operations return failures as values and never throw: a missing folder, and a KEYS_FILE that is a folder", async () => {
+    const cwd = await folder();
+    await mkdir(join(cwd, "keys.json"));
+    const cases: Array<[string, string]> = [
+      [missing, "the folder /nodir does not exist"],
+      [join(cwd, "keys.json"), "it is a folder, not a file"],
+    ];
+    for (const [path, cause] of cases) {
+      const store = createJsonFileStore({ path });
+      expect(await store.load()).toEqual({ ok: false, kind: "io", message: `cannot read ${path}: ${cause}` });
+      const verb = path === missing ? "write" : "read"; // a folder in the way is found when the store reads what is there
+      const failed: StoreFailure = { ok: false, kind: "io", message: `cannot ${verb} ${path}: ${cause}` };
+      expect(await store.update(addKeyB)).toEqual(failed);
+      expect(await store.save([newKeyRecord(keyA, Date.now())])).toEqual(failed);
+    }
+    expect(await readdir(cwd)).toEqual(["keys.json"]);
   });
 
   test("KEYS_FILE=/nodir/keys.json: serve exits 2 with one line naming the file and the missing folder", async () => {
