@@ -75,6 +75,7 @@ const settings = {
     allowed: "32 bytes in base64 (make one with: openssl rand -base64 32)",
     secret: true,
   },
+  SESSION_AFFINITY: { schema: boolean.default(true), allowed: "true or false" },
 } as const;
 
 type Settings = typeof settings;

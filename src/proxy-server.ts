@@ -10,6 +10,7 @@ import { createUsageLedger, type UsageLedger } from "./observe/usage-ledger.ts";
 import type { Config } from "./config.ts";
 import { createEventBus, type EventBus } from "./observe/events.ts";
 import { discoverAccounts } from "./keys/account-discovery.ts";
+import { startAccountRefresher, type AccountRefresher } from "./keys/account-refresh.ts";
 import { createJsonFileStore } from "./keys/json-file-store.ts";
 import { createKeyPool, type KeyPool } from "./keys/key-pool.ts";
 import type { KeyStore } from "./keys/key-store.ts";
@@ -18,6 +19,7 @@ import { startHttpServer, stopGracefully, type HttpServer } from "./http/server.
 import { isLoopbackHost } from "./http/client-auth.ts";
 import { abortableSleep, createForwarder } from "./upstream/forward.ts";
 import { checkKey } from "./upstream/key-info.ts";
+import { createSessionAffinity } from "./upstream/session-affinity.ts";
 
 export interface ProxyOverrides {
   fetch?: typeof fetch;
@@ -31,8 +33,10 @@ export interface ProxyOverrides {
   onStoreRecovered?: (message: string) => void;
   /** How long after a failed keys-file write the save is tried again. */
   storeRetryDelayMs?: number;
-  /** false: do not ask GET /key about the keys at startup. */
+  /** false: do not ask GET /key about the keys (at startup, when added, hourly). */
   discoverAccounts?: boolean;
+  /** How often (real ms) the account refresher looks at the clock; 0: only when told (tests). */
+  refreshTickMs?: number;
   /** Where the human log lines go (default: stdout and stderr). */
   logOut?: (text: string) => void;
   logErr?: (text: string) => void;
@@ -49,6 +53,8 @@ export interface RunningProxy {
   logging: Logging;
   /** Settles when every key's account has been asked for once (GET /key). */
   discovery: Promise<void>;
+  /** GET /key in the background after startup; absent when account lookups are off. */
+  refresher?: AccountRefresher;
   keyCount: number;
   /** Graceful stop: drain within the grace period, then flush key state. */
   stop(graceMs?: number): Promise<void>;
@@ -72,7 +78,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const loaded = await store.load();
   if (!loaded.ok) return { ok: false, message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message };
 
-  const pool = createKeyPool({ rotation: config.ROTATION, failureThreshold: config.FAILURE_THRESHOLD, now, events });
+  const lookUpKeys = overrides.discoverAccounts !== false;
+  const pool = createKeyPool({ rotation: config.ROTATION, failureThreshold: config.FAILURE_THRESHOLD, now, events, holdAddedKeys: lookUpKeys });
   pool.replaceKeys(loaded.doc.records);
   pool.loadAccounts(loaded.doc.accounts);
   const sync = startKeySync({
@@ -102,6 +109,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     logBodies: config.LOG_BODIES,
     streamCommitMs: config.STREAM_COMMIT_SECONDS * 1000,
     shutdown: graceOver.signal,
+    ...(config.SESSION_AFFINITY ? { affinity: createSessionAffinity({ now }) } : {}),
   });
   const ledger = createUsageLedger({ now });
   const metrics = createMetrics({ pool });
@@ -152,7 +160,11 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   }
 
   // Accounts and today's free-model use, learned in the background: the first request never waits.
-  const discovery = overrides.discoverAccounts === false ? Promise.resolve() : discoverAccounts({ pool, checkKey: checkUpstreamKey });
+  const discovery = lookUpKeys ? discoverAccounts({ pool, checkKey: checkUpstreamKey, now }) : Promise.resolve();
+  // Keys added while running, the daily and hourly refresh, and credit checks of resting accounts.
+  const refresher = lookUpKeys
+    ? startAccountRefresher({ pool, checkKey: checkUpstreamKey, events, now, ...(overrides.refreshTickMs === undefined ? {} : { tickEveryMs: overrides.refreshTickMs }) })
+    : undefined;
 
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
   return {
@@ -167,9 +179,11 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       ledger,
       logging,
       discovery,
+      ...(refresher ? { refresher } : {}),
       keyCount: loaded.doc.records.length,
       async stop(graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000) {
         stopping = true;
+        refresher?.stop();
         await stopGracefully(server, graceMs, () =>
           graceOver.abort(new DOMException(`the proxy is shutting down and SHUTDOWN_GRACE_SECONDS (${graceMs / 1000} s) ran out`, "AbortError")),
         );

@@ -28,6 +28,7 @@ describe("defaults", () => {
     ["REDIS_URL", undefined],
     ["REDIS_PREFIX", "orp:"],
     ["KEYS_ENCRYPTION_KEY", undefined],
+    ["SESSION_AFFINITY", true],
   ];
 
   test.each(defaults)("%s defaults to %p", (name, value) => {
@@ -92,6 +93,7 @@ describe("good values", () => {
         LOG_LEVEL: "info",
         LOG_BODIES: false,
         REDIS_PREFIX: "orp:",
+        SESSION_AFFINITY: true,
       },
     });
   });

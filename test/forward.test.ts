@@ -210,16 +210,16 @@ describe("key failures", () => {
     expect(p.pool.records().find((record) => record.id === idA)?.consecutiveFailures).toBe(1);
   });
 
-  test("a key is disabled at FAILURE_THRESHOLD consecutive 402s and its reason is kept", async () => {
+  test("a key is disabled at FAILURE_THRESHOLD consecutive 401s and its reason is kept", async () => {
     const p = await start({ keys: [keyA], config: { FAILURE_THRESHOLD: 2 } });
-    fake.reply(() => errorReply(402, "Insufficient credits"));
+    fake.reply(() => errorReply(401, "User not found."));
     const first = await chat(p);
-    expect(first.status).toBe(402);
+    expect(first.status).toBe(401);
     expect(p.pool.statusOf(p.pool.records()[0]!).state).toBe("active");
     await chat(p);
     const status = p.pool.statusOf(p.pool.records()[0]!);
     expect(status).toMatchObject({ state: "disabled" });
-    expect(status.state === "disabled" ? status.reason : "").toContain("402: Insufficient credits");
+    expect(status.state === "disabled" ? status.reason : "").toContain("401: User not found.");
     const refused = await chat(p);
     expect(refused.status).toBe(503);
     const body = (await refused.json()) as { error: { message: string; code: string } };

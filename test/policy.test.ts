@@ -53,7 +53,7 @@ describe("what an upstream status means", () => {
     [200, "ok"],
     [400, "request-error"],
     [401, "key-failure"],
-    [402, "key-failure"],
+    [402, "payment"],
     [403, "request-error"],
     [404, "request-error"],
     [408, "upstream-error"],

@@ -11,6 +11,8 @@ export type ProxyErrorType =
   | "authentication_error"
   | "not_found_error"
   | "rate_limit_error"
+  /** OpenAI's type for "no money left": every account is out of credits. */
+  | "insufficient_quota"
   | "service_unavailable"
   | "upstream_error"
   | "timeout_error"

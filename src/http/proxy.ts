@@ -90,6 +90,7 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
         receivedAt,
         model: checked.model,
         stream: checked.stream,
+        ...(checked.session === undefined ? {} : { session: checked.session }),
         clientAddress: clientAddress?.(raw),
       });
     } catch (error) {

@@ -4,6 +4,7 @@
  * hold a connection forever), JSON, and an object. The bytes are kept exactly as they came.
  */
 import { ProxyError } from "../domain/errors.ts";
+import { sessionFromBody } from "../upstream/session-affinity.ts";
 import { createSilenceWatcher } from "../upstream/silence-watch.ts";
 
 export interface BodyLimits {
@@ -15,6 +16,8 @@ export interface CheckedBody {
   bytes: ArrayBuffer | undefined;
   model?: string;
   stream?: boolean;
+  /** The conversation's name (`session_id`, `prompt_cache_key`, `user`), for session affinity. */
+  session?: string;
 }
 
 const methodsWithoutBody = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -51,8 +54,10 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
       code: "invalid_body",
     });
   }
-  const { model, stream } = parsed as { model?: unknown; stream?: unknown };
-  return { bytes, model: typeof model === "string" ? model : undefined, stream: stream === true };
+  // The one parse of the body: what routing needs is read here, the bytes go upstream as they came.
+  const fields = parsed as { model?: unknown; stream?: unknown; session_id?: unknown; prompt_cache_key?: unknown; user?: unknown };
+  const session = sessionFromBody(fields);
+  return { bytes, model: typeof fields.model === "string" ? fields.model : undefined, stream: fields.stream === true, ...(session === undefined ? {} : { session }) };
 }
 
 function tooLarge(maxBytes: number): ProxyError {

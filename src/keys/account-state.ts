@@ -12,14 +12,32 @@ export type ModelClass = "free" | "paid";
 /** Which requests a rest applies to: every model, free (`:free`) models only, or paid ones only. */
 export type RestClass = "all" | ModelClass;
 
+/**
+ * Why something rests, in OpenRouter's terms; a person's `enable-key` clears every cause but a
+ * known daily limit (see `clearableByPerson`). Older files have no cause: read as "rate-limit".
+ */
+export const RestCauses = ["free-per-day", "free-per-min", "provider", "rate-limit", "in-flight", "credits", "negative-balance", "key-limit", "privacy"] as const;
+export type RestCause = (typeof RestCauses)[number];
+
 export interface AccountRest {
-  /** `account`: the whole account (for its class of models); `model`: one model on this account. */
-  scope: "account" | "model";
+  /**
+   * `account`: the whole account (for its class of models); `model`: one model on this account;
+   * `key`: one key of the account (its own spending cap), the other keys keep serving.
+   */
+  scope: "account" | "model" | "key";
   modelClass: RestClass;
   model?: string;
+  /** For `scope: "key"`: the key that rests. */
+  keyId?: string;
   until: number;
   source: string;
   reason: string;
+  cause?: RestCause;
+  /**
+   * The rest lasts until something is seen (credits back on GET /key), not until a known time:
+   * `until` is only a horizon, and no Retry-After is derived from it.
+   */
+  untilCleared?: boolean;
 }
 
 export interface FreeBudget {
@@ -49,9 +67,12 @@ export const AccountStateSchema = z.looseObject({
   rests: z
     .array(
       z.looseObject({
-        scope: z.enum(["account", "model"]),
+        scope: z.enum(["account", "model", "key"]),
         modelClass: z.enum(["all", "free", "paid"]),
         model: z.string().optional(),
+        keyId: z.string().optional(),
+        cause: z.enum(RestCauses).optional(),
+        untilCleared: z.boolean().optional(),
         until: isoDate,
         source: z.string(),
         reason: z.string(),
@@ -71,6 +92,9 @@ export function accountsFromFile(raw: z.infer<typeof AccountsSchema> | undefined
         scope: rest.scope,
         modelClass: rest.modelClass,
         ...(rest.model === undefined ? {} : { model: rest.model }),
+        ...(rest.keyId === undefined ? {} : { keyId: rest.keyId }),
+        ...(rest.cause === undefined ? {} : { cause: rest.cause }),
+        ...(rest.untilCleared ? { untilCleared: true } : {}),
         until: Date.parse(rest.until),
         source: rest.source,
         reason: rest.reason,

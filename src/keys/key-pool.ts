@@ -6,20 +6,27 @@
 import type { Rotation } from "../config.ts";
 import type { EventBus } from "../observe/events.ts";
 import type { Outcome, ResetSource } from "../upstream/policy.ts";
-import { accountIdOf, classOfModel, nextUtcMidnight, utcDayOf, type AccountRest, type AccountState, type ModelClass } from "./account-state.ts";
+import { createAccountBook } from "./account-book.ts";
+import { accountIdOf, classOfModel, type AccountState } from "./account-state.ts";
 import { viewAccounts, type AccountView } from "./key-view.ts";
-import type { KeyRecord } from "./schema.ts";
+import { createChooser } from "./rotation.ts";
+import { applyPayment, applyRateLimit, clearOnEnable, describeCleared, KEY_LOOKUP_WAIT_MS } from "./outcome-rests.ts";
+import type { KeyLimit, KeyRecord } from "./schema.ts";
 
 export interface KeyLease {
   keyId: string;
   /** The real key; it goes into the upstream Authorization header and nowhere else. */
   secret: string;
+  /** The key's account id (`key:<id>` while unknown): what a 402 or a session pins to. */
+  account: string;
 }
 
 export type AcquireResult =
   | { ok: true; lease: KeyLease }
   | { ok: false; reason: "no-keys" | "all-disabled" | "all-tried"; total: number }
   | { ok: false; reason: "all-cooling"; cooling: number; nextAvailableAt: number; total: number }
+  /** Every key left rests until its account has credits again (no known time). */
+  | { ok: false; reason: "out-of-credits"; accounts: number; total: number }
   /** Free-model request, and every account's known daily free-model budget is used up. */
   | { ok: false; reason: "free-budget-exhausted"; accounts: number; resetAt: number; total: number };
 
@@ -28,6 +35,10 @@ export interface AcquireOptions {
   exclude?: ReadonlySet<string>;
   /** Keys this request would rather not use again (they were tried); used only if nothing else is left. */
   avoid?: ReadonlySet<string>;
+  /** Accounts this request must not use again (its own 402 there: it asks too much of them). */
+  excludeAccounts?: ReadonlySet<string>;
+  /** The key to use when it can serve (session affinity); else ROTATION picks. */
+  prefer?: string;
   /** The requested model: only keys whose account may serve it now are candidates. */
   model?: string;
   /** Only ask whether a key could be had: nothing is marked used. */
@@ -60,8 +71,18 @@ export interface KeyPool {
   /** How many keys could serve now, rest, or are disabled (readiness, error messages). */
   availability(): Availability;
   report(keyId: string, outcome: Outcome, context?: ReportContext): void;
-  /** What GET /key said about a key: its account and that account's free-model use today. */
-  learn(keyId: string, facts: { account?: string; freeUsed?: number; freeLimit?: number }): void;
+  /**
+   * What GET /key said about a key: its account, that account's free-model use today, the key's own
+   * cap. Called with no facts when the lookup failed: either way a key added at runtime may now
+   * take free-model requests.
+   */
+  learn(keyId: string, facts: KeyFacts): void;
+  /** A person's enable-key: the rests of the key's account that are not a known daily limit end; says which. */
+  clearRests(keyId: string): string[];
+  /** A background GET /key shows the account can pay again: its credit rests end. */
+  paidAgain(keyId: string): void;
+  /** Keys added while the server runs whose GET /key has not answered yet. */
+  pendingLookups(): string[];
   /** The per-account state, for the store (the server's to write) and for views. */
   accounts(): Map<string, AccountState>;
   /** Adopts account state read at startup. */
@@ -75,95 +96,32 @@ export interface KeyPool {
   onChange(listener: () => void): () => void;
 }
 
+export interface KeyFacts {
+  account?: string;
+  freeUsed?: number;
+  freeLimit?: number;
+  keyLimit?: KeyLimit;
+}
+
 export interface KeyPoolOptions {
   rotation: Rotation;
   failureThreshold: number;
   now?: () => number;
   events?: EventBus;
+  /** A key added at runtime takes no free-model request until `learn` (GET /key answered or failed). */
+  holdAddedKeys?: boolean;
 }
 
-export function createKeyPool({ rotation, failureThreshold, now = Date.now, events }: KeyPoolOptions): KeyPool {
+export function createKeyPool({ rotation, failureThreshold, now = Date.now, events, holdAddedKeys = false }: KeyPoolOptions): KeyPool {
   let keys: KeyRecord[] = [];
   let byId = new Map<string, KeyRecord>();
-  let stickyId: string | undefined;
-  let roundRobinCursor = 0;
   let lastStamp = 0;
   let loaded = false;
   const changeListeners = new Set<() => void>();
-  let accounts = new Map<string, AccountState>();
-
-  const accountOf = (key: KeyRecord): AccountState => {
-    const id = accountIdOf(key);
-    let state = accounts.get(id);
-    if (!state) accounts.set(id, (state = { rests: [] }));
-    return state;
-  };
-
-  /** Today's free budget of an account (a new UTC day starts a new count). */
-  const freeBudget = (state: AccountState, at: number) => {
-    const day = utcDayOf(at);
-    if (!state.free || state.free.day !== day) state.free = { day, used: 0, ...(state.free?.limit === undefined ? {} : { limit: state.free.limit }) };
-    return state.free;
-  };
-
-  /**
-   * Why this key's account cannot take this request now, and until when; undefined if it can.
-   * "budget" means its known daily free-model limit is used up (until 00:00 UTC).
-   */
-  function accountRest(key: KeyRecord, at: number, model: string | undefined, modelClass: ModelClass): { until: number; why: "rest" | "budget" } | undefined {
-    // Most pools serving paid models never rest an account: skip building the account id then.
-    if (accounts.size === 0) return undefined;
-    const state = accounts.get(accountIdOf(key));
-    if (!state) return undefined;
-    let until = 0;
-    for (const rest of state.rests) {
-      if (rest.until <= at) continue;
-      const applies = rest.scope === "model" ? rest.model !== undefined && rest.model === model : rest.modelClass === "all" || rest.modelClass === modelClass;
-      if (applies) until = Math.max(until, rest.until);
-    }
-    // The budget is looked at before the rests: a free-models-per-day 429 leaves both a rest and a
-    // used-up budget, and only "budget" lets acquire say the daily limit is used up on every
-    // account (instead of "all keys are cooling down").
-    if (modelClass === "free" && state.free && state.free.day === utcDayOf(at) && state.free.limit !== undefined && state.free.used >= state.free.limit) {
-      return { until: Math.max(until, nextUtcMidnight(at)), why: "budget" };
-    }
-    if (until > 0) return { until, why: "rest" };
-    return undefined;
-  }
-
-  function addRest(key: KeyRecord, rest: AccountRest): void {
-    const state = accountOf(key);
-    const same = state.rests.find((each) => each.scope === rest.scope && each.modelClass === rest.modelClass && each.model === rest.model);
-    // Like a key's cooldown, an account's rest is only ever extended by a later report.
-    if (same && same.until >= rest.until) return;
-    state.rests = [...state.rests.filter((each) => each !== same && each.until > now()), rest];
-    events?.emit("account.rest", {
-      account: accountIdOf(key),
-      keyId: key.id,
-      scope: rest.scope,
-      modelClass: rest.modelClass,
-      ...(rest.model === undefined ? {} : { model: rest.model }),
-      until: rest.until,
-      source: rest.source,
-      reason: rest.reason,
-    });
-  }
-
-  function setAccount(key: KeyRecord, account: string): boolean {
-    if (key.account === account) return false;
-    const beforeId = accountIdOf(key);
-    key.account = account;
-    // What was learned under the key's stand-in account (`key:<id>`) carries over to the real one.
-    const before = beforeId.startsWith("key:") ? accounts.get(beforeId) : undefined;
-    if (before) {
-      const after = accountOf(key);
-      after.rests = [...after.rests, ...before.rests];
-      const newer = !after.free || after.free.day < (before.free?.day ?? "") || (after.free.day === before.free?.day && after.free.used < before.free.used);
-      if (before.free && newer) after.free = before.free;
-      accounts.delete(beforeId);
-    }
-    return true;
-  }
+  const book = createAccountBook({ now, events });
+  const chooser = createChooser(rotation);
+  /** Keys added at runtime, until their GET /key answers: no free-model request may use them. */
+  const pending = new Set<string>();
 
   const changed = () => {
     for (const listener of changeListeners) listener();
@@ -182,33 +140,8 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     return true;
   }
 
-  function choose(candidates: KeyRecord[]): KeyRecord {
-    const leastRecentlyUsed = () =>
-      candidates.reduce((best, key) => (key.lastUsedAt < best.lastUsedAt ? key : best), candidates[0] as KeyRecord);
-    switch (rotation) {
-      case "sticky": {
-        const sticky = stickyId === undefined ? undefined : candidates.find((key) => key.id === stickyId);
-        return sticky ?? leastRecentlyUsed();
-      }
-      case "least-recently-used":
-        return leastRecentlyUsed();
-      case "round-robin": {
-        // Walk the key list in its order from the cursor; the first candidate found is next.
-        const candidateIds = new Set(candidates.map((key) => key.id));
-        for (let step = 0; step < keys.length; step++) {
-          const key = keys[(roundRobinCursor + step) % keys.length] as KeyRecord;
-          if (candidateIds.has(key.id)) {
-            roundRobinCursor = (keys.indexOf(key) + 1) % keys.length;
-            return key;
-          }
-        }
-        return candidates[0] as KeyRecord;
-      }
-    }
-  }
-
   return {
-    acquire({ exclude, avoid, model, dryRun = false } = {}) {
+    acquire({ exclude, avoid, excludeAccounts, prefer, model, dryRun = false } = {}) {
       const at = now();
       if (keys.length === 0) return { ok: false, reason: "no-keys", total: 0 };
       const modelClass = classOfModel(model);
@@ -216,25 +149,32 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       let tried = false;
       let nextAt = Infinity;
       let cooling = 0;
-      let budgetOnly = true;
-      let exhaustedAccounts: Set<string> | undefined;
+      let budget = 0;
+      let unpaid = 0;
+      let blockedAccounts: Set<string> | undefined;
       for (const key of keys) {
         if (key.disabled) continue;
         if (!isAvailable(key, at)) {
           cooling++;
-          budgetOnly = false;
           nextAt = Math.min(nextAt, key.cooldownUntil);
           continue;
         }
-        const rest = accountRest(key, at, model, modelClass);
-        if (rest) {
+        // Most pools serving paid models never rest an account: skip building the account id then.
+        const block = book.size === 0 ? undefined : book.blockOf(key, at, model, modelClass);
+        if (block) {
           cooling++;
-          nextAt = Math.min(nextAt, rest.until);
-          if (rest.why === "budget") (exhaustedAccounts ??= new Set()).add(accountIdOf(key));
-          else budgetOnly = false;
+          if (block.why === "budget") budget++;
+          if (block.why === "unpaid") unpaid++;
+          else nextAt = Math.min(nextAt, block.until);
+          if (block.why !== "rest") (blockedAccounts ??= new Set()).add(accountIdOf(key));
           continue;
         }
-        if (exclude?.has(key.id)) {
+        if (modelClass === "free" && pending.size > 0 && pending.has(key.id)) {
+          cooling++;
+          nextAt = Math.min(nextAt, at + KEY_LOOKUP_WAIT_MS);
+          continue;
+        }
+        if (exclude?.has(key.id) || (excludeAccounts !== undefined && excludeAccounts.has(accountIdOf(key)))) {
           tried = true;
           continue;
         }
@@ -245,22 +185,25 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       if (candidates.length === 0) {
         if (tried) return { ok: false, reason: "all-tried", total: keys.length };
         if (cooling === 0) return { ok: false, reason: "all-disabled", total: keys.length };
-        if (budgetOnly) return { ok: false, reason: "free-budget-exhausted", accounts: exhaustedAccounts?.size ?? 0, resetAt: nextAt, total: keys.length };
+        const accounts = blockedAccounts?.size ?? 0;
+        if (budget === cooling) return { ok: false, reason: "free-budget-exhausted", accounts, resetAt: nextAt, total: keys.length };
+        if (unpaid === cooling) return { ok: false, reason: "out-of-credits", accounts, total: keys.length };
         return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, total: keys.length };
       }
+      const preferred = prefer === undefined ? undefined : candidates.find((key) => key.id === prefer);
       if (dryRun) {
-        const any = candidates[0] as KeyRecord;
-        return { ok: true, lease: { keyId: any.id, secret: any.secret } };
+        const any = preferred ?? (candidates[0] as KeyRecord);
+        return { ok: true, lease: { keyId: any.id, secret: any.secret, account: accountIdOf(any) } };
       }
-      const key = choose(candidates);
+      const key = preferred ?? chooser.choose(candidates, keys);
       // Marked used at acquire time, so concurrent requests spread under least-recently-used;
       // stamps strictly increase, so two acquires in one millisecond still have an order.
       lastStamp = Math.max(at, lastStamp + 1e-3);
       key.lastUsedAt = lastStamp;
       key.requests++;
-      stickyId = key.id;
+      chooser.used(key.id);
       changed();
-      return { ok: true, lease: { keyId: key.id, secret: key.secret } };
+      return { ok: true, lease: { keyId: key.id, secret: key.secret, account: accountIdOf(key) } };
     },
 
     availability() {
@@ -284,14 +227,14 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       if (!key) return; // removed while the request was in flight
       const at = now();
       let learned = false;
-      if (context.account !== undefined) learned = setAccount(key, context.account);
+      if (context.account !== undefined) learned = book.setAccount(key, context.account);
       const coolUntil = (until: number, source: ResetSource, reason: string) => {
         // A cooldown is only ever extended, never shortened, by a later report.
         if (until <= key.cooldownUntil) return;
         key.cooldownUntil = until;
         key.cooldownSource = source;
         key.cooldownReason = reason;
-        if (stickyId === key.id) stickyId = undefined;
+        chooser.dropped(key.id);
         events?.emit("key.cooldown", { keyId, until, source, reason });
       };
       switch (outcome.kind) {
@@ -299,43 +242,32 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
           key.successes++;
           key.consecutiveFailures = 0;
           // OpenRouter counts every free-model request an account sends, per UTC day.
-          if (classOfModel(context.model) === "free") freeBudget(accountOf(key), at).used++;
+          if (classOfModel(context.model) === "free") book.freeBudget(key, at).used++;
           if (outcome.exhausted) coolUntil(outcome.exhausted.until, outcome.exhausted.source, "rate limit remaining is 0");
           break;
-        case "rate-limited": {
-          const reason = outcome.message ?? "rate limited (429)";
-          if (outcome.scope === "key") {
-            coolUntil(outcome.until, outcome.source, reason);
-            break;
+        case "rate-limited":
+          if (outcome.scope === "key") coolUntil(outcome.until, outcome.source, outcome.message ?? "rate limited (429)");
+          else {
+            applyRateLimit(book, key, outcome, at);
+            chooser.dropped(key.id);
           }
-          addRest(key, {
-            scope: outcome.scope,
-            modelClass: outcome.modelClass,
-            ...(outcome.model === undefined ? {} : { model: outcome.model }),
-            until: outcome.until,
-            source: outcome.source,
-            reason,
-          });
-          if (outcome.dailyLimit !== undefined) {
-            // The daily limit is learned and used up: no more free requests on this account today.
-            const budget = freeBudget(accountOf(key), at);
-            budget.limit = outcome.dailyLimit;
-            budget.used = Math.max(budget.used, outcome.dailyLimit);
-          }
-          if (stickyId === key.id) stickyId = undefined;
           break;
-        }
+        case "payment":
+          // Never a failure of the key: money, not a broken key (payment-causes.ts).
+          if (!applyPayment(book, key, outcome, at) && !learned) return;
+          chooser.dropped(key.id);
+          break;
+        case "privacy":
+          book.addRest(key, { scope: "model", modelClass: "all", ...(outcome.model === undefined ? {} : { model: outcome.model }), until: outcome.until, source: "default", reason: outcome.message ?? "no endpoints match the data policy", cause: "privacy" });
+          break;
         case "key-failure":
           key.failures++;
           key.consecutiveFailures++;
           events?.emit("key.failure", { keyId, consecutiveFailures: key.consecutiveFailures, reason: outcome.reason });
-          if (outcome.restPaid) {
-            addRest(key, { scope: "account", modelClass: "paid", until: outcome.restPaid.until, source: outcome.restPaid.source, reason: outcome.reason });
-          }
           if (key.consecutiveFailures >= failureThreshold && !key.disabled) {
             const reason = `${key.consecutiveFailures} consecutive failures; last: ${outcome.reason}`;
             key.disabled = { reason, at };
-            if (stickyId === key.id) stickyId = undefined;
+            chooser.dropped(key.id);
             events?.emit("key.disabled", { keyId, reason });
           }
           break;
@@ -347,57 +279,94 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       changed();
     },
 
-    learn(keyId, { account, freeUsed, freeLimit }) {
+    learn(keyId, { account, freeUsed, freeLimit, keyLimit }) {
+      pending.delete(keyId);
       const key = byId.get(keyId);
       if (!key) return;
-      if (account !== undefined) setAccount(key, account);
+      if (account !== undefined) book.setAccount(key, account);
       if (freeUsed !== undefined || freeLimit !== undefined) {
-        const budget = freeBudget(accountOf(key), now());
+        const budget = book.freeBudget(key, now());
         // Seeds only raise what was counted here: requests sent since GET /key answered still count.
         if (freeUsed !== undefined) budget.used = Math.max(budget.used, freeUsed);
         if (freeLimit !== undefined) budget.limit = freeLimit;
       }
+      if (keyLimit !== undefined) key.keyLimit = keyLimit;
       changed();
     },
 
-    accounts() {
-      return new Map([...accounts].map(([id, state]) => [id, { rests: [...state.rests], ...(state.free ? { free: { ...state.free } } : {}) }]));
+    clearRests(keyId) {
+      const key = byId.get(keyId);
+      if (!key) return [];
+      const cleared = clearOnEnable(book, key);
+      if (cleared.length === 0) return [];
+      const described = cleared.map(describeCleared);
+      events?.emit("account.rests-cleared", { account: accountIdOf(key), keyId, cleared: described });
+      changed();
+      return described;
     },
 
+    paidAgain(keyId) {
+      const key = byId.get(keyId);
+      if (!key) return;
+      const cleared = book.clearRests(key, (rest) => rest.cause === "credits" || rest.cause === "negative-balance");
+      if (cleared.length === 0) return;
+      events?.emit("account.rests-cleared", { account: accountIdOf(key), keyId, cleared: cleared.map(describeCleared) });
+      changed();
+    },
+
+    pendingLookups: () => [...pending],
+
+    accounts: () => book.snapshot(),
+
     loadAccounts(loadedAccounts) {
-      accounts = new Map([...loadedAccounts].map(([id, state]) => [id, { rests: [...state.rests], ...(state.free ? { free: { ...state.free } } : {}) }]));
+      book.load(loadedAccounts);
     },
 
     accountViews() {
-      return viewAccounts(keys, accounts, now());
+      return viewAccounts(keys, book.raw(), now());
     },
 
     replaceKeys(records) {
       const previous = byId;
       const firstLoad = !loaded; // the keys found at startup were not "added"
       loaded = true;
+      const enabledByPerson: KeyRecord[] = [];
       keys = records.map((record) => {
         const known = previous.get(record.id);
         if (!known) {
-          if (!firstLoad) events?.emit("key.added", { keyId: record.id, ...(record.label ? { label: record.label } : {}) });
+          if (!firstLoad) {
+            if (holdAddedKeys) pending.add(record.id);
+            events?.emit("key.added", { keyId: record.id, ...(record.label ? { label: record.label } : {}) });
+          }
           return { ...record };
         }
         if (known.resetAt !== record.resetAt) {
           // A person's decision from outside (CLI, admin API, check-keys): theirs wins.
           if (record.disabled) events?.emit("key.disabled", { keyId: record.id, reason: record.disabled.reason });
-          else events?.emit("key.enabled", { keyId: record.id });
-          return { ...record };
+          else {
+            events?.emit("key.enabled", { keyId: record.id });
+            enabledByPerson.push(record);
+          }
+          return { ...record, ...(record.keyLimit || !known.keyLimit ? {} : { keyLimit: known.keyLimit }) };
         }
         // Same key, no reset by a person: keep the runtime state held here, adopt the rest.
         known.label = record.label;
         known.extra = record.extra;
-        if (record.account !== undefined && known.account === undefined) setAccount(known, record.account);
+        if (record.keyLimit && record.keyLimit.checkedAt > (known.keyLimit?.checkedAt ?? 0)) known.keyLimit = record.keyLimit;
+        if (record.account !== undefined && known.account === undefined) book.setAccount(known, record.account);
         return known;
       });
       byId = new Map(keys.map((key) => [key.id, key]));
-      for (const id of previous.keys()) if (!byId.has(id)) events?.emit("key.removed", { keyId: id });
+      for (const id of previous.keys()) {
+        if (byId.has(id)) continue;
+        pending.delete(id);
+        chooser.dropped(id);
+        events?.emit("key.removed", { keyId: id });
+      }
       lastStamp = Math.max(lastStamp, ...keys.map((key) => key.lastUsedAt));
-      if (stickyId !== undefined && !byId.has(stickyId)) stickyId = undefined;
+      // An enable-key from outside (the CLI edits the file) clears the account's rests here too:
+      // the server's memory is what gets written back.
+      for (const record of enabledByPerson) this.clearRests(record.id);
     },
 
     records() {

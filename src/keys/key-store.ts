@@ -45,12 +45,15 @@ export function mergeKeyLists(theirs: readonly KeyRecord[], ours: readonly KeyRe
     const mine = oursById.get(stored.id);
     if (!mine || mine.resetAt !== stored.resetAt) return stored;
     const account = mine.account ?? stored.account;
+    // What GET /key said last, whoever asked (add-key writes it; the server learns it too).
+    const keyLimit = (stored.keyLimit?.checkedAt ?? 0) > (mine.keyLimit?.checkedAt ?? 0) ? stored.keyLimit : mine.keyLimit;
     return {
       ...mine,
       label: stored.label,
       extra: stored.extra,
       addedAt: stored.addedAt,
       ...(account === undefined ? {} : { account }),
+      ...(keyLimit === undefined ? {} : { keyLimit }),
     };
   });
 }

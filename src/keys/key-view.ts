@@ -1,6 +1,7 @@
 /** How a key is shown to people (CLI, admin API): its id and masked form, never the key. */
 import { maskKey } from "../domain/key-identity.ts";
-import { accountIdOf, utcDayOf, type AccountState } from "./account-state.ts";
+import { accountIdOf, utcDayOf, type AccountState, type RestClass } from "./account-state.ts";
+import { restTarget } from "./rests.ts";
 import type { KeyRecord } from "./schema.ts";
 
 export type KeyStatusName = "active" | "cooling" | "disabled";
@@ -77,7 +78,22 @@ export interface AccountView {
   freeRequestsToday: number;
   freeLimit: number | null;
   /** Rests in force: the whole account (for free, paid or all models) or one model on it. */
-  rests: Array<{ scope: "account" | "model"; modelClass: string; model: string | null; until: string; source: string; reason: string }>;
+  rests: RestView[];
+}
+
+/** A rest in force, for people: `cause` says why (a 402's cause, a 429's limit, a privacy 404). */
+export interface RestView {
+  scope: "account" | "model" | "key";
+  modelClass: string;
+  model: string | null;
+  /** For `scope: "key"`: the key that rests (its own spending cap); the account's other keys serve. */
+  keyId: string | null;
+  until: string;
+  /** True: it lasts until credits are seen again (GET /key) or a person clears it; `until` is only a horizon. */
+  untilCleared: boolean;
+  cause: string;
+  source: string;
+  reason: string;
 }
 
 export function viewAccounts(records: readonly KeyRecord[], accounts: ReadonlyMap<string, AccountState>, now: number): AccountView[] {
@@ -95,7 +111,17 @@ export function viewAccounts(records: readonly KeyRecord[], accounts: ReadonlyMa
         freeLimit: state?.free?.limit ?? null,
         rests: (state?.rests ?? [])
           .filter((rest) => rest.until > now)
-          .map((rest) => ({ scope: rest.scope, modelClass: rest.modelClass, model: rest.model ?? null, until: new Date(rest.until).toISOString(), source: rest.source, reason: rest.reason })),
+          .map((rest) => ({
+            scope: rest.scope,
+            modelClass: rest.modelClass,
+            model: rest.model ?? null,
+            keyId: rest.keyId ?? null,
+            until: new Date(rest.until).toISOString(),
+            untilCleared: rest.untilCleared === true,
+            cause: rest.cause ?? "rate-limit",
+            source: rest.source,
+            reason: rest.reason,
+          })),
       };
       views.set(id, view);
     }
@@ -104,8 +130,11 @@ export function viewAccounts(records: readonly KeyRecord[], accounts: ReadonlyMa
   return [...views.values()];
 }
 
-/** "free models until 2026-11-26T00:00:00.000Z (Rate limit exceeded: free-models-per-day)" */
-export function describeRest(rest: AccountView["rests"][number]): string {
-  const what = rest.scope === "model" ? `model ${rest.model ?? "?"}` : rest.modelClass === "all" ? "all models" : `${rest.modelClass} models`;
-  return `${what} until ${rest.until} (${rest.reason})`;
+/**
+ * "free models until 2026-11-26T00:00:00.000Z (free-per-day: Rate limit exceeded: free-models-per-day)",
+ * "paid models until credits return (credits: Insufficient credits…)".
+ */
+export function describeRest(rest: RestView): string {
+  const when = rest.untilCleared ? "until credits return" : `until ${rest.until}`;
+  return `${restTarget({ scope: rest.scope, modelClass: rest.modelClass as RestClass, ...(rest.model ? { model: rest.model } : {}), ...(rest.keyId ? { keyId: rest.keyId } : {}) })} ${when} (${rest.cause}: ${rest.reason})`;
 }

@@ -38,6 +38,10 @@ export const KeyEntrySchema = z.looseObject({
   resetAt: isoDate.optional(),
   /** The OpenRouter account (creator_user_id) the key belongs to, once learned. */
   account: z.string().optional(),
+  /** The key's own spending cap, as GET /key last said (add-key, the server's lookups). */
+  keyLimit: z
+    .looseObject({ limit: z.number().nullable(), remaining: z.number().nullable(), reset: z.string().nullable(), checkedAt: isoDate })
+    .optional(),
   state: KeyStateSchema.optional(),
 });
 
@@ -50,6 +54,14 @@ export const KeyFileSchema = z.union([
 
 export type KeyEntry = z.infer<typeof KeyEntrySchema>;
 
+/** A key's own spending cap from GET /key: `limit` USD (null: none), `reset` daily/weekly/monthly or null. */
+export interface KeyLimit {
+  limit: number | null;
+  remaining: number | null;
+  reset: string | null;
+  checkedAt: number;
+}
+
 /** A key as the pool holds it: times as epoch milliseconds, the user's extra fields kept aside. */
 export interface KeyRecord {
   id: string;
@@ -58,6 +70,7 @@ export interface KeyRecord {
   addedAt: number;
   resetAt?: number;
   account?: string;
+  keyLimit?: KeyLimit;
   cooldownUntil: number;
   cooldownSource?: z.infer<typeof CooldownSource>;
   cooldownReason?: string;
@@ -83,7 +96,7 @@ export interface KeyFileDocument {
 const time = (iso: string | undefined): number => (iso === undefined ? 0 : Date.parse(iso));
 const iso = (ms: number): string => new Date(ms).toISOString();
 
-const knownEntryFields = new Set(["key", "label", "id", "addedAt", "resetAt", "account", "state"]);
+const knownEntryFields = new Set(["key", "label", "id", "addedAt", "resetAt", "account", "keyLimit", "state"]);
 const knownStateFields = new Set(Object.keys(KeyStateSchema.shape));
 
 function pick(source: Record<string, unknown>, known: Set<string>): Record<string, unknown> {
@@ -124,6 +137,7 @@ export function recordsFromFile(parsed: z.infer<typeof KeyFileSchema>, now: numb
       ...record,
       ...(raw.resetAt ? { resetAt: time(raw.resetAt) } : {}),
       ...(raw.account ? { account: raw.account } : {}),
+      ...(raw.keyLimit ? { keyLimit: { limit: raw.keyLimit.limit, remaining: raw.keyLimit.remaining, reset: raw.keyLimit.reset, checkedAt: time(raw.keyLimit.checkedAt) } } : {}),
       cooldownUntil: time(state?.cooldownUntil),
       ...(state?.cooldownSource ? { cooldownSource: state.cooldownSource } : {}),
       ...(state?.cooldownReason ? { cooldownReason: state.cooldownReason } : {}),
@@ -149,6 +163,7 @@ export function entryFromRecord(record: KeyRecord, now: number): Record<string, 
     addedAt: iso(record.addedAt),
     ...(record.resetAt ? { resetAt: iso(record.resetAt) } : {}),
     ...(record.account ? { account: record.account } : {}),
+    ...(record.keyLimit ? { keyLimit: { ...record.keyLimit, checkedAt: iso(record.keyLimit.checkedAt) } } : {}),
     ...record.extra,
     state: {
       ...(coolingDown ? { cooldownUntil: iso(record.cooldownUntil) } : {}),

@@ -20,13 +20,18 @@ export interface ProxyEventMap {
   "account.rest": {
     account: string;
     keyId: string;
-    scope: "account" | "model";
+    scope: "account" | "model" | "key";
     modelClass: string;
     model?: string;
     until: number;
     source: string;
     reason: string;
+    cause?: string;
   };
+  /** What a person's enable-key cleared besides the key's failures and cooldown. */
+  "account.rests-cleared": { account: string; keyId: string; cleared: string[] };
+  /** A background GET /key answered (or failed) for a key. */
+  "key.looked-up": { keyId: string; ok: boolean };
 }
 
 export type ProxyEventName = keyof ProxyEventMap;

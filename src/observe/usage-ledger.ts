@@ -30,6 +30,8 @@ export interface RecentRequest {
   stream: boolean;
   status: number;
   keyId: string | null;
+  /** OpenRouter's generation id (X-Generation-Id or the answer's `id`): look the cost up with it later. */
+  generationId: string | null;
   attempts: number;
   durationMs: number;
   totalTokens: number | null;
@@ -169,6 +171,7 @@ function recentView(request: RequestRecord): RecentRequest {
     stream: request.stream,
     status: request.status,
     keyId: request.keyId ?? null,
+    generationId: request.generationId ?? null,
     attempts: request.attempts.length,
     durationMs: request.durationMs,
     totalTokens: request.usage?.totalTokens ?? null,

@@ -16,7 +16,9 @@ import { noKeyError } from "./no-key-error.ts";
 import { ANSWER_HEAD_BYTES, declaredWithin, ERROR_HEAD_BYTES, joinChunks, readHead } from "./bounded-read.ts";
 import { relay } from "./relay.ts";
 import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
-import { BODY_LOG_LIMIT, bodyForLog, type RequestRecord } from "./request-record.ts";
+import { BODY_LOG_LIMIT, bodyForLog, generationIdOf, type AttemptRecord, type RequestRecord } from "./request-record.ts";
+import { createRetryPlan } from "./retry-plan.ts";
+import type { SessionAffinity } from "./session-affinity.ts";
 import { createSilenceWatcher } from "./silence-watch.ts";
 import { readAnswerTail, UsageTap } from "./usage-tap.ts";
 
@@ -33,6 +35,8 @@ export interface ProxyRequest {
   signal: AbortSignal;
   /** Read from the body for routing and logs; the body itself is sent as it came. */
   model?: string;
+  /** The body's `session_id`, `prompt_cache_key` or `user` (the first found), for session affinity. */
+  session?: string;
   stream?: boolean;
   clientAddress?: string;
   /** When the proxy received the request (performance.now()). */
@@ -61,10 +65,9 @@ export interface ForwarderOptions {
    * its client had left (its upstream request aborted, its stream ended).
    */
   shutdown?: AbortSignal;
+  /** SESSION_AFFINITY: requests of one conversation go to the key that served it last; absent: off. */
+  affinity?: SessionAffinity;
 }
-
-/** The one short wait before retrying a shared-capacity 429. */
-const SHARED_CAPACITY_BACKOFF_MS = 1000;
 
 /** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
  * limit (`upstreamTimeoutMs`) takes its place. https://github.com/oven-sh/bun/issues/16682 */
@@ -135,6 +138,7 @@ export function createForwarder({
   logBodies = false,
   streamCommitMs = 15_000,
   shutdown,
+  affinity,
 }: ForwarderOptions) {
   const silenceWatcher = createSilenceWatcher();
   // OPENROUTER_BASE_URL may carry credentials: messages show it as `http://***@host/…`.
@@ -165,9 +169,6 @@ export function createForwarder({
       userAgent: request.headers.get("user-agent") || undefined,
       requestBody: logBodies && request.body ? bodyForLog(request.body) : undefined,
     };
-    // Made on the first retry: most requests never need them.
-    let exclude: Set<string> | undefined;
-    let avoid: Set<string> | undefined;
     let last: LastFailure | undefined;
     let upstreamFaults = 0;
     const attempts = () => record.attempts.length;
@@ -183,7 +184,9 @@ export function createForwarder({
       record.durationMs = round(performance.now() - started);
       events?.emit("request.done", record);
     };
-    const clientGone = () => {
+    /** `attempt`: the one cut short by the client leaving; it reached the upstream, so the record keeps it. */
+    const clientGone = (attempt?: AttemptRecord) => {
+      if (attempt) record.keyId = attempt.keyId;
       if (!request.signal.aborted && shutdown?.aborted) {
         return failWith(
           new ProxyError(503, "the proxy shut down before the upstream answered (SHUTDOWN_GRACE_SECONDS ran out): retry in a moment", {
@@ -201,12 +204,15 @@ export function createForwarder({
       return error;
     };
 
-    let sharedCapacityRetried = false;
+    const plan = createRetryPlan({ now, wait: (ms) => sleep(ms, waitSignal()), backoff });
+    const avoid = (keyId: string) => plan.avoidKey(keyId);
+    const session = affinity?.sessionOf(request.session, request.headers);
     while (attempts() < maxAttempts) {
       if (ended()) throw clientGone();
-      const acquired = pool.acquire({ exclude, avoid, model: request.model });
+      const acquired = pool.acquire(plan.options(request.model, session === undefined ? undefined : affinity?.pinned(session)));
       if (!acquired.ok) {
-        if (last && acquired.reason !== "all-cooling" && acquired.reason !== "free-budget-exhausted") break; // answer with what the upstream last said
+        // Answer with what the upstream last said, unless only waiting helps: then say how long.
+        if (last && (answersItself(last) || (acquired.reason !== "all-cooling" && acquired.reason !== "free-budget-exhausted"))) break;
         throw failWith(noKeyError(acquired, now(), rateLimitMessage(last)));
       }
       const { keyId, secret } = acquired.lease;
@@ -249,14 +255,14 @@ export function createForwarder({
         response = await fetchUpstream(`${baseUrl}${request.path}${request.search}`, init);
       } catch (error) {
         release();
-        if (ended()) throw clientGone();
+        if (ended()) throw clientGone(noteAttempt(0, "client-gone"));
         const timedOut = upstream.signal.reason instanceof DOMException && upstream.signal.reason.name === "TimeoutError";
         const reason = timedOut ? String((upstream.signal.reason as DOMException).message) : redactUrl(redactSecret(describeFetchError(error), secret));
         dropRest(last);
         last = { kind: "unreachable", reason, timedOut };
         pool.report(keyId, { kind: "upstream-error", reason }, reportContext());
         noteAttempt(0, timedOut ? "upstream-timeout" : "upstream-unreachable");
-        (avoid ??= new Set()).add(keyId);
+        avoid(keyId);
         await backoff();
         continue;
       }
@@ -279,33 +285,12 @@ export function createForwarder({
         return outcome;
       };
       /** After a failed attempt: whether to try again, and how. */
-      const next = async (outcome: Outcome): Promise<"retry" | "stop"> => {
-        switch (outcome.kind) {
-          case "request-error":
-          case "ok":
-            return "stop"; // the request's own fault: no retry, as it came
-          case "upstream-error":
-            (avoid ??= new Set()).add(keyId);
-            await backoff();
-            return "retry";
-          case "shared-capacity":
-            // Another key cannot help; waiting a moment might. One short wait and one retry at most.
-            if (sharedCapacityRetried) return "stop";
-            sharedCapacityRetried = true;
-            (avoid ??= new Set()).add(keyId);
-            await sleep(Math.min(SHARED_CAPACITY_BACKOFF_MS, Math.max(0, outcome.until - now())), waitSignal());
-            return "retry";
-          case "rate-limited":
-          case "key-failure":
-            (exclude ??= new Set()).add(keyId); // rate-limited or a bad key: never again for this request
-            return "retry";
-        }
-      };
+      const next = (outcome: Outcome) => plan.after(outcome, acquired.lease);
 
       if (response.status < 400) {
         const isEventStream = (response.headers.get("content-type") ?? "").includes("text/event-stream");
         /** The committed answer; `finishWith` set: the record is complete now (else the relay completes it). */
-        const respond = (body: Uint8Array | ReadableStream<Uint8Array> | null, finishWith?: Partial<RequestRecord>) => {
+        const respond = (body: Uint8Array | ReadableStream<Uint8Array> | null, firstBytes: Uint8Array | undefined, finishWith?: Partial<RequestRecord>) => {
           const outcome = classify({ status: response.status, headers: response.headers, now: now(), defaultCooldownMs });
           pool.report(keyId, outcome, reportContext());
           noteAttempt(response.status, outcome.kind);
@@ -318,14 +303,16 @@ export function createForwarder({
           });
           record.keyId = keyId;
           record.ttfbMs = round(elapsed);
+          record.generationId = generationIdOf(response.headers, firstBytes);
           delete record.error;
+          if (session !== undefined) affinity?.pin(session, keyId);
           if (finishWith) finish(response.status, finishWith);
           return new Response(body, { status: response.status, headers });
         };
 
         if (!response.body) {
           release();
-          return respond(null, {});
+          return respond(null, undefined, {});
         }
         /** Relays the body from here on; the record is completed when it ends. */
         const relayed = (reader: ChunkReader, held: Uint8Array[], pending: CommitPending, isStream: boolean) => {
@@ -369,11 +356,11 @@ export function createForwarder({
             head = reader ? await readHead(reader, ANSWER_HEAD_BYTES, silence) : { chunks: [redactBytes(new Uint8Array(await response.arrayBuffer()), secret)], complete: true };
           } catch (error) {
             release();
-            if (ended()) throw clientGone();
+            if (ended()) throw clientGone(noteAttempt(response.status, "client-gone"));
             const reason = `the upstream's answer broke off: ${redactUrl(describeFetchError(error))}`;
             last = { kind: "unreachable", reason, timedOut: false };
             noteAttempt(response.status, "upstream-error");
-            (avoid ??= new Set()).add(keyId);
+            avoid(keyId);
             continue;
           }
           const view = joinChunks(head.chunks);
@@ -398,12 +385,12 @@ export function createForwarder({
             pool.report(keyId, { kind: "upstream-error", reason }, reportContext());
             noteAttempt(response.status, "upstream-error");
             last = { kind: "unreachable", reason, timedOut: false };
-            (avoid ??= new Set()).add(keyId);
+            avoid(keyId);
             await backoff();
             continue;
           }
-          if (reader && !head.complete) return respond(relayed(reader, head.chunks, undefined, false));
-          return respond(view, { ...(tail?.usage ? { usage: tail.usage } : {}), ...(logBodies ? { responseBody: bodyForLog(view) } : {}) });
+          if (reader && !head.complete) return respond(relayed(reader, head.chunks, undefined, false), head.chunks[0]);
+          return respond(view, view, { ...(tail?.usage ? { usage: tail.usage } : {}), ...(logBodies ? { responseBody: bodyForLog(view) } : {}) });
         }
 
         // A stream: held until its first content (or STREAM_COMMIT_SECONDS), so an error event
@@ -412,11 +399,12 @@ export function createForwarder({
         const decision = await holdUntilCommit(reader, { commitMs: streamCommitMs, silence });
         if (decision.kind === "failed") {
           release();
-          if (ended()) throw clientGone();
+          // The request reached the upstream with this key: the record says so, whoever left.
+          if (ended()) throw clientGone(noteAttempt(response.status, "client-gone"));
           const reason = `the upstream's stream broke off before any content: ${redactUrl(describeFetchError(decision.error))}`;
           last = { kind: "unreachable", reason, timedOut: false };
           noteAttempt(response.status, "upstream-error");
-          (avoid ??= new Set()).add(keyId);
+          avoid(keyId);
           await backoff();
           continue;
         }
@@ -441,7 +429,7 @@ export function createForwarder({
             headers: clientResponseHeaders(response.headers, { "x-proxy-key-id": keyId, "x-proxy-attempts": String(attempts()) }),
           });
         }
-        return respond(body);
+        return respond(body, decision.held[0]);
       }
 
       // An error answer: its first ERROR_HEAD_BYTES are read for the policy (message, reset); a
@@ -452,12 +440,12 @@ export function createForwarder({
         head = reader ? await readHead(reader, ERROR_HEAD_BYTES, silence) : { chunks: [], complete: true };
       } catch (error) {
         release();
-        if (ended()) throw clientGone();
+        if (ended()) throw clientGone(noteAttempt(response.status, "client-gone"));
         const reason = `the upstream's ${response.status} answer broke off: ${redactUrl(describeFetchError(error))}`;
         dropRest(last);
         last = { kind: "unreachable", reason, timedOut: false };
         noteAttempt(response.status, "upstream-error");
-        (avoid ??= new Set()).add(keyId);
+        avoid(keyId);
         continue;
       }
       if (head.complete) release();
@@ -495,7 +483,9 @@ export function createForwarder({
         throw failWith(noKeyError(after, now(), rateLimitMessage(last)));
       }
     }
-    if (last.outcome.kind === "shared-capacity" && !last.headers.has("retry-after")) {
+    // Only a reset the upstream announced becomes a Retry-After: a 429 sent without one is passed
+    // back without one (a made-up wait would have the client's SDK sleep on the proxy's guess).
+    if (last.outcome.kind === "shared-capacity" && last.outcome.source !== "default" && !last.headers.has("retry-after")) {
       extraHeaders["retry-after"] = String(Math.max(1, Math.ceil((last.outcome.until - now()) / 1000)));
     }
     // Every attempt failed, or the request was refused: the upstream's last answer, as it came.
@@ -511,6 +501,11 @@ export function createForwarder({
       await sleep(retryBackoffMs * 2 ** (upstreamFaults - 1), waitSignal());
     }
   };
+}
+
+/** A 402 or privacy 404 the upstream sent is the answer when nothing else can serve: no proxy 429 instead. */
+function answersItself(last: LastFailure): boolean {
+  return last.kind === "response" && (last.outcome.kind === "payment" || last.outcome.kind === "privacy");
 }
 
 function rateLimitMessage(last: LastFailure | undefined): string | undefined {

@@ -14,6 +14,8 @@ const KeyInfoSchema = z.looseObject({
     label: z.string().nullish(),
     limit: z.number().nullish(),
     limit_remaining: z.number().nullish(),
+    /** When the key's own cap resets: "daily", "weekly", "monthly", or null (never). */
+    limit_reset: z.string().nullish(),
     usage: z.number().nullish(),
     usage_daily: z.number().nullish(),
     is_free_tier: z.boolean().nullish(),

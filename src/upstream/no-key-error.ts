@@ -31,6 +31,13 @@ export function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: 
         { type: "rate_limit_error", code: "free_model_limit_used_up", headers: { "retry-after": String(seconds) } },
       );
     }
+    case "out-of-credits":
+      // No Retry-After: nothing says when credits come back (a person adds them; GET /key shows it).
+      return new ProxyError(
+        402,
+        `every account that could serve this request is out of credits (${acquired.accounts} account${acquired.accounts === 1 ? "" : "s"}): add credits on OpenRouter; the proxy sees them within 5 minutes, or at once after \`openrouter-proxy enable-key <id>\``,
+        { type: "insufficient_quota", code: "all_accounts_out_of_credits" },
+      );
     case "all-cooling": {
       const seconds = Math.max(1, Math.ceil((acquired.nextAvailableAt - now) / 1000));
       return new ProxyError(

@@ -1,4 +1,5 @@
-import { nextUtcMidnight, type RestClass } from "../keys/account-state.ts";
+import { nextUtcMidnight, type RestCause, type RestClass } from "../keys/account-state.ts";
+import { paymentOutcome, type PaymentOutcome } from "./payment-causes.ts";
 
 /**
  * What an upstream answer means for the key that carried it, decided from the status, the
@@ -24,26 +25,35 @@ export type Outcome =
       until: number;
       source: ResetSource;
       message?: string;
+      /** Which limit this is, for views and for what enable-key may clear; a key's own 429 has none. */
+      cause?: RestCause;
       /** The account's daily free-model limit, when this 429 says it is used up. */
       dailyLimit?: number;
     }
   /** A popular free model is out of shared capacity for everyone: no key is to blame. */
   | { kind: "shared-capacity"; until: number; source: ResetSource; message?: string }
-  /** The key itself is bad (invalid, out of credits): a consecutive failure is counted. */
-  | { kind: "key-failure"; reason: string; restPaid?: { until: number; source: ResetSource } }
+  /** The key itself is bad (invalid, expired): a consecutive failure is counted. */
+  | { kind: "key-failure"; reason: string }
+  /** 402, by cause (payment-causes.ts): never a failure of the key. */
+  | PaymentOutcome
+  /**
+   * 404 "No endpoints found matching your data policy": this account's privacy settings exclude
+   * every provider of the model. That model rests on this account; another account may serve it.
+   */
+  | { kind: "privacy"; model?: string; until: number; message?: string }
   /** The request's own fault: passed back as it came, the key is not marked. */
   | { kind: "request-error" }
   /** OpenRouter or a provider failed (5xx, 408, connection): retried, the key is not blamed. */
   | { kind: "upstream-error"; reason: string };
 
-/** How long an account rests for paid models after a 402 (credits do not come back by themselves). */
-export const CREDITS_REST_MS = 15 * 60_000;
+/** How long a model rests on an account after a privacy 404: settings change rarely, people can clear it. */
+export const PRIVACY_REST_MS = 3_600_000;
 /** How long a model rests on an account after its provider's own 429 without a reset. */
 export const PROVIDER_REST_MS = 30_000;
 /** How long a shared-capacity 429 without a reset asks the client to wait. */
 export const SHARED_CAPACITY_WAIT_MS = 5_000;
 
-type Verdict = "request-error" | "key-failure" | "upstream-error" | "rate-limited";
+type Verdict = "request-error" | "key-failure" | "upstream-error" | "rate-limited" | "payment";
 
 /**
  * Status → verdict. Statuses not listed: other 4xx are the request's, other 5xx the upstream's.
@@ -53,7 +63,7 @@ type Verdict = "request-error" | "key-failure" | "upstream-error" | "rate-limite
 const statusVerdicts = new Map<number, Verdict>([
   [400, "request-error" /* bad parameters, unknown model, context too long */],
   [401, "key-failure" /* invalid, disabled or expired key */],
-  [402, "key-failure" /* not enough credits on the key or account */],
+  [402, "payment" /* by cause: in flight, this request, the key's cap, the account's credits */],
   [403, "request-error" /* moderation or guardrail refusal; "Key limit exceeded" is handled below */],
   [404, "request-error" /* no such route or model */],
   [408, "upstream-error" /* Request Timeout */],
@@ -70,6 +80,8 @@ export interface ErrorBodyFacts {
   metadataHeaders?: Record<string, string>;
   /** `error.metadata.limit_source`, e.g. "openrouter_shared_capacity". */
   limitSource?: string;
+  /** `error.metadata.reason`, e.g. "weight_exceeds_budget" on a 402. */
+  reason?: string;
   /** `error.metadata.provider_name`: set when a provider (not OpenRouter) refused. */
   providerName?: string;
   /** The account behind the key (`user_id`), where the body names it. */
@@ -98,12 +110,14 @@ export function readErrorBody(text: string): ErrorBodyFacts {
   }
   const limitSource = field(metadata, "limit_source");
   const providerName = field(metadata, "provider_name");
+  const reason = field(metadata, "reason");
   const userId = field(parsed, "user_id") ?? field(metadata, "user_id");
   const code = field(error, "code");
   return {
     ...(typeof message === "string" ? { message } : {}),
     ...(Object.keys(metadataHeaders).length > 0 ? { metadataHeaders } : {}),
     ...(typeof limitSource === "string" ? { limitSource } : {}),
+    ...(typeof reason === "string" ? { reason } : {}),
     ...(typeof providerName === "string" && providerName !== "" ? { providerName } : {}),
     ...(typeof userId === "string" && userId !== "" ? { userId } : {}),
     ...(typeof code === "number" || typeof code === "string" ? { code } : {}),
@@ -182,11 +196,9 @@ export function classify({ status, headers, body = {}, now, defaultCooldownMs, m
   switch (verdict) {
     case "rate-limited":
       return rateLimit(headers, body, now, defaultCooldownMs, model, message);
+    case "payment":
+      return paymentOutcome(body, parseRetryAfter(headers.get("retry-after"), now), model);
     case "key-failure":
-      if (status === 402) {
-        // Out of credits: the account cannot pay for paid models; free ones may still work.
-        return { kind: "key-failure", reason: `upstream answered 402${quoted}`, restPaid: resetFrom(headers, body, now, CREDITS_REST_MS) };
-      }
       return { kind: "key-failure", reason: `upstream answered ${status}${quoted}` };
     case "upstream-error":
       return { kind: "upstream-error", reason: `upstream answered ${status}${quoted}` };
@@ -194,6 +206,9 @@ export function classify({ status, headers, body = {}, now, defaultCooldownMs, m
       // OpenRouter has been seen answering 403 "Key limit exceeded": that one exhausts the key.
       if (status === 403 && /key limit/i.test(body.message ?? "")) {
         return { kind: "key-failure", reason: `upstream answered 403${quoted}` };
+      }
+      if (status === 404 && /no endpoints found matching your data policy/i.test(body.message ?? "")) {
+        return { kind: "privacy", ...(model === undefined ? {} : { model }), until: now + PRIVACY_REST_MS, ...message };
       }
       return { kind: "request-error" };
   }
@@ -226,19 +241,21 @@ function rateLimit(
       kind: "rate-limited",
       scope: "account",
       modelClass: "free",
+      cause: "free-per-day",
       ...resetFrom(headers, body, now, nextUtcMidnight(now) - now),
       ...message,
       ...(dailyLimit === undefined ? {} : { dailyLimit }),
     };
   }
   if (/free-models-per-min/i.test(text)) {
-    return { kind: "rate-limited", scope: "account", modelClass: "free", ...resetFrom(headers, body, now, 60_000 - (now % 60_000)), ...message };
+    return { kind: "rate-limited", scope: "account", modelClass: "free", cause: "free-per-min", ...resetFrom(headers, body, now, 60_000 - (now % 60_000)), ...message };
   }
   if (body.providerName !== undefined || /provider returned error/i.test(text)) {
     return {
       kind: "rate-limited",
       scope: "model",
       modelClass: "all",
+      cause: "provider",
       ...(model === undefined ? {} : { model }),
       ...resetFrom(headers, body, now, PROVIDER_REST_MS),
       ...message,

@@ -23,8 +23,13 @@ export interface RequestRecord {
   stream: boolean;
   status: number;
   attempts: AttemptRecord[];
-  /** The key that served the answer the client got. */
+  /** The key that served the answer the client got (or carried the attempt the client left during). */
   keyId?: string;
+  /**
+   * OpenRouter's id for the generation (`X-Generation-Id`, else the answer's `id`): with it a user
+   * looks the cost up later (`GET /generation?id=`).
+   */
+  generationId?: string;
   /** From receiving the request to sending the client the response headers. */
   ttfbMs?: number;
   durationMs: number;
@@ -47,4 +52,18 @@ export function bodyForLog(bytes: ArrayBuffer | Uint8Array): string {
   const view = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   if (view.byteLength <= BODY_LOG_LIMIT) return decoder.decode(view);
   return `${decoder.decode(view.subarray(0, BODY_LOG_LIMIT))}… [${view.byteLength - BODY_LOG_LIMIT} more bytes not logged]`;
+}
+
+const ID_SCAN_BYTES = 2048;
+const answerId = /"id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"/;
+
+/**
+ * The generation id of an answer: the `X-Generation-Id` header, else the first `"id"` in the
+ * answer's first bytes (a JSON answer's own id, or the first event of a stream: both lead with it).
+ */
+export function generationIdOf(headers: Headers, first: Uint8Array | undefined): string | undefined {
+  const header = headers.get("x-generation-id");
+  if (header) return header.slice(0, 128);
+  if (!first) return undefined;
+  return answerId.exec(decoder.decode(first.subarray(0, ID_SCAN_BYTES)))?.[1];
 }

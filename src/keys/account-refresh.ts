@@ -1,0 +1,98 @@
+/**
+ * Keeps what the pool knows about accounts fresh, in the background (never on a request's path):
+ * - a key that appears while the server runs (file edit, CLI, admin API) is looked up at once
+ *   with GET /key; until that answers or fails the pool gives it no free-model request;
+ * - every key is looked up again after each UTC midnight and every hour;
+ * - an account resting until its credits return has one of its keys asked every 5 minutes, and
+ *   the rest ends when the answer says the key may pay (see `mayPay`).
+ * `tick()` does what is due at the pool's clock; a timer calls it in production, tests call it
+ * after moving the injected clock, so nothing waits in real time.
+ */
+import type { EventBus } from "../observe/events.ts";
+import { utcDay } from "../domain/time-text.ts";
+import type { KeyCheck } from "../upstream/key-info.ts";
+import { discoverAccounts, factsOf, mayPay } from "./account-discovery.ts";
+import type { KeyPool } from "./key-pool.ts";
+
+export const REFRESH_EVERY_MS = 3_600_000;
+export const CREDITS_CHECK_EVERY_MS = 5 * 60_000;
+
+export interface AccountRefresher {
+  /** Does what is due now: the daily and hourly refresh, the credit checks. */
+  tick(): Promise<void>;
+  /** Settles when every lookup started so far has answered (tests). */
+  idle(): Promise<void>;
+  stop(): void;
+}
+
+export interface AccountRefresherOptions {
+  pool: KeyPool;
+  checkKey: (secret: string) => Promise<KeyCheck>;
+  events: EventBus;
+  now?: () => number;
+  /** How often the timer calls `tick` (real time); 0: no timer. */
+  tickEveryMs?: number;
+  /** When the keys found at startup were looked up (their first refresh is due an hour later). */
+  startedAt?: number;
+}
+
+export function startAccountRefresher({ pool, checkKey, events, now = Date.now, tickEveryMs = 30_000, startedAt = now() }: AccountRefresherOptions): AccountRefresher {
+  const running = new Set<Promise<void>>();
+  let lastRefresh = startedAt;
+  let lastDay = utcDay(startedAt);
+  const lastCreditCheck = new Map<string, number>();
+  let ticking: Promise<void> | undefined;
+
+  const track = (work: Promise<void>) => {
+    running.add(work);
+    void work.finally(() => running.delete(work));
+    return work;
+  };
+  const lookUp = (keyIds: string[]) => track(discoverAccounts({ pool, checkKey, keyIds, now }).catch(() => {}));
+
+  const unsubscribe = events.on("key.added", ({ keyId }) => void lookUp([keyId]));
+
+  async function creditChecks(at: number): Promise<void> {
+    for (const view of pool.accountViews()) {
+      if (!view.rests.some((rest) => rest.untilCleared)) continue;
+      if (at - (lastCreditCheck.get(view.id) ?? 0) < CREDITS_CHECK_EVERY_MS) continue;
+      lastCreditCheck.set(view.id, at);
+      const keyId = view.keyIds[0];
+      const record = pool.records().find((candidate) => candidate.id === keyId);
+      if (!record) continue;
+      const check = await checkKey(record.secret).catch(() => undefined);
+      if (check?.kind !== "valid") continue;
+      pool.learn(record.id, factsOf(check.info, now()));
+      if (mayPay(check.info)) pool.paidAgain(record.id);
+    }
+  }
+
+  async function due(): Promise<void> {
+    const at = now();
+    if (utcDay(at) !== lastDay || at - lastRefresh >= REFRESH_EVERY_MS) {
+      lastDay = utcDay(at);
+      lastRefresh = at;
+      await lookUp(pool.records().map((record) => record.id));
+    }
+    await creditChecks(at);
+  }
+
+  const timer = tickEveryMs > 0 ? setInterval(() => void refresher.tick(), tickEveryMs) : undefined;
+  timer?.unref?.();
+
+  const refresher: AccountRefresher = {
+    tick() {
+      // One tick at a time: a slow GET /key must not pile up checks of the same account.
+      ticking ??= track(due().finally(() => (ticking = undefined)));
+      return ticking;
+    },
+    async idle() {
+      while (running.size > 0) await Promise.all([...running]);
+    },
+    stop() {
+      unsubscribe();
+      if (timer) clearInterval(timer);
+    },
+  };
+  return refresher;
+}
