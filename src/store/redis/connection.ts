@@ -57,6 +57,8 @@ export interface RedisWrite {
   args: string[];
   /** Applying it twice is harmless (ZADD GT, SET … GT): replayed even after a timeout. */
   idempotent?: boolean;
+  /** Sent instead when Redis answers NOSCRIPT (an EVALSHA after Redis lost its script cache). */
+  noScriptFallback?: RedisWrite;
 }
 
 export interface RedisConnection {
@@ -65,6 +67,8 @@ export interface RedisConnection {
   readonly queued: number;
   /** Writes given up (queue full, or a non-idempotent write with an unknown outcome). */
   readonly dropped: number;
+  /** Writes Redis answered with an error (a bug in a command or script, not an outage). */
+  readonly refused: number;
   /** One command with the timeout and the breaker; never throws. */
   send(command: string, args: string[]): Promise<CallResult<unknown>>;
   /** Delivers a write now, or queues it for replay; resolves once it is sent or queued. */
@@ -91,6 +95,7 @@ export function createRedisConnection({
   const subscriptions = new Set<Subscription>();
   let queue: RedisWrite[] = [];
   let dropped = 0;
+  let refused = 0;
   let degraded = false;
   let closed = false;
   let client: RedisClient | undefined;
@@ -186,8 +191,16 @@ export function createRedisConnection({
   };
 
   /** After a write's attempt: done (delivered or refused by Redis), queued again, or dropped. */
-  const settle = (write: RedisWrite, result: CallResult<unknown>): void => {
-    if (result.ok || result.failure === "refused") return;
+  const settle = async (write: RedisWrite, result: CallResult<unknown>): Promise<void> => {
+    if (!result.ok && result.failure === "refused" && write.noScriptFallback && result.message.startsWith("NOSCRIPT")) {
+      await deliver(write.noScriptFallback);
+      return;
+    }
+    if (result.ok) return;
+    if (result.failure === "refused") {
+      refused += 1;
+      return;
+    }
     if (result.failure === "timeout" && !write.idempotent) {
       dropped += 1;
       return;
@@ -196,15 +209,22 @@ export function createRedisConnection({
     scheduleProbe(); // the probe replays the queue once Redis answers
   };
 
+  /** Sends a write now (queued behind others that wait, to keep a burst together) or queues it. */
+  const deliver = async (write: RedisWrite): Promise<void> => {
+    if (queue.length > 0 || breaker.state === "open" || client === undefined) {
+      enqueue(write);
+      if (breaker.state === "closed" && client !== undefined) void flush();
+      return;
+    }
+    await settle(write, await call(write.command, write.args));
+  };
+
   /** Replays queued writes, all in flight at once (auto-pipelined); what fails waits again. */
   const flush = async (): Promise<void> => {
     while (queue.length > 0 && breaker.state === "closed" && !closed) {
       const batch = queue.splice(0, 500);
       const results = await Promise.all(batch.map((write) => call(write.command, write.args)));
-      results.forEach((result, index) => {
-        const write = batch[index] as RedisWrite;
-        settle(write, result);
-      });
+      await Promise.all(results.map((result, index) => settle(batch[index] as RedisWrite, result)));
     }
   };
 
@@ -233,16 +253,12 @@ export function createRedisConnection({
     get dropped() {
       return dropped;
     },
+    get refused() {
+      return refused;
+    },
     ready,
     send: call,
-    async write(write) {
-      if (queue.length > 0 || breaker.state === "open" || client === undefined) {
-        enqueue(write);
-        if (breaker.state === "closed" && client !== undefined) void flush();
-        return;
-      }
-      settle(write, await call(write.command, write.args));
-    },
+    write: deliver,
     subscribe(channel, handlers) {
       const subscription = createSubscription({ channel, handlers, newClient, timeoutMs: connectTimeoutMs, onClose: () => subscriptions.delete(subscription) });
       subscriptions.add(subscription);

@@ -1,0 +1,50 @@
+/**
+ * Where the shared state lives in Redis, under `REDIS_PREFIX` (default `orp:`) so several pools
+ * can share one server. One structure per merge rule (../shared/DESIGN.md):
+ *
+ *   <prefix>key:cooldown          sorted set   key id → cooldown until (ms), only ever raised (ZADD GT)
+ *   <prefix>key:cooldown-cause    hash         key id → the winning cooldown's cause (JSON)
+ *   <prefix>key:disabled          sorted set   key id → disabled since (ms)
+ *   <prefix>key:disabled-cause    hash         key id → why
+ *   <prefix>key:streak            hash         key id → consecutive failures
+ *   <prefix>key:switch            hash         key id → version of the last person's enable/disable/add
+ *   <prefix>account:rest          sorted set   <account>|class:<all|free|paid> or <account>|model:<id> → rest until (ms)
+ *   <prefix>account:rest-cause    hash         the same members → the winning rest's cause
+ *   <prefix>free:<YYYY-MM-DD>     hash         used:<account> → free-model requests that day,
+ *                                              limit:<account> → the account's known daily limit;
+ *                                              expires after the day
+ *   <prefix>changes               channel      StateChange JSON (keys/change-schema.ts)
+ */
+
+export interface RedisKeys {
+  readonly cooldown: string;
+  readonly cooldownCause: string;
+  readonly disabled: string;
+  readonly disabledCause: string;
+  readonly streak: string;
+  readonly switchVersion: string;
+  readonly accountRest: string;
+  readonly accountRestCause: string;
+  freeDay(day: string): string;
+  readonly changes: string;
+}
+
+export function redisKeys(prefix: string): RedisKeys {
+  return {
+    cooldown: `${prefix}key:cooldown`,
+    cooldownCause: `${prefix}key:cooldown-cause`,
+    disabled: `${prefix}key:disabled`,
+    disabledCause: `${prefix}key:disabled-cause`,
+    streak: `${prefix}key:streak`,
+    switchVersion: `${prefix}key:switch`,
+    accountRest: `${prefix}account:rest`,
+    accountRestCause: `${prefix}account:rest-cause`,
+    freeDay: (day) => `${prefix}free:${day}`,
+    changes: `${prefix}changes`,
+  };
+}
+
+/** Seconds since the epoch at which a UTC day's keys may go: the next midnight plus a day's grace. */
+export function freeDayExpiry(day: string): number {
+  return Math.floor(Date.parse(`${day}T00:00:00.000Z`) / 1000) + 2 * 86_400;
+}

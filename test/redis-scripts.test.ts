@@ -1,0 +1,182 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
+import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
+import { sharedStateScripts, type SharedStateScripts } from "../src/store/redis/scripts.ts";
+import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+
+const PREFIX = "orp-test:";
+const keys = redisKeys(PREFIX);
+const T = Date.parse("2026-12-04T12:00:00.000Z");
+const DAY = "2026-12-04";
+
+let redis: RedisServer;
+let connection: RedisConnection;
+let scripts: SharedStateScripts;
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+  connection = createRedisConnection({ url: redis.url, timeoutMs: 2_000 });
+  await connection.ready;
+  scripts = sharedStateScripts(connection, keys);
+});
+afterAll(async () => {
+  await connection.close();
+  await redis.stop();
+});
+afterEach(async () => {
+  await redis.cli("FLUSHALL");
+  expect(connection.refused).toBe(0); // no write was refused by Redis (a broken script would be)
+});
+
+const score = async (set: string, member: string): Promise<number> => Number(await redis.cli("ZSCORE", set, member));
+
+describe("extend-only instants", () => {
+  test("a cooldown in Redis is never shortened by a later, shorter one", async () => {
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 60_000, cause: "header:429" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 5_000, cause: "default:429" }));
+    expect(await score(keys.cooldown, "k1")).toBe(T + 60_000);
+    expect(await redis.cli("HGET", keys.cooldownCause, "k1")).toBe("header:429");
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 90_000, cause: "body:429" }));
+    expect(await score(keys.cooldown, "k1")).toBe(T + 90_000);
+    expect(await redis.cli("HGET", keys.cooldownCause, "k1")).toBe("body:429");
+  });
+
+  test("equal instants keep the greater cause, whichever was written first, as the pure model does", async () => {
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: "b" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: "a" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k2", basis: 0, until: T, cause: "a" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k2", basis: 0, until: T, cause: "b" }));
+    expect([await redis.cli("HGET", keys.cooldownCause, "k1"), await redis.cli("HGET", keys.cooldownCause, "k2")]).toEqual(["b", "b"]);
+  });
+
+  test("an account's rest is never shortened, and a model rest is kept apart from the class rest", async () => {
+    await connection.write(scripts.extendRest({ account: "acct", restId: "class:free", until: T + 60_000, cause: "limit" }));
+    await connection.write(scripts.extendRest({ account: "acct", restId: "class:free", until: T + 1_000, cause: "limit" }));
+    await connection.write(scripts.extendRest({ account: "acct", restId: "model:m:free", until: T + 2_000, cause: "model" }));
+    expect(await score(keys.accountRest, "acct|class:free")).toBe(T + 60_000);
+    expect(await score(keys.accountRest, "acct|model:m:free")).toBe(T + 2_000);
+  });
+
+  test("a person's enable clears the cooldown, and a cooldown learned before it (older basis) stays void", async () => {
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 60_000, cause: "429" }));
+    await connection.write(scripts.enableKey("k1", 3));
+    expect(await redis.cli("ZSCORE", keys.cooldown, "k1")).toBe("");
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 2, until: T + 90_000, cause: "late" }));
+    expect(await redis.cli("ZSCORE", keys.cooldown, "k1")).toBe("");
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 3, until: T + 30_000, cause: "new" }));
+    expect(await score(keys.cooldown, "k1")).toBe(T + 30_000);
+  });
+});
+
+describe("failure counting and disabling in one script", () => {
+  test("failures recorded at once by many clients disable the key exactly once, at the threshold", async () => {
+    const clients = Array.from({ length: 5 }, () => createRedisConnection({ url: redis.url, timeoutMs: 2_000 }));
+    try {
+      await Promise.all(clients.map((client) => client.ready));
+      const results = await Promise.all(
+        clients.flatMap((client) =>
+          Array.from({ length: 4 }, () => sharedStateScripts(client, keys).recordFailure({ keyId: "k1", basis: 0, threshold: 5, now: T, reason: "401" })),
+        ),
+      );
+      const values = results.map((result) => (result.ok ? result.value : "failed"));
+      expect(values.filter((value) => typeof value === "object" && value.disabled)).toEqual([{ count: 5, disabled: true }]);
+      expect(await redis.cli("HGET", keys.streak, "k1")).toBe("20");
+      expect(await score(keys.disabled, "k1")).toBe(T);
+      expect(await redis.cli("HGET", keys.disabledCause, "k1")).toBe("401");
+    } finally {
+      await Promise.all(clients.map((client) => client.close()));
+    }
+  });
+
+  test("a success resets the streak, so the threshold counts consecutive failures only", async () => {
+    const fail = () => scripts.recordFailure({ keyId: "k1", basis: 0, threshold: 3, now: T, reason: "401" });
+    await fail();
+    await fail();
+    await connection.write(scripts.recordSuccess("k1", 0));
+    expect(await fail()).toEqual({ ok: true, value: { count: 1, disabled: false } });
+  });
+
+  test("a failure learned before a person's enable is void, and the enable ends the disabled state", async () => {
+    for (let i = 0; i < 3; i++) await scripts.recordFailure({ keyId: "k1", basis: 0, threshold: 3, now: T, reason: "401" });
+    expect(await score(keys.disabled, "k1")).toBe(T);
+    await connection.write(scripts.enableKey("k1", 1));
+    expect(await redis.cli("ZSCORE", keys.disabled, "k1")).toBe("");
+    expect(await scripts.recordFailure({ keyId: "k1", basis: 0, threshold: 3, now: T, reason: "401" })).toEqual({ ok: true, value: "void" });
+    expect(await scripts.recordFailure({ keyId: "k1", basis: 1, threshold: 3, now: T, reason: "401" })).toEqual({ ok: true, value: { count: 1, disabled: false } });
+  });
+});
+
+describe("free-model slot reservation", () => {
+  test("3 separate processes reserving against a limit of 10 get exactly 10 yeses", async () => {
+    for (const write of scripts.learnFreeLimit("acct", DAY, 10)) await connection.write(write);
+    const helper = join(import.meta.dir, "helpers", "free-slot-reserver.ts");
+    const children = Array.from({ length: 3 }, () =>
+      Bun.spawn([process.execPath, helper, redis.url, PREFIX, "acct", DAY, "15"], { stdin: "pipe", stdout: "pipe", stderr: "inherit" }),
+    );
+    const readers = children.map((child) => child.stdout.getReader());
+    const decoder = new TextDecoder();
+    const readLine = async (reader: (typeof readers)[number]): Promise<string> => {
+      let text = "";
+      while (!text.includes("\n")) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += decoder.decode(value);
+      }
+      return text.trim();
+    };
+    expect(await Promise.all(readers.map(readLine))).toEqual(["ready", "ready", "ready"]);
+    for (const child of children) {
+      child.stdin.write("go\n");
+      await child.stdin.flush();
+    }
+    const answers = (await Promise.all(readers.map(readLine))).map((line) => JSON.parse(line) as { granted: number; failed: number });
+    await Promise.all(children.map((child) => child.exited));
+    expect(answers.reduce((sum, answer) => sum + answer.failed, 0)).toBe(0);
+    expect(answers.reduce((sum, answer) => sum + answer.granted, 0)).toBe(10);
+    expect(await redis.cli("HGET", keys.freeDay(DAY), "used:acct")).toBe("10");
+  }, 30_000);
+
+  test("an unknown limit grants; once the limit is learned, reservations stop at it", async () => {
+    const reserve = () => scripts.reserveFreeSlot({ account: "acct", day: DAY });
+    expect(await reserve()).toEqual({ ok: true, value: { granted: true, used: 1 } });
+    expect(await reserve()).toEqual({ ok: true, value: { granted: true, used: 2 } });
+    for (const write of scripts.learnFreeLimit("acct", DAY, 3)) await connection.write(write);
+    expect(await reserve()).toEqual({ ok: true, value: { granted: true, used: 3, limit: 3 } });
+    expect(await reserve()).toEqual({ ok: true, value: { granted: false, used: 3, limit: 3 } });
+  });
+
+  test("the instance's own known limit applies when Redis has none for the day", async () => {
+    const reserve = () => scripts.reserveFreeSlot({ account: "acct", day: DAY, knownLimit: 1 });
+    expect((await reserve()).ok && (await reserve())).toEqual({ ok: true, value: { granted: false, used: 1, limit: 1 } });
+  });
+
+  test("accounts and UTC days are counted apart, and a day's counter expires after the day", async () => {
+    await scripts.reserveFreeSlot({ account: "a", day: DAY });
+    await scripts.reserveFreeSlot({ account: "b", day: DAY });
+    await scripts.reserveFreeSlot({ account: "a", day: "2026-12-05" });
+    expect(await redis.cli("HGETALL", keys.freeDay(DAY))).toBe("used:a\n1\nused:b\n1");
+    expect(Number(await redis.cli("EXPIRETIME", keys.freeDay(DAY)))).toBe(freeDayExpiry(DAY));
+    expect(freeDayExpiry(DAY)).toBe(Date.parse("2026-12-06T00:00:00.000Z") / 1000);
+  });
+
+  test("a released slot can be taken again, and the count never goes below zero", async () => {
+    for (const write of scripts.learnFreeLimit("acct", DAY, 1)) await connection.write(write);
+    expect((await scripts.reserveFreeSlot({ account: "acct", day: DAY })).ok).toBe(true);
+    await connection.write(scripts.releaseFreeSlot("acct", DAY));
+    await connection.write(scripts.releaseFreeSlot("acct", DAY));
+    expect(await redis.cli("HGET", keys.freeDay(DAY), "used:acct")).toBe("0");
+    expect(await scripts.reserveFreeSlot({ account: "acct", day: DAY })).toEqual({ ok: true, value: { granted: true, used: 1, limit: 1 } });
+  });
+});
+
+describe("EVALSHA with EVAL as the fallback", () => {
+  test("scripts keep working after Redis lost its script cache (SCRIPT FLUSH), for calls and queued writes alike", async () => {
+    expect((await scripts.reserveFreeSlot({ account: "acct", day: DAY })).ok).toBe(true);
+    await redis.cli("SCRIPT", "FLUSH");
+    expect(await scripts.reserveFreeSlot({ account: "acct", day: DAY })).toEqual({ ok: true, value: { granted: true, used: 2 } });
+    await redis.cli("SCRIPT", "FLUSH");
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: "c" }));
+    expect(await connection.send("ZSCORE", [keys.cooldown, "k1"])).toEqual({ ok: true, value: T }); // RESP3: a double
+  });
+});
