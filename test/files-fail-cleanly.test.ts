@@ -268,6 +268,16 @@ describe("a read-only or missing folder gives a one-line error naming the file a
     expect(await readdir(cwd)).toEqual(["keys.json"]);
   });
 
+  test("a .env that cannot be read (a folder of that name) exits 2 with one line naming it, for serve and the key commands alike", async () => {
+    const cwd = await folder();
+    await mkdir(join(cwd, ".env"));
+    for (const args of [["list-keys"], ["serve", "--port", "0"]]) {
+      const { code, stdout, stderr } = await runCli(args, { cwd, log, env: { KEYS_FILE: join(cwd, "keys.json") } });
+      expect({ code, stdout }).toEqual({ code: 2, stdout: "" });
+      expect(expectOneLine(stderr)).toBe("openrouter-proxy: cannot read .env: it is a folder, not a file");
+    }
+  });
+
   test("KEYS_FILE=/nodir/keys.json: serve exits 2 with one line naming the file and the missing folder", async () => {
     const cwd = await folder();
     const { code, stdout, stderr } = await runCli(["serve", "--port", "0"], { cwd, log, env: { KEYS_FILE: missing, OPENROUTER_BASE_URL: fake.url } });

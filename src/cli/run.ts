@@ -13,6 +13,7 @@ import { loadConfig, parseDotenv, type Config, type EnvInput } from "../config.t
 // must not come back in full (stderr ends up in terminals' scrollback and CI logs).
 import { echoInput } from "../keys/key-view.ts";
 import { maskKey } from "../domain/key-identity.ts";
+import { describeFileProblem } from "../keys/file-problem.ts";
 
 const io = processIO();
 
@@ -97,9 +98,14 @@ function parseArgs(argv: string[]): { command: string; args: Parsed } | { error:
 }
 
 /** `.env` in the working directory; variables already in the environment win. */
-function environment(): EnvInput {
-  const fromFile = existsSync(".env") ? parseDotenv(readFileSync(".env", "utf8")) : {};
-  return { ...fromFile, ...process.env };
+function environment(): { ok: true; env: EnvInput } | { ok: false; message: string } {
+  let fromFile: EnvInput = {};
+  try {
+    if (existsSync(".env")) fromFile = parseDotenv(readFileSync(".env", "utf8"));
+  } catch (error) {
+    return { ok: false, message: describeFileProblem("read", ".env", error) }; // a folder named .env, no permission
+  }
+  return { ok: true, env: { ...fromFile, ...process.env } };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -135,7 +141,12 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
 
-  const env = environment();
+  const loaded = environment();
+  if (!loaded.ok) {
+    io.err(`openrouter-proxy: ${loaded.message}`);
+    return 2;
+  }
+  const { env } = loaded;
   const port = flagValue(args, "--port");
   const host = flagValue(args, "--host");
   const config = loadConfig({ ...env, ...(port === undefined ? {} : { PORT: port }), ...(host === undefined ? {} : { HOST: host }) });
