@@ -12,6 +12,25 @@ const seconds = (min: number, max: number) => z.coerce.number().min(min).max(max
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const boolean = z.enum(["true", "false", "1", "0", "yes", "no"]).transform((value) => ["true", "1", "yes"].includes(value));
 
+/** `a, b,c` → ["a", "b", "c"], each entry then checked by `entry`; at least one. */
+const commaList = <T extends z.ZodType<string, string>>(entry: T) =>
+  z
+    .string()
+    .transform((list) => list.split(",").map((item) => item.trim()).filter((item) => item !== ""))
+    .pipe(z.array(entry).min(1));
+
+/** A DNS name (a trailing dot allowed), an IPv4 address, or an IPv6 literal in brackets. */
+const hostName = /^(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?|\[[0-9a-f:.]+\])$/i;
+
+/** `https://App.Example.com:443/` → `https://app.example.com`, as browsers send it; undefined if it is not an origin. */
+function canonicalOrigin(text: string): string | undefined {
+  if (!URL.canParse(text)) return undefined;
+  const url = new URL(text);
+  if (url.protocol !== "http:" && url.protocol !== "https:") return undefined;
+  if (url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "" || url.pathname !== "/") return undefined;
+  return url.origin;
+}
+
 export const Rotation = z.enum(["sticky", "round-robin", "least-recently-used"]);
 export type Rotation = z.infer<typeof Rotation>;
 
@@ -54,6 +73,15 @@ const settings = {
     secret: true,
   },
   ALLOW_OPEN_PROXY: { schema: boolean.default(false), allowed: "true or false" },
+  // The front door (http/front-door.ts): which web pages may call the proxy, and which Host names it answers to.
+  CORS_ORIGINS: {
+    schema: commaList(z.string().refine((entry) => entry === "*" || canonicalOrigin(entry) !== undefined).transform((entry) => (entry === "*" ? entry : (canonicalOrigin(entry) as string)))).optional(),
+    allowed: "a comma-separated list of exact origins (scheme://host[:port], no path) such as https://app.example.com,http://localhost:5173, or * (only with PROXY_API_KEYS)",
+  },
+  ALLOWED_HOSTS: {
+    schema: commaList(z.string().regex(hostName).transform((name) => name.toLowerCase().replace(/\.$/, ""))).optional(),
+    allowed: "a comma-separated list of host names without ports, such as proxy.internal,gateway.example.com",
+  },
   LOG_DIR: { schema: z.string().min(1).default("logs"), allowed: "a folder path" },
   LOG_RETENTION_DAYS: { schema: integer(1, 3650).default(14), allowed: "an integer number of days from 1 to 3650" },
   LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error"]).default("info"), allowed: "one of debug, info, warn, error" },
@@ -101,7 +129,13 @@ export function loadConfig(env: EnvInput): ConfigResult {
     input[name] = raw === undefined || raw.trim() === "" ? undefined : raw.trim();
   }
   const parsed = ConfigSchema.safeParse(input);
-  if (parsed.success) return { ok: true, config: parsed.data };
+  if (parsed.success) {
+    // "*" lets every page on the web send requests: only when each one must carry a client key.
+    if (parsed.data.CORS_ORIGINS?.includes("*") && !parsed.data.PROXY_API_KEYS) {
+      return { ok: false, message: `invalid CORS_ORIGINS=${JSON.stringify(input.CORS_ORIGINS)}: "*" lets any web page use the proxy, so it needs PROXY_API_KEYS set; or list the origins, such as CORS_ORIGINS=https://app.example.com` };
+    }
+    return { ok: true, config: parsed.data };
+  }
   const issue = parsed.error.issues[0];
   const name = String(issue?.path[0] ?? "configuration") as ConfigName;
   const setting: { allowed: string; secret?: boolean } | undefined = settings[name];

@@ -140,6 +140,9 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     checkKey: checkUpstreamKey,
     adminToken: config.ADMIN_TOKEN,
     proxyApiKeys: config.PROXY_API_KEYS,
+    corsOrigins: config.CORS_ORIGINS,
+    allowedHosts: config.ALLOWED_HOSTS,
+    listenHost: config.HOST,
     now,
   });
 

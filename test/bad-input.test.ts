@@ -21,7 +21,8 @@ const connections: RawConnection[] = [];
 beforeAll(async () => {
   fake = startFakeOpenRouter();
   fake.reply(() => chatCompletion("fine"));
-  proxy = await startTestProxy({ upstream: fake.url, config: { BODY_TIMEOUT_SECONDS } });
+  // The raw requests below say `Host: proxy`: a name this open proxy answers to only when listed.
+  proxy = await startTestProxy({ upstream: fake.url, config: { BODY_TIMEOUT_SECONDS, ALLOWED_HOSTS: ["proxy"] } });
   port = Number(proxy.server.port);
 });
 afterEach(async () => {

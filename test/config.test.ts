@@ -21,6 +21,8 @@ describe("defaults", () => {
     ["ADMIN_TOKEN", undefined],
     ["PROXY_API_KEYS", undefined],
     ["ALLOW_OPEN_PROXY", false],
+    ["CORS_ORIGINS", undefined],
+    ["ALLOWED_HOSTS", undefined],
     ["LOG_DIR", "logs"],
     ["LOG_RETENTION_DAYS", 14],
     ["LOG_LEVEL", "info"],

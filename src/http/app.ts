@@ -17,6 +17,7 @@ import type { BodyLimits } from "./request-body.ts";
 import type { AppEnv } from "./app-env.ts";
 import { requestIdFor } from "./request-id.ts";
 import { requestTarget } from "./request-path.ts";
+import { createFrontDoor } from "./front-door.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
 import type { KeyCheck } from "../upstream/key-info.ts";
 
@@ -34,6 +35,10 @@ export interface AppDeps {
   adminToken?: string | undefined;
   /** Set: clients must send one of these as their bearer. */
   proxyApiKeys?: readonly string[] | undefined;
+  /** CORS_ORIGINS, ALLOWED_HOSTS and HOST, for the front door (front-door.ts). */
+  corsOrigins?: readonly string[] | undefined;
+  allowedHosts?: readonly string[] | undefined;
+  listenHost?: string;
   now?: () => number;
   /** Errors that are the proxy's own fault go here (the error log) before a 500 is sent. */
   reportInternalError: (error: unknown, requestId: string) => void;
@@ -53,12 +58,22 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
     reportInternalError: deps.reportInternalError,
     clientAddress: (request) => server?.requestIP(request)?.address,
   });
+  const open = deps.proxyApiKeys === undefined || deps.proxyApiKeys.length === 0;
+  const door = createFrontDoor({ corsOrigins: deps.corsOrigins, allowedHosts: deps.allowedHosts, listenHost: deps.listenHost ?? "127.0.0.1", open });
   return function handle(request, bunServer) {
     server ??= bunServer;
     const { path, absoluteUrl } = requestTarget(request.url);
-    if (isProxyPath(path)) return proxy(request, path);
+    const isApi = isProxyPath(path);
+    const origin = request.headers.get("origin");
+    // The probes are left out: a load balancer asks by IP, and they tell a page nothing.
+    if ((open || origin !== null || request.method === "OPTIONS") && path !== "/healthz" && path !== "/readyz") {
+      const answer = door.check(request, origin, isApi);
+      if (answer !== undefined) return answer;
+    }
     // Hono reads the path from an absolute URL: give it one when Bun did not.
-    return app.fetch(absoluteUrl === undefined ? request : new Request(absoluteUrl, request), bunServer);
+    const response = isApi ? proxy(request, path) : app.fetch(absoluteUrl === undefined ? request : new Request(absoluteUrl, request), bunServer);
+    if (origin === null) return response;
+    return response instanceof Response ? door.withCors(response, origin) : response.then((answer) => door.withCors(answer, origin));
   };
 }
 

@@ -33,7 +33,7 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
   if (bytes.byteLength === 0) return { bytes: undefined };
 
   const type = raw.headers.get("content-type") ?? "";
-  if (!/json/i.test(type)) {
+  if (!isJsonMediaType(type)) {
     throw new ProxyError(415, `the body must be JSON, sent with Content-Type: application/json (got ${type === "" ? "no Content-Type" : JSON.stringify(type.slice(0, 100))})`, {
       type: "invalid_request_error",
       code: "unsupported_content_type",
@@ -58,6 +58,18 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
   const fields = parsed as { model?: unknown; stream?: unknown; session_id?: unknown; prompt_cache_key?: unknown; user?: unknown };
   const session = sessionFromBody(fields);
   return { bytes, model: typeof fields.model === "string" ? fields.model : undefined, stream: fields.stream === true, ...(session === undefined ? {} : { session }) };
+}
+
+/**
+ * `application/json`, with parameters such as `; charset=utf-8` allowed; nothing else. A loose
+ * "contains json" once let `text/plain; x=json` through: a type a web page can send with no
+ * preflight. No Content-Type at all is refused too (`curl -d` sends a form type, which is refused
+ * anyway; the OpenAI SDKs always send application/json).
+ */
+function isJsonMediaType(type: string): boolean {
+  if (type === "application/json") return true;
+  const semicolon = type.indexOf(";");
+  return (semicolon === -1 ? type : type.slice(0, semicolon)).trim().toLowerCase() === "application/json";
 }
 
 function tooLarge(maxBytes: number): ProxyError {
