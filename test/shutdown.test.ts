@@ -187,7 +187,7 @@ describe("shutdown", () => {
     const { child } = await start({ SHUTDOWN_GRACE_SECONDS: "10" });
     const kept = await connectRaw(child.port);
     const stream = await openStream(child); // holds the server open while the test asks
-    await kept.write("POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\n");
+    await kept.write("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n");
 
     child.signal("SIGTERM");
     await child.waitForStdout(/SIGTERM: finishing/);

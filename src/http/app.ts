@@ -16,7 +16,7 @@ import { createProxyHandler, isProxyPath } from "./proxy.ts";
 import type { BodyLimits } from "./request-body.ts";
 import type { AppEnv } from "./app-env.ts";
 import { requestIdFor } from "./request-id.ts";
-import { requestTarget } from "./request-path.ts";
+import { absoluteUrl, isRelativeUrl, requestPath } from "./request-path.ts";
 import { createFrontDoor } from "./front-door.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
 import type { KeyCheck } from "../upstream/key-info.ts";
@@ -62,7 +62,8 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
   const door = createFrontDoor({ corsOrigins: deps.corsOrigins, allowedHosts: deps.allowedHosts, listenHost: deps.listenHost ?? "127.0.0.1", open });
   return function handle(request, bunServer) {
     server ??= bunServer;
-    const { path, absoluteUrl } = requestTarget(request.url);
+    const url = request.url;
+    const path = requestPath(url);
     const isApi = isProxyPath(path);
     const origin = request.headers.get("origin");
     // The probes are left out: a load balancer asks by IP, and they tell a page nothing.
@@ -71,7 +72,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
       if (answer !== undefined) return answer;
     }
     // Hono reads the path from an absolute URL: give it one when Bun did not.
-    const response = isApi ? proxy(request, path) : app.fetch(absoluteUrl === undefined ? request : new Request(absoluteUrl, request), bunServer);
+    const response = isApi ? proxy(request, path) : app.fetch(isRelativeUrl(url) ? new Request(absoluteUrl(url), request) : request, bunServer);
     if (origin === null) return response;
     return response instanceof Response ? door.withCors(response, origin) : response.then((answer) => door.withCors(answer, origin));
   };

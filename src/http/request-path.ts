@@ -8,23 +8,25 @@
 
 const BASE_FOR_RELATIVE = "http://localhost";
 
-export interface RequestTarget {
-  /** The path, without the query. */
-  path: string;
-  /** The URL normalised and made absolute when Bun gave it relative (for Hono); else undefined. */
-  absoluteUrl?: string;
+/** True when Bun gave the URL relative (`/path?query`): see absoluteUrl. */
+export function isRelativeUrl(url: string): boolean {
+  return url.charCodeAt(0) === 47 /* "/" */;
 }
 
-export function requestTarget(url: string): RequestTarget {
-  if (url.charCodeAt(0) !== 47 /* "/" */) {
-    // "http://host/path?query": the path starts at the first "/" after "://".
-    const start = url.indexOf("/", url.indexOf("://") + 3);
-    if (start === -1) return { path: "/" };
-    const queryAt = url.indexOf("?", start);
-    return { path: queryAt === -1 ? url.slice(start) : url.slice(start, queryAt) };
-  }
-  // The rare relative form: normalised the way Bun (and the upstream fetch) would, so that
-  // `/v1/x/../../key` means `/key` here as it would there.
-  const parsed = new URL(url, BASE_FOR_RELATIVE);
-  return { path: parsed.pathname, absoluteUrl: parsed.href };
+/** The path, without the query. */
+export function requestPath(url: string): string {
+  if (isRelativeUrl(url)) return new URL(url, BASE_FOR_RELATIVE).pathname;
+  // "http://host/path?query": the path starts at the first "/" after "://".
+  const start = url.indexOf("/", url.indexOf("://") + 3);
+  if (start === -1) return "/";
+  const queryAt = url.indexOf("?", start);
+  return queryAt === -1 ? url.slice(start) : url.slice(start, queryAt);
+}
+
+/**
+ * A relative URL made absolute and normalised the way Bun (and the upstream fetch) would, so that
+ * `/v1/x/../../key` means `/key` here as it would there; for Hono, which needs an absolute URL.
+ */
+export function absoluteUrl(url: string): string {
+  return new URL(url, BASE_FOR_RELATIVE).href;
 }
