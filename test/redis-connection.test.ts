@@ -173,6 +173,26 @@ describe("a supervised Redis connection", () => {
     expect(changes.map((change) => change.degraded)).toEqual([true, false]);
   }, 20_000);
 
+  test("after an outage every reply goes to its own command, and EVAL does not stay pending (oven-sh/bun#27861, #34374)", async () => {
+    const { connection } = connect();
+    await connection.ready;
+    const down = nextChange(connection, true);
+    await redis.kill();
+    await down;
+    const up = nextChange(connection, false);
+    await redis.restart();
+    await up;
+    // A burst of different commands at once on the fresh connection: each answer must match its own.
+    const sets = await Promise.all(Array.from({ length: 200 }, (_, i) => connection.send("SET", [`orp:test:k${i}`, `v${i}`])));
+    expect(sets.every((result) => result.ok)).toBe(true);
+    const replies = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        i % 2 === 0 ? connection.send("GET", [`orp:test:k${i}`]) : connection.send("EVAL", ["return ARGV[1]", "0", `lua${i}`]),
+      ),
+    );
+    expect(replies).toEqual(Array.from({ length: 200 }, (_, i) => ({ ok: true, value: i % 2 === 0 ? `v${i}` : `lua${i}` })));
+  }, 15_000);
+
   test("the queue is bounded: past its limit the oldest writes go and are counted", async () => {
     const { connection } = connect({ queueLimit: 5 });
     await connection.ready;

@@ -58,7 +58,11 @@ export function parseStateChange(json: string): StateChange | undefined {
   } catch {
     return undefined;
   }
+  return stateChangeOf(raw);
+}
+
+/** A change from an already parsed value (e.g. inside an envelope); undefined if it is not one. */
+export function stateChangeOf(raw: unknown): StateChange | undefined {
   const parsed = StateChangeSchema.safeParse(raw);
-  if (!parsed.success) return undefined;
-  return parsed.data;
+  return parsed.success ? parsed.data : undefined;
 }
