@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
+import { causeFromText, type Cause } from "../src/keys/changes.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
 import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts, type SharedStateScripts } from "../src/store/redis/scripts.ts";
@@ -29,42 +30,46 @@ afterEach(async () => {
   expect(connection.refused).toBe(0); // no write was refused by Redis (a broken script would be)
 });
 
+const causeOf = async (keyId: string): Promise<Cause | undefined> => {
+  const result = await connection.send("HGET", [keys.cooldownCause, keyId]);
+  return result.ok && typeof result.value === "string" ? causeFromText(result.value) : undefined;
+};
 const score = async (set: string, member: string): Promise<number> => Number(await redis.cli("ZSCORE", set, member));
 
 describe("extend-only instants", () => {
   test("a cooldown in Redis is never shortened by a later, shorter one", async () => {
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 60_000, cause: "header:429" }));
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 5_000, cause: "default:429" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 60_000, cause: { source: "header", reason: "429" } }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 5_000, cause: { source: "default", reason: "429" } }));
     expect(await score(keys.cooldown, "k1")).toBe(T + 60_000);
-    expect(await redis.cli("HGET", keys.cooldownCause, "k1")).toBe("header:429");
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 90_000, cause: "body:429" }));
+    expect(await causeOf("k1")).toEqual({ source: "header", reason: "429" });
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 90_000, cause: { source: "body", reason: "429" } }));
     expect(await score(keys.cooldown, "k1")).toBe(T + 90_000);
-    expect(await redis.cli("HGET", keys.cooldownCause, "k1")).toBe("body:429");
+    expect(await causeOf("k1")).toEqual({ source: "body", reason: "429" });
   });
 
   test("equal instants keep the greater cause, whichever was written first, as the pure model does", async () => {
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: "b" }));
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: "a" }));
-    await connection.write(scripts.extendCooldown({ keyId: "k2", basis: 0, until: T, cause: "a" }));
-    await connection.write(scripts.extendCooldown({ keyId: "k2", basis: 0, until: T, cause: "b" }));
-    expect([await redis.cli("HGET", keys.cooldownCause, "k1"), await redis.cli("HGET", keys.cooldownCause, "k2")]).toEqual(["b", "b"]);
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: { source: "test", reason: "b" } }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: { source: "test", reason: "a" } }));
+    await connection.write(scripts.extendCooldown({ keyId: "k2", basis: 0, until: T, cause: { source: "test", reason: "a" } }));
+    await connection.write(scripts.extendCooldown({ keyId: "k2", basis: 0, until: T, cause: { source: "test", reason: "b" } }));
+    expect([await causeOf("k1"), await causeOf("k2")]).toEqual([{ source: "test", reason: "b" }, { source: "test", reason: "b" }]);
   });
 
   test("an account's rest is never shortened, and a model rest is kept apart from the class rest", async () => {
-    await connection.write(scripts.extendRest({ account: "acct", restId: "class:free", until: T + 60_000, cause: "limit" }));
-    await connection.write(scripts.extendRest({ account: "acct", restId: "class:free", until: T + 1_000, cause: "limit" }));
-    await connection.write(scripts.extendRest({ account: "acct", restId: "model:m:free", until: T + 2_000, cause: "model" }));
+    await connection.write(scripts.extendRest({ account: "acct", restId: "class:free", until: T + 60_000, cause: { source: "test", reason: "limit" } }));
+    await connection.write(scripts.extendRest({ account: "acct", restId: "class:free", until: T + 1_000, cause: { source: "test", reason: "limit" } }));
+    await connection.write(scripts.extendRest({ account: "acct", restId: "model:m:free", until: T + 2_000, cause: { source: "test", reason: "model" } }));
     expect(await score(keys.accountRest, "acct|class:free")).toBe(T + 60_000);
     expect(await score(keys.accountRest, "acct|model:m:free")).toBe(T + 2_000);
   });
 
   test("a person's enable clears the cooldown, and a cooldown learned before it (older basis) stays void", async () => {
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 60_000, cause: "429" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 60_000, cause: { source: "test", reason: "429" } }));
     await connection.write(scripts.enableKey("k1", 3));
     expect(await redis.cli("ZSCORE", keys.cooldown, "k1")).toBe("");
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 2, until: T + 90_000, cause: "late" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 2, until: T + 90_000, cause: { source: "test", reason: "late" } }));
     expect(await redis.cli("ZSCORE", keys.cooldown, "k1")).toBe("");
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 3, until: T + 30_000, cause: "new" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 3, until: T + 30_000, cause: { source: "test", reason: "new" } }));
     expect(await score(keys.cooldown, "k1")).toBe(T + 30_000);
   });
 });
@@ -176,7 +181,7 @@ describe("EVALSHA with EVAL as the fallback", () => {
     await redis.cli("SCRIPT", "FLUSH");
     expect(await scripts.reserveFreeSlot({ account: "acct", day: DAY })).toEqual({ ok: true, value: { granted: true, used: 2 } });
     await redis.cli("SCRIPT", "FLUSH");
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: "c" }));
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T, cause: { source: "test", reason: "c" } }));
     expect(await connection.send("ZSCORE", [keys.cooldown, "k1"])).toEqual({ ok: true, value: T }); // RESP3: a double
   });
 });

@@ -31,7 +31,13 @@ export function maxInstant<T extends Instant>(current: T | undefined, incoming: 
   return causeText(incoming) > causeText(current) ? incoming : current;
 }
 
-const causeText = (cause: Cause): string => `${cause.source}\u0000${cause.reason}`;
+/** A cause as one string: the tie-break order, and how Redis stores it (store/redis/scripts.ts). */
+export const causeText = (cause: Cause): string => `${cause.source}\u0000${cause.reason}`;
+
+export function causeFromText(text: string): Cause {
+  const split = text.indexOf("\u0000");
+  return split < 0 ? { source: "unknown", reason: text } : { source: text.slice(0, split), reason: text.slice(split + 1) };
+}
 
 export function applyChanges(state: PoolState, changes: Iterable<StateChange>): PoolState {
   let next = state;

@@ -10,6 +10,10 @@
  *   <prefix>key:switch            hash         key id → version of the last person's enable/disable/add
  *   <prefix>account:rest          sorted set   <account>|class:<all|free|paid> or <account>|model:<id> → rest until (ms)
  *   <prefix>account:rest-cause    hash         the same members → the winning rest's cause
+ *   <prefix>key:stats:<key id>    hash         requests, successes, failures, tokens (sums), cost (float
+ *                                              sum), lastUsedAt (max): added by batches of deltas
+ *   <prefix>batch:<instance>:<n>  string       a batch of deltas already applied (expires): replaying
+ *                                              a batch whose answer was lost does not count it twice
  *   <prefix>free:<YYYY-MM-DD>     hash         used:<account> → free-model requests that day,
  *                                              limit:<account> → the account's known daily limit;
  *                                              expires after the day
@@ -25,6 +29,8 @@ export interface RedisKeys {
   readonly switchVersion: string;
   readonly accountRest: string;
   readonly accountRestCause: string;
+  keyStats(keyId: string): string;
+  counterBatch(instanceId: string, sequence: number): string;
   freeDay(day: string): string;
   readonly changes: string;
 }
@@ -39,6 +45,8 @@ export function redisKeys(prefix: string): RedisKeys {
     switchVersion: `${prefix}key:switch`,
     accountRest: `${prefix}account:rest`,
     accountRestCause: `${prefix}account:rest-cause`,
+    keyStats: (keyId) => `${prefix}key:stats:${keyId}`,
+    counterBatch: (instanceId, sequence) => `${prefix}batch:${instanceId}:${sequence}`,
     freeDay: (day) => `${prefix}free:${day}`,
     changes: `${prefix}changes`,
   };

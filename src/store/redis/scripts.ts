@@ -12,6 +12,8 @@
  *   day's count is under the account's known limit (an unknown limit grants: the 429 that follows
  *   teaches it, `learnFreeLimit`).
  */
+import { causeText } from "../../keys/changes.ts";
+import type { Cause } from "../../keys/pool-state.ts";
 import type { CallResult, RedisConnection, RedisWrite } from "./connection.ts";
 import { freeDayExpiry, type RedisKeys } from "./redis-keys.ts";
 
@@ -116,9 +118,9 @@ export interface FreeSlot {
 
 export interface SharedStateScripts {
   /** Raises a key's cooldown to `until` (never lowers it), unless learned before a person's enable; idempotent. */
-  extendCooldown(input: { keyId: string; basis: number; until: number; cause: string }): RedisWrite;
+  extendCooldown(input: { keyId: string; basis: number; until: number; cause: Cause }): RedisWrite;
   /** Raises an account's rest (`restId`: `class:free`, `model:<id>`, as in keys/changes.ts); idempotent. */
-  extendRest(input: { account: string; restId: string; until: number; cause: string }): RedisWrite;
+  extendRest(input: { account: string; restId: string; until: number; cause: Cause }): RedisWrite;
   /** A person's enable at `version`: clears streak, disabled and cooldown; idempotent. */
   enableKey(keyId: string, version: number): RedisWrite;
   recordFailure(input: { keyId: string; basis: number; threshold: number; now: number; reason: string }): Promise<CallResult<{ count: number; disabled: boolean } | "void">>;
@@ -132,9 +134,9 @@ export interface SharedStateScripts {
 export function sharedStateScripts(connection: RedisConnection, keys: RedisKeys): SharedStateScripts {
   return {
     extendCooldown: ({ keyId, basis, until, cause }) =>
-      evalWrite(EXTEND_INSTANT, [keys.cooldown, keys.cooldownCause, keys.switchVersion], [keyId, String(until), cause, String(basis)], true),
+      evalWrite(EXTEND_INSTANT, [keys.cooldown, keys.cooldownCause, keys.switchVersion], [keyId, String(until), causeText(cause), String(basis)], true),
     extendRest: ({ account, restId, until, cause }) =>
-      evalWrite(EXTEND_INSTANT, [keys.accountRest, keys.accountRestCause], [`${account}|${restId}`, String(until), cause], true),
+      evalWrite(EXTEND_INSTANT, [keys.accountRest, keys.accountRestCause], [`${account}|${restId}`, String(until), causeText(cause)], true),
     enableKey: (keyId, version) =>
       evalWrite(
         ENABLE_KEY,

@@ -1,0 +1,90 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
+import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
+import { redisKeys } from "../src/store/redis/redis-keys.ts";
+import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+
+const keys = redisKeys("orp:");
+const T = Date.parse("2026-12-04T12:00:00.000Z");
+let redis: RedisServer;
+const cleanups: Array<() => Promise<void>> = [];
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await redis.cli("FLUSHALL");
+});
+
+async function connect(): Promise<RedisConnection> {
+  const connection = createRedisConnection({ url: redis.url, timeoutMs: 250, watchMs: 100, breaker: { threshold: 3, backoffMs: 50, maxBackoffMs: 200 } });
+  cleanups.push(() => connection.close());
+  await connection.ready;
+  return connection;
+}
+
+const stats = async (keyId: string): Promise<Record<string, string>> => {
+  const lines = (await redis.cli("HGETALL", keys.keyStats(keyId))).split("\n");
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < lines.length; i += 2) out[lines[i] as string] = lines[i + 1] as string;
+  return out;
+};
+
+describe("counter deltas in batches", () => {
+  test("deltas of many requests are summed in memory and written as one batch that adds to Redis's totals", async () => {
+    const connection = await connect();
+    const batcher = createCounterBatcher({ keys, instanceId: crypto.randomUUID() });
+    for (let i = 0; i < 100; i++) batcher.add("k1", { requests: 1, successes: 1, tokens: 10, cost: 0.001 }, T + i);
+    batcher.add("k2", { requests: 1, failures: 1 }, T);
+    expect(batcher.pending).toBe(2);
+    const write = batcher.take();
+    expect(batcher.pending).toBe(0);
+    expect(batcher.take()).toBeUndefined();
+    if (!write) throw new Error("no batch");
+    await connection.write(write);
+    const second = createCounterBatcher({ keys, instanceId: crypto.randomUUID() });
+    second.add("k1", { requests: 2 }, T - 5);
+    await connection.write(second.take() as NonNullable<ReturnType<typeof second.take>>);
+    const k1 = await stats("k1");
+    const rounded: Record<string, string> = { ...k1, cost: Number(k1.cost).toFixed(6) };
+    expect(rounded).toEqual({ requests: "102", successes: "100", tokens: "1000", cost: "0.100000", lastUsedAt: String(T + 99) });
+    expect(await stats("k2")).toEqual({ requests: "1", failures: "1", lastUsedAt: String(T) });
+  });
+
+  test("a batch replayed after its answer was lost (Redis paused past the timeout) counts once", async () => {
+    const connection = await connect();
+    const batcher = createCounterBatcher({ keys, instanceId: crypto.randomUUID() });
+    batcher.add("k1", { requests: 5 }, T);
+    const write = batcher.take();
+    if (!write) throw new Error("no batch");
+    await connection.write(write); // loads the script (EVAL on NOSCRIPT) and applies the batch
+    await redis.cli("HDEL", keys.keyStats("k1"), "requests");
+    batcher.add("k1", { requests: 3 }, T);
+    const next = batcher.take();
+    if (!next) throw new Error("no batch");
+    redis.pause();
+    await connection.write(next); // times out: its outcome is unknown, and it is queued again
+    await connection.send("PING", []);
+    await connection.send("PING", []); // three timeouts: the breaker opens
+    expect([connection.queued, connection.dropped, connection.degraded]).toEqual([1, 0, true]);
+    const recovered = new Promise<void>((resolve) => connection.onChange((change) => (change.degraded ? undefined : resolve())));
+    redis.resume(); // Redis now runs the paused batch, then the replay arrives
+    await recovered;
+    expect((await stats("k1")).requests).toBe("3");
+    expect(connection.refused).toBe(0);
+  }, 15_000);
+
+  test("two instances' batches never collide, even with the same sequence numbers", async () => {
+    const connection = await connect();
+    const a = createCounterBatcher({ keys, instanceId: crypto.randomUUID() });
+    const b = createCounterBatcher({ keys, instanceId: crypto.randomUUID() });
+    a.add("k1", { requests: 1 });
+    b.add("k1", { requests: 1 });
+    await Promise.all([connection.write(a.take() as NonNullable<ReturnType<typeof a.take>>), connection.write(b.take() as NonNullable<ReturnType<typeof b.take>>)]);
+    expect((await stats("k1")).requests).toBe("2");
+  });
+});
