@@ -9,8 +9,8 @@
  * handle closed: a failed attempt leaves nothing behind.
  */
 import { hostname } from "node:os";
-import { open, readFile, rename, stat, unlink, link } from "node:fs/promises";
-import { isExists, isNotFound } from "./file-problem.ts";
+import { open, readFile, stat, unlink } from "node:fs/promises";
+import { isExists } from "./file-problem.ts";
 
 export interface FileLockOptions {
   /** How old a lock of an owner that cannot be checked must be before it is broken. */
@@ -27,20 +27,35 @@ export async function withFileLock<T>(lockPath: string, { staleMs }: FileLockOpt
   const deadline = Date.now() + staleMs * 2;
   for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
     if (await tryCreate(lockPath)) break;
-    const holder = await readFile(lockPath, "utf8").catch(() => undefined);
+    const holder = await lockState(lockPath);
     if (holder === undefined) continue; // released in between: try again at once
-    if (ownerIsGone(holder)) {
+    if (ownerIsGone(holder.text)) {
       await breakLock(lockPath, holder);
       continue;
     }
-    const age = await stat(lockPath).then((info) => Date.now() - info.mtimeMs, () => 0);
-    if (age > staleMs || Date.now() > deadline) await breakLock(lockPath, holder);
+    if (Date.now() - holder.mtimeMs > staleMs || Date.now() > deadline) await breakLock(lockPath, holder);
     await Bun.sleep(wait);
   }
   try {
     return await work();
   } finally {
     await unlink(lockPath).catch(() => {});
+  }
+}
+
+/** A lock file as it was judged: its text and which file it was (inode), so a new lock is never mistaken for it. */
+interface LockState {
+  text: string;
+  ino: number;
+  mtimeMs: number;
+}
+
+async function lockState(lockPath: string): Promise<LockState | undefined> {
+  try {
+    const [text, info] = await Promise.all([readFile(lockPath, "utf8"), stat(lockPath)]);
+    return { text, ino: info.ino, mtimeMs: info.mtimeMs };
+  } catch {
+    return undefined;
   }
 }
 
@@ -82,20 +97,27 @@ function ownerIsGone(holder: string): boolean {
 }
 
 /**
- * Removes a dead or stale lock, but only the one that was judged: two waiters may judge the same
- * lock, and the slower one must not delete the lock the faster one has taken since. The lock is
- * moved aside first and looked at; a lock that is not the judged one is linked back (link fails
- * rather than replace a lock someone created meanwhile).
+ * Removes a dead or stale lock, but only the one that was judged. Several waiters may judge the
+ * same lock; a slower one must not delete the lock a faster one has taken since. So breaking is
+ * itself done under `<lock>.break` (created exclusively, held for two system calls): the lock is
+ * looked at again there and removed only if it is still the judged file. A `.break` left by a
+ * process that died in those two calls is cleared like a lock: at once if its pid is gone.
  */
-async function breakLock(lockPath: string, judged: string): Promise<void> {
-  const aside = `${lockPath}.${process.pid}.${Math.random().toString(36).slice(2)}.stale`;
-  try {
-    await rename(lockPath, aside);
-  } catch (error) {
-    if (isNotFound(error)) return; // someone else broke or released it
-    throw error;
+async function breakLock(lockPath: string, judged: LockState): Promise<void> {
+  const breaker = `${lockPath}.break`;
+  if (!(await tryCreate(breaker))) {
+    const other = await lockState(breaker);
+    if (other && (ownerIsGone(other.text) || Date.now() - other.mtimeMs > 10_000)) await unlinkIfSame(breaker, other);
+    return; // someone else is breaking it: look at the lock again
   }
-  const moved = await readFile(aside, "utf8").catch(() => undefined);
-  if (moved !== judged) await link(aside, lockPath).catch(() => {});
-  await unlink(aside).catch(() => {});
+  try {
+    await unlinkIfSame(lockPath, judged);
+  } finally {
+    await unlink(breaker).catch(() => {});
+  }
+}
+
+async function unlinkIfSame(path: string, judged: LockState): Promise<void> {
+  const now = await lockState(path);
+  if (now && now.ino === judged.ino && now.text === judged.text) await unlink(path).catch(() => {});
 }
