@@ -1,12 +1,12 @@
 /**
  * Browsers cannot drive the proxy unless allowed, shown in Debian's headless Chromium: a page served
- * from another origin (a second Bun server on port 0) tries the three requests a page can send
- * without a CORS preflight — `fetch` with `mode: "no-cors"`, a form POST with `enctype="text/plain"`
- * and `navigator.sendBeacon` — each with a chat completion as its body. The fake upstream receives
- * zero requests.
+ * from another origin (a second Bun server on port 0) tries the requests a page can send without a
+ * CORS preflight — `fetch` with `mode: "no-cors"`, a form POST with `enctype="text/plain"` and
+ * `navigator.sendBeacon`, each with a chat completion as its body, then a no-cors GET and an image,
+ * which carry no Origin at all. The fake upstream receives zero requests.
  *
  * Nothing sleeps: the page posts what it saw to its own server once its fetch and its form have been
- * answered, and a byte-counting relay in front of the proxy tells when all three requests (the
+ * answered, and a byte-counting relay in front of the proxy tells when all five requests (the
  * beacon too, which the page cannot observe) have reached the proxy and been answered.
  * With the page's origin in CORS_ORIGINS, the same page's real CORS request is served: the zero
  * above is the front door's doing, not a test that could not reach the upstream.
@@ -119,6 +119,16 @@ function attackPage(target: string): string {
     document.getElementById("form").submit();
   });
   seen.form = "answered";
+  // GETs a page can send without an Origin: a no-cors fetch and an image.
+  try {
+    seen.getFetch = (await fetch("${target}/v1/models", { mode: "no-cors" })).type;
+  } catch (error) { seen.getFetch = "failed: " + error; }
+  await new Promise((resolve) => {
+    const image = new Image();
+    image.onload = image.onerror = resolve;
+    image.src = "${target}/api/v1/models?as=image";
+  });
+  seen.image = "answered";
   await fetch("/done", { method: "POST", body: JSON.stringify(seen) });
 })();
 </script></body></html>`;
@@ -182,18 +192,25 @@ describe.skipIf(!chromiumPath())(`a page on another origin cannot drive the prox
     return { proxy, relay };
   }
 
-  test("fetch with mode no-cors, a text/plain form POST and navigator.sendBeacon from another origin: the upstream receives zero requests", async () => {
+  test("fetch with mode no-cors, a text/plain form POST, navigator.sendBeacon, a no-cors GET and an image from another origin: the upstream receives zero requests", async () => {
     const page = pageServer();
     cleanups.push(async () => page.stop());
     const { relay } = await start({});
     page.html.text = attackPage(`http://127.0.0.1:${relay.port}`);
     await browser.navigate(page.url);
     // The page saw its fetch and its form answered (opaquely, as a page does)...
-    expect(await page.report).toEqual({ fetch: "opaque", beacon: true, form: "answered" });
-    // ...and the proxy answered all three, the beacon too, each with 403 origin_not_allowed.
-    await relay.answered(3);
-    expect(relay.requestLines.toSorted()).toEqual(["POST /api/v1/chat/completions HTTP/1.1", "POST /v1/chat/completions HTTP/1.1", "POST /v1/chat/completions HTTP/1.1"]);
-    expect(relay.statuses).toEqual([403, 403, 403]);
+    expect(await page.report).toEqual({ fetch: "opaque", beacon: true, form: "answered", getFetch: "opaque", image: "answered" });
+    // ...and the proxy answered all five, the beacon too, each with 403 origin_not_allowed (the
+    // GETs carry no Origin: they are refused by their Sec-Fetch-Site).
+    await relay.answered(5);
+    expect(relay.requestLines.toSorted()).toEqual([
+      "GET /api/v1/models?as=image HTTP/1.1",
+      "GET /v1/models HTTP/1.1",
+      "POST /api/v1/chat/completions HTTP/1.1",
+      "POST /v1/chat/completions HTTP/1.1",
+      "POST /v1/chat/completions HTTP/1.1",
+    ]);
+    expect(relay.statuses).toEqual([403, 403, 403, 403, 403]);
     expect(fake.requests).toHaveLength(0);
   });
 

@@ -122,6 +122,23 @@ describe("a request with an Origin header is refused unless its origin is in COR
   });
 });
 
+describe("while open, a request a browser marks as from another site is refused even without an Origin", () => {
+  test.each(["cross-site", "same-site"])("Sec-Fetch-Site: %s without Origin (a no-cors GET, an image) gets 403 origin_not_allowed, never forwarded", async (site) => {
+    const { proxy } = await start();
+    await expectError(await fetch(`${proxy.url}/v1/models`, { headers: { "sec-fetch-site": site, "sec-fetch-mode": "no-cors" } }), 403, "origin_not_allowed");
+    expect(fake.requests).toHaveLength(0);
+  });
+
+  test("Sec-Fetch-Site: same-origin or none (the user's own navigation) is served, and with PROXY_API_KEYS a keyed request is whatever its site", async () => {
+    const { proxy } = await start();
+    for (const site of ["same-origin", "none"]) expect((await fetch(`${proxy.url}/v1/models`, { headers: { "sec-fetch-site": site } })).status).toBe(200);
+    const keyed = await start({ PROXY_API_KEYS: [clientKey] });
+    const response = await fetch(`${keyed.proxy.url}/v1/models`, { headers: { "sec-fetch-site": "cross-site", authorization: `Bearer ${clientKey}` } });
+    expect(response.status).toBe(200);
+    expect(fake.requests).toHaveLength(3);
+  });
+});
+
 describe("OPTIONS on /v1/* and /api/v1/* is answered by the proxy and never forwarded", () => {
   test.each(["/v1/chat/completions", "/api/v1/responses", "/v1/models"])("a preflight from an allowed origin on %s gets 204 with the allow headers", async (path) => {
     const { proxy } = await start({ CORS_ORIGINS: ["https://app.example.com"] });

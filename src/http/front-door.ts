@@ -11,8 +11,11 @@
  *   ALLOWED_HOSTS (else 421 `host_not_allowed`): DNS rebinding makes a page's own name point at
  *   127.0.0.1, and then the browser's same-origin rules no longer keep it out.
  *
- * Per request this costs one header lookup when there is no `Origin`, and, while open, one string
- * compare with the last allowed `Host` value.
+ * - While open, a request a browser marks as coming from another site (`Sec-Fetch-Site:
+ *   cross-site` or `same-site`) is refused even without an `Origin`: a no-cors GET carries none.
+ *
+ * Per request this costs one header lookup when there is no `Origin`, and, while open, two more
+ * and one string compare with the last allowed `Host` value.
  */
 import { errorBody, type ProxyErrorType } from "../domain/errors.ts";
 import { isLoopbackHost } from "./client-auth.ts";
@@ -68,6 +71,15 @@ export function createFrontDoor({ corsOrigins = [], allowedHosts = [], listenHos
       }
       if (origin !== null && !anyOrigin && !origins.has(origin)) {
         return refusal(request, 403, "origin_not_allowed", `requests from web pages are refused: the origin ${JSON.stringify(origin.slice(0, 200))} is not in CORS_ORIGINS; set CORS_ORIGINS to that origin to let its pages use the proxy`);
+      }
+      // A page's no-cors GET (`fetch` with mode "no-cors", an <img> or <script> tag) carries no
+      // Origin, but browsers mark it with Sec-Fetch-Site. While open nothing else stops it (with
+      // PROXY_API_KEYS it cannot carry a key), so it is refused too.
+      if (open && origin === null) {
+        const site = request.headers.get("sec-fetch-site");
+        if (site === "cross-site" || site === "same-site") {
+          return refusal(request, 403, "origin_not_allowed", `requests from web pages are refused: this one came from another site (Sec-Fetch-Site: ${site}) without an Origin; list the page's origin in CORS_ORIGINS and call with CORS`);
+        }
       }
       if (isApiPath && request.method === "OPTIONS") return preflight(request, origin);
       return undefined;
