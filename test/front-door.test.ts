@@ -129,13 +129,15 @@ describe("while open, a request a browser marks as from another site is refused 
     expect(fake.requests).toHaveLength(0);
   });
 
-  test("Sec-Fetch-Site: same-origin or none (the user's own navigation) is served, and with PROXY_API_KEYS a keyed request is whatever its site", async () => {
+  test("Sec-Fetch-Site: same-origin or none, or a navigation from another site (a link the user follows), is served, and with PROXY_API_KEYS a keyed request is whatever its site", async () => {
     const { proxy } = await start();
     for (const site of ["same-origin", "none"]) expect((await fetch(`${proxy.url}/v1/models`, { headers: { "sec-fetch-site": site } })).status).toBe(200);
+    // A link followed from another site (to the status page, say) is a navigation: let through.
+    expect((await fetch(`${proxy.url}/v1/models`, { headers: { "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" } })).status).toBe(200);
     const keyed = await start({ PROXY_API_KEYS: [clientKey] });
     const response = await fetch(`${keyed.proxy.url}/v1/models`, { headers: { "sec-fetch-site": "cross-site", authorization: `Bearer ${clientKey}` } });
     expect(response.status).toBe(200);
-    expect(fake.requests).toHaveLength(3);
+    expect(fake.requests).toHaveLength(4);
   });
 });
 

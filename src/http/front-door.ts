@@ -74,10 +74,11 @@ export function createFrontDoor({ corsOrigins = [], allowedHosts = [], listenHos
       }
       // A page's no-cors GET (`fetch` with mode "no-cors", an <img> or <script> tag) carries no
       // Origin, but browsers mark it with Sec-Fetch-Site. While open nothing else stops it (with
-      // PROXY_API_KEYS it cannot carry a key), so it is refused too.
+      // PROXY_API_KEYS it cannot carry a key), so it is refused too. A link the user follows (a
+      // navigation: a GET, which shows them a page, and spends nothing) is let through.
       if (open && origin === null) {
         const site = request.headers.get("sec-fetch-site");
-        if (site === "cross-site" || site === "same-site") {
+        if ((site === "cross-site" || site === "same-site") && request.headers.get("sec-fetch-mode") !== "navigate") {
           return refusal(request, 403, "origin_not_allowed", `requests from web pages are refused: this one came from another site (Sec-Fetch-Site: ${site}) without an Origin; list the page's origin in CORS_ORIGINS and call with CORS`);
         }
       }
