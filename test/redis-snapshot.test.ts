@@ -1,0 +1,89 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { applyChanges, emptyPoolState, keyBlockedUntil, type StateChange } from "../src/keys/changes.ts";
+import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
+import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
+import { redisKeys } from "../src/store/redis/redis-keys.ts";
+import { sharedStateScripts, type SharedStateScripts } from "../src/store/redis/scripts.ts";
+import { readSharedSnapshot } from "../src/store/redis/shared-snapshot.ts";
+import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+
+const keys = redisKeys("orp:");
+const T = Date.parse("2026-12-04T12:00:00.000Z");
+const DAY = "2026-12-04";
+let redis: RedisServer;
+let connection: RedisConnection;
+let scripts: SharedStateScripts;
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+  connection = createRedisConnection({ url: redis.url, timeoutMs: 2_000 });
+  await connection.ready;
+  scripts = sharedStateScripts(connection, keys);
+});
+afterAll(async () => {
+  await connection.close();
+  await redis.stop();
+});
+afterEach(async () => {
+  await redis.cli("FLUSHALL");
+});
+
+const add = (keyId: string, version: number): StateChange => ({ kind: "key-edit", keyId, version, edit: "add", secret: `sk-or-v1-snapshot-${keyId}`, addedAt: T });
+
+describe("the resync snapshot", () => {
+  test("reads back every instant the scripts wrote, and applying it gives another instance the same picture", async () => {
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 60_000, cause: { source: "header", reason: "429" } }));
+    await connection.write(scripts.extendRest({ account: "acct", restId: "class:free", until: T + 3_600_000, cause: { source: "body", reason: "free limit" } }));
+    await connection.write(scripts.extendRest({ account: "acct", restId: "model:vendor/m:free", until: T + 120_000, cause: { source: "body", reason: "model" } }));
+    for (let i = 0; i < 2; i++) await scripts.recordFailure({ keyId: "k2", basis: 0, threshold: 2, now: T, reason: "401 invalid key" });
+    await connection.write(scripts.enableKey("k3", 4));
+    await connection.write(scripts.extendCooldown({ keyId: "k3", basis: 4, until: T + 5_000, cause: { source: "default", reason: "429" } }));
+
+    const result = await readSharedSnapshot(connection, keys, { keyIds: ["k1", "k2", "k3"], day: DAY });
+    if (!result.ok) throw new Error(result.message);
+    const snapshot = result.value;
+    expect(snapshot.switches).toEqual(new Map([["k3", 4]]));
+    expect(snapshot.streaks).toEqual(new Map([["k2", 2]]));
+
+    const state = applyChanges(emptyPoolState(), [add("k1", 0), add("k2", 0), add("k3", 0), { kind: "key-edit", keyId: "k3", version: 4, edit: "enable" }, ...snapshot.instants]);
+    expect(keyBlockedUntil(state, "k1", T)).toBe(T + 60_000);
+    expect(state.runtime.get("k1")?.cooldown).toEqual({ until: T + 60_000, source: "header", reason: "429" });
+    expect(keyBlockedUntil(state, "k2", T)).toBe("disabled");
+    expect(state.runtime.get("k2")?.disabled).toEqual({ since: T, reason: "401 invalid key" });
+    expect(keyBlockedUntil(state, "k3", T)).toBe(T + 5_000);
+    expect(state.accounts.get("acct")?.rests.get("class:free")).toMatchObject({ until: T + 3_600_000, reason: "free limit" });
+    expect(state.accounts.get("acct")?.rests.get("model:vendor/m:free")).toMatchObject({ until: T + 120_000, model: "vendor/m:free" });
+  });
+
+  test("counters and the day's free count come back as totals of every instance's deltas", async () => {
+    for (const instance of ["a", "b"]) {
+      const batcher = createCounterBatcher({ keys, instanceId: `${instance}-${crypto.randomUUID()}` });
+      batcher.add("k1", { requests: 3, successes: 2, failures: 1, tokens: 30, cost: 0.5 }, instance === "a" ? T + 1 : T + 2);
+      await connection.write(batcher.take() as NonNullable<ReturnType<typeof batcher.take>>);
+    }
+    for (const write of scripts.learnFreeLimit("acct", DAY, 50)) await connection.write(write);
+    for (let i = 0; i < 7; i++) await scripts.reserveFreeSlot({ account: "acct", day: DAY });
+    await scripts.reserveFreeSlot({ account: "other", day: DAY });
+
+    const result = await readSharedSnapshot(connection, keys, { keyIds: ["k1", "never-used"], day: DAY });
+    if (!result.ok) throw new Error(result.message);
+    expect(result.value.totals.get("k1")).toEqual({ requests: 6, successes: 4, failures: 2, tokens: 60, cost: 1, lastUsedAt: T + 2 });
+    expect(result.value.totals.get("never-used")).toEqual({ requests: 0, successes: 0, failures: 0, tokens: 0, cost: 0, lastUsedAt: 0 });
+    expect(result.value.free).toEqual(new Map([["acct", { used: 7, limit: 50 }], ["other", { used: 1 }]]));
+  });
+
+  test("with Redis paused, the resync fails within the timeout instead of hanging", async () => {
+    const quick = createRedisConnection({ url: redis.url, timeoutMs: 200 });
+    await quick.ready;
+    redis.pause();
+    try {
+      const started = performance.now();
+      const result = await readSharedSnapshot(quick, keys, { keyIds: ["k1"], day: DAY });
+      expect(result).toMatchObject({ ok: false, failure: "timeout" });
+      expect(performance.now() - started).toBeLessThan(200 + 150);
+    } finally {
+      redis.resume();
+      await quick.close();
+    }
+  });
+});
