@@ -23,7 +23,12 @@ export interface SmallDisk {
 const page = 4096;
 
 async function run(command: string[]): Promise<{ code: number; stderr: string }> {
-  const proc = Bun.spawn(command, { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  let proc;
+  try {
+    proc = Bun.spawn(command, { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  } catch (error) {
+    return { code: -1, stderr: `cannot run ${command[0]}: ${error instanceof Error ? error.message : String(error)}` }; // no mount(8) here
+  }
   const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
   return { code, stderr: stderr.trim() };
 }
@@ -34,7 +39,8 @@ async function mountSmallDisk(sizeKiB: number): Promise<SmallDisk | string> {
   const mounted = await run(["mount", "-t", "tmpfs", "-o", `size=${sizeKiB}k,mode=0755`, "tmpfs", dir]);
   if (mounted.code !== 0) {
     await rm(dir, { recursive: true, force: true });
-    return `cannot mount a tmpfs here (${mounted.stderr || `mount exited ${mounted.code}`}); run the tests as root to include them`;
+    const why = (mounted.stderr || `mount exited ${mounted.code}`).replace(/\s+/g, " ");
+    return `cannot mount a tmpfs here (${why}); run the tests as root to include them`;
   }
   const fillers: string[] = [];
   const remount = async (mode: "ro" | "rw") => {
