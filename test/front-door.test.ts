@@ -11,7 +11,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { loadConfig, type Config } from "../src/config.ts";
-import { runCli } from "./helpers/cli.ts";
+import { cliCommand, runCli } from "./helpers/cli.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";
 import { rawRequest } from "./helpers/raw-request.ts";
 import { useSuite } from "./helpers/suite.ts";
@@ -206,6 +206,37 @@ describe("while open (no PROXY_API_KEYS), the Host must be loopback, HOST or in 
     for (const host of ["proxy.internal", "Proxy.Internal:8080", "gateway.example.com.", "127.0.0.1"]) expect({ host, status: (await get(port, host)).status }).toEqual({ host, status: 200 });
     expect((await get(port, "other.internal")).status).toBe(421);
     expect(fake.requests).toHaveLength(4);
+  });
+
+  test("serve on 0.0.0.0 with ALLOW_OPEN_PROXY and ALLOWED_HOSTS (the README's gateway example) says which names it answers to, and answers only to them", async () => {
+    const cwd = await folder();
+    await Bun.write(`${cwd}/keys.json`, JSON.stringify({ keys: [{ key: testKeys[0], label: "only" }] }));
+    const child = Bun.spawn(cliCommand(["serve", "--port", "0"]), {
+      cwd,
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: cwd, HOST: "0.0.0.0", ALLOW_OPEN_PROXY: "true", ALLOWED_HOSTS: "llm-proxy.internal", OPENROUTER_BASE_URL: fake.url, LOG_DIR: `${cwd}/logs` },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    cleanups.push(async () => {
+      child.kill("SIGKILL");
+      await child.exited;
+    });
+    // Read stdout until both lines are there: the listening line (with the port) and the names.
+    let out = "";
+    const reader = child.stdout.getReader();
+    const decoder = new TextDecoder();
+    while (!/listening on http:\/\/0\.0\.0\.0:(\d+)[\s\S]*open proxy[^\n]*\n/.test(out)) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`serve ended: ${out} ${await new Response(child.stderr).text()}`);
+      out += decoder.decode(value, { stream: true });
+    }
+    reader.releaseLock();
+    log.record(out);
+    expect(out).toContain("open proxy (no PROXY_API_KEYS): it answers only to the Host names localhost, 127.0.0.0/8, [::1], 0.0.0.0, llm-proxy.internal; add the names your clients use to ALLOWED_HOSTS\n");
+    const port = Number(/listening on http:\/\/0\.0\.0\.0:(\d+)/.exec(out)?.[1]);
+    expect((await get(port, "llm-proxy.internal:3000")).status).toBe(200);
+    expect((await get(port, "192.0.2.10:3000")).status).toBe(421);
+    expect(fake.requests.filter((request) => request.path === "/models")).toHaveLength(1);
   });
 
   test("with PROXY_API_KEYS set, any Host is served to a client with a key", async () => {
