@@ -301,7 +301,7 @@ describe("remove-key and enable-key", () => {
     );
     const { code, stdout } = await ws.cli(["enable-key", idA]);
     expect(code).toBe(0);
-    expect(stdout).toBe(`enabled ${shown(keyA)}: failures and cooldown cleared\n`);
+    expect(stdout).toBe(`enabled ${shown(keyA)}: failures and cooldown cleared; no account rests to clear\n`);
     const [entry] = await stored(ws.keysFile);
     expect(entry?.state.disabled).toBeUndefined();
     expect(entry?.state.cooldownUntil).toBeUndefined();

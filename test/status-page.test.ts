@@ -216,7 +216,7 @@ describe.skipIf(!chromiumPath())(`the status page in headless Chromium${why}`, (
       const [, aKeys, aFree, aRest] = await browser.evaluate<string[]>(cells("user_a"));
       expect(aKeys).toBe(idsOn("user_a").join(", "));
       expect(aFree).toBe("50 of 50");
-      const rest = /^free models · until 00:00 UTC · (?:(\d+)h (\d+)m|(\d+)m (\d+)s|(\d+)s) left — Rate limit exceeded: free-models-per-day$/;
+      const rest = /^free models · until 00:00 UTC · (?:(\d+)h (\d+)m|(\d+)m (\d+)s|(\d+)s) left — free-per-day: Rate limit exceeded: free-models-per-day$/;
       expect(aRest).toMatch(rest);
       expect(await browser.evaluate<string[]>(cells("user_b"))).toEqual(["user_b", idsOn("user_b").join(", "), `${servedFree("user_b")} (limit unknown)`, "none"]);
       expect(servedFree("user_b") + servedFree(undefined)).toBe(3);

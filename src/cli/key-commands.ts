@@ -5,9 +5,11 @@
  * masked keys only. Exit codes: 0 done, 1 the operation failed, 2 bad usage (main.ts).
  */
 import type { Config } from "../config.ts";
+import { factsOf } from "../keys/account-discovery.ts";
 import { createJsonFileStore } from "../keys/json-file-store.ts";
 import { addKey, disableKey, enableKey, removeKey, setAccounts, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf, maskKey } from "../domain/key-identity.ts";
+import type { KeyFacts } from "../keys/key-pool.ts";
 import type { KeyStore } from "../keys/key-store.ts";
 import { describeRest, describeStatus, echoInput, viewAccounts, viewKey, type KeyView } from "../keys/key-view.ts";
 import { checkKey, type KeyCheck } from "../upstream/key-info.ts";
@@ -81,7 +83,7 @@ export async function addKeyCommand(
       failures++;
       continue;
     }
-    let account: string | undefined;
+    let facts: KeyFacts = {};
     if (verify) {
       const check = await checkKey(input.secret, { baseUrl: config.OPENROUTER_BASE_URL, ...(context.fetch ? { fetch: context.fetch } : {}) });
       if (check.kind === "rejected") {
@@ -90,11 +92,11 @@ export async function addKeyCommand(
         continue;
       }
       if (check.kind === "unknown") io.err(`warning: could not verify ${shown}: ${check.reason}; adding it anyway`);
-      if (check.kind === "valid") account = check.info.creator_user_id ?? undefined;
+      if (check.kind === "valid") facts = factsOf(check.info, now());
     }
     let outcome: AddOutcome = "added";
     const result = await store.update((doc) => {
-      const added = addKey(doc, input.secret, now(), input.label, account);
+      const added = addKey(doc, input.secret, now(), input.label, facts);
       outcome = added.outcome;
       return added.doc;
     });
@@ -162,16 +164,19 @@ export async function removeKeyCommand(context: KeyCommandContext, id: string): 
   return report(context, result, removed === undefined ? undefined : `removed ${id} (${removed})`, id, "remove-key");
 }
 
-/** `enable-key ID`: clears disabled, failures and cooldown. */
+/** `enable-key ID`: clears disabled, failures and cooldown, and the account's rests that are not a known daily limit. */
 export async function enableKeyCommand(context: KeyCommandContext, id: string): Promise<number> {
   const now = context.now ?? Date.now;
   let enabled: string | undefined;
+  let cleared: string[] = [];
   const result = await storeOf(context).update((doc) => {
     const change = enableKey(doc, id, now());
     enabled = change.record ? maskKey(change.record.secret) : undefined;
+    cleared = change.cleared;
     return change.doc;
   });
-  return report(context, result, enabled === undefined ? undefined : `enabled ${id} (${enabled}): failures and cooldown cleared`, id, "enable-key");
+  const rests = cleared.length === 0 ? "; no account rests to clear" : `; account rests cleared: ${cleared.join("; ")}`;
+  return report(context, result, enabled === undefined ? undefined : `enabled ${id} (${enabled}): failures and cooldown cleared${rests}`, id, "enable-key");
 }
 
 function report(context: KeyCommandContext, result: Awaited<ReturnType<KeyStore["update"]>>, done: string | undefined, id: string, command: string): number {

@@ -6,9 +6,10 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "./app-env.ts";
 import { ProxyError } from "../domain/errors.ts";
+import { factsOf } from "../keys/account-discovery.ts";
 import { addKey, enableKey, removeKey, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf } from "../domain/key-identity.ts";
-import type { KeyPool } from "../keys/key-pool.ts";
+import type { KeyFacts, KeyPool } from "../keys/key-pool.ts";
 import type { KeyStore, StoreLoad } from "../keys/key-store.ts";
 import { echoInput, viewKey } from "../keys/key-view.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
@@ -71,7 +72,7 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
     const { key: secret, label, verify = true } = parsed.data;
     const id = keyIdOf(secret);
     let warning: string | undefined;
-    let account: string | undefined;
+    let facts: KeyFacts = {};
     if (verify) {
       const check = await checkKey(secret);
       if (check.kind === "rejected") {
@@ -81,7 +82,7 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
         });
       }
       if (check.kind === "unknown") warning = `could not verify the key: ${check.reason}; added anyway`;
-      if (check.kind === "valid") account = check.info.creator_user_id ?? undefined;
+      if (check.kind === "valid") facts = factsOf(check.info, now());
     }
     // The pool knows the freshest state: a key it holds disabled is re-enabled even if the file lags.
     const heldDisabled = pool.records().find((record) => record.id === id)?.disabled !== undefined;
@@ -91,7 +92,7 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
         outcome = "re-enabled";
         return enableKey(doc, id, now()).doc;
       }
-      const added = addKey(doc, secret, now(), label, account);
+      const added = addKey(doc, secret, now(), label, facts);
       outcome = added.outcome;
       return added.doc;
     });
@@ -113,13 +114,16 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
   admin.post("/keys/:id/enable", async (c) => {
     const id = c.req.param("id");
     let found = false;
+    // The server's memory holds the live rests; the file may hold ones not yet swapped in.
+    const cleared = new Set(pool.clearRests(id));
     await update((doc) => {
       const result = enableKey(doc, id, now());
       found = result.record !== undefined;
+      for (const each of result.cleared) cleared.add(each);
       return result.doc;
     });
     if (!found) throw unknownKey(id);
-    return c.json({ key: viewOf(id) });
+    return c.json({ key: viewOf(id), cleared: [...cleared] });
   });
 
   return admin;
