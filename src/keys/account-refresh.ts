@@ -3,8 +3,9 @@
  * - a key that appears while the server runs (file edit, CLI, admin API) is looked up at once
  *   with GET /key; until that answers or fails the pool gives it no free-model request;
  * - every key is looked up again after each UTC midnight and every hour;
- * - an account resting until its credits return has one of its keys asked every 5 minutes, and
- *   the rest ends when the answer says the key may pay (see `mayPay`).
+ * - an account resting until its credits return has one of its keys asked every 5 minutes (the
+ *   first time 5 minutes after the 402), and the rest ends when the answer says the key may pay
+ *   (see `mayPay`: GET /key shows no balance, so the next paid request is the real test).
  * `tick()` does what is due at the pool's clock; a timer calls it in production, tests call it
  * after moving the injected clock, so nothing waits in real time.
  */
@@ -13,6 +14,7 @@ import { utcDay } from "../domain/time-text.ts";
 import type { KeyCheck } from "../upstream/key-info.ts";
 import { discoverAccounts, factsOf, mayPay } from "./account-discovery.ts";
 import type { KeyPool } from "./key-pool.ts";
+import { UNTIL_CLEARED_HORIZON_MS } from "./outcome-rests.ts";
 
 export const REFRESH_EVERY_MS = 3_600_000;
 export const CREDITS_CHECK_EVERY_MS = 5 * 60_000;
@@ -54,8 +56,11 @@ export function startAccountRefresher({ pool, checkKey, events, now = Date.now, 
 
   async function creditChecks(at: number): Promise<void> {
     for (const view of pool.accountViews()) {
-      if (!view.rests.some((rest) => rest.untilCleared)) continue;
-      if (at - (lastCreditCheck.get(view.id) ?? 0) < CREDITS_CHECK_EVERY_MS) continue;
+      const unpaid = view.rests.filter((rest) => rest.untilCleared);
+      if (unpaid.length === 0) continue;
+      // Counted from the later of the last check and the rest itself: a rest is never lifted sooner.
+      const restedAt = Math.max(...unpaid.map((rest) => Date.parse(rest.until) - UNTIL_CLEARED_HORIZON_MS));
+      if (at - Math.max(lastCreditCheck.get(view.id) ?? 0, restedAt) < CREDITS_CHECK_EVERY_MS) continue;
       lastCreditCheck.set(view.id, at);
       const keyId = view.keyIds[0];
       const record = pool.records().find((candidate) => candidate.id === keyId);

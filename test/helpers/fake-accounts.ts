@@ -8,7 +8,14 @@
  * - paid models: `credits` (USD) per account, `paidCost` a request; 402 when they run out;
  * - a model out of shared capacity for everyone (`sharedCapacity`), and a provider's own 429 for
  *   a model (`providerLimit`);
- * - `GET /key` with `creator_user_id` and `free_model_daily_requests`.
+ * - `GET /key` with `creator_user_id`, `free_model_daily_requests` and each key's own cap
+ *   (`limit`, `limit_remaining`, `limit_reset`), answered from the state of the moment, so it
+ *   changes as requests spend and as a test moves credits (`setCredits`);
+ * - 402s by cause ("402 by cause" in ../../../shared/openrouter-api.md): `openrouter_credits` when
+ *   the account cannot pay, `openrouter_key_limit` when a key's cap is spent, `weight_exceeds_budget`
+ *   when `max_tokens` × `pricePerToken` is more than the account holds, a 402 on a free model when
+ *   the balance is negative; `inFlightReply()` scripts the in-flight one;
+ * - the privacy 404 for models an account's data policy excludes (`privacyExcludes`).
  * Only served requests count against the free limits. The clock is injected (`now`), so a
  * simulated day runs in seconds. `scriptOnce` answers chosen requests as a test says.
  *
@@ -25,6 +32,10 @@ export interface FakeAccountSpec {
   credits?: number;
   /** Free-model requests already made today when the fake starts (another client's, say). */
   freeUsedToday?: number;
+  /** Keys with their own spending cap (USD), reset daily/weekly/monthly or never (null). */
+  keyLimits?: Record<string, { limit: number; reset: "daily" | "weekly" | "monthly" | null; used?: number }>;
+  /** Models this account's privacy settings exclude: 404 "No endpoints found matching your data policy". */
+  privacyExcludes?: string[];
 }
 
 export interface FakeAccountsOptions {
@@ -32,6 +43,8 @@ export interface FakeAccountsOptions {
   now?: () => number;
   /** What one paid request costs (USD). */
   paidCost?: number;
+  /** What one token of `max_tokens` may cost (USD): a request the account cannot cover gets weight_exceeds_budget. */
+  pricePerToken?: number;
   /**
    * The plain baseline: answers stripped of everything a policy could read about accounts and
    * limit kinds (no `user_id`, no "free-models-per-…" words, no `limit_source`, no provider
@@ -47,6 +60,10 @@ export type CallKind =
   | "free-per-min"
   | "free-per-day"
   | "credits"
+  | "negative-balance"
+  | "key-limit"
+  | "too-big"
+  | "privacy"
   | "shared-capacity"
   | "provider"
   | "scripted";
@@ -101,13 +118,15 @@ export interface FakeAccounts {
   scriptOnce(...scripts: ScriptedReply[]): void;
   /** GET /key answers only after `gate` settles (to show that nothing waits for it). */
   holdKeyInfo(gate: Promise<void>): void;
+  /** Sets an account's balance (USD); below zero, even free models answer 402. */
+  setCredits(account: string, usd: number): void;
   stop(): Promise<void>;
 }
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
 
-export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 0.01, plain = false }: FakeAccountsOptions): FakeAccounts {
+export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 0.01, pricePerToken = 1e-6, plain = false }: FakeAccountsOptions): FakeAccounts {
   interface Account {
     spec: FakeAccountSpec;
     freePerDay: number;
@@ -137,6 +156,9 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
   }
 
   const calls: UpstreamCall[] = [];
+  /** USD each key has spent against its own cap. */
+  const keyUsed = new Map<string, number>();
+  for (const spec of specs) for (const [key, cap] of Object.entries(spec.keyLimits ?? {})) keyUsed.set(key, cap.used ?? 0);
   const scripts: ScriptedReply[] = [];
   const shared = new Map<string, number>();
   const providers: Array<{ model: string; until: number; accounts?: string[] }> = [];
@@ -202,18 +224,39 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
 
   function creditsReply(account: Account): Response {
     const message = plain ? "Payment required" : "Insufficient credits. This account never purchased credits or has run out. Add more at https://openrouter.ai/settings/credits";
-    return Response.json({ error: { message, code: 402 }, ...userId(account) }, { status: 402 });
+    const metadata = plain ? {} : { metadata: { limit_source: "openrouter_credits" } };
+    return Response.json({ error: { message, code: 402, ...metadata }, ...userId(account) }, { status: 402 });
+  }
+
+  function keyLimitReply(account: Account): Response {
+    const message = "Key limit exceeded. Manage it using https://openrouter.ai/settings/keys";
+    return Response.json({ error: { message, code: 402, metadata: { limit_source: "openrouter_key_limit" } }, ...userId(account) }, { status: 402 });
+  }
+
+  function tooBigReply(account: Account, maxTokens: number): Response {
+    const affordable = Math.floor(account.credits / pricePerToken);
+    const message = `This request requires more credits, or fewer max_tokens. You requested up to ${maxTokens} tokens, but can only afford ${affordable}. To increase, visit https://openrouter.ai/settings/credits and add more credits`;
+    return Response.json(
+      { error: { message, code: 402, metadata: { reason: "weight_exceeds_budget", limit_source: "openrouter_credits" } }, ...userId(account) },
+      { status: 402 },
+    );
+  }
+
+  function privacyReply(): Response {
+    return Response.json({ error: { message: "No endpoints found matching your data policy (Free model publication). Configure: https://openrouter.ai/settings/privacy", code: 404 } }, { status: 404 });
   }
 
   function keyInfoReply(key: string, account: Account): Response {
     dailyLimitTold.add(account.spec.id);
     const remaining = Math.max(0, account.freePerDay - account.usedToday);
+    const cap = account.spec.keyLimits?.[key];
+    const spent = keyUsed.get(key) ?? 0;
     return Response.json({
       data: {
         label: `sk-or-v1-${key.slice(-3)}...`,
-        limit: null,
-        limit_remaining: null,
-        limit_reset: null,
+        limit: cap ? cap.limit : null,
+        limit_remaining: cap ? Math.max(0, cap.limit - spent) : null,
+        limit_reset: cap ? cap.reset : null,
         usage: 0,
         usage_daily: 0,
         usage_weekly: 0,
@@ -252,7 +295,7 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
   }
 
   /** Decides one request against the account's limits; the kind says what happened. */
-  function answer(key: string, account: Account | undefined, model: string | undefined, stream: boolean, at: number): { response: Response; kind: CallKind } {
+  function answer(key: string, account: Account | undefined, model: string | undefined, stream: boolean, at: number, maxTokens: number | undefined): { response: Response; kind: CallKind } {
     if (!account) return { response: Response.json({ error: { message: "User not found.", code: 401 } }, { status: 401 }), kind: "invalid-key" };
     roll(account, at);
     const sharedUntil = model === undefined ? undefined : shared.get(model);
@@ -261,14 +304,20 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
     }
     const provider = providers.find((each) => each.model === model && each.until > at && (!each.accounts || each.accounts.includes(account.spec.id)));
     if (model !== undefined && provider) return { response: providerReply(model, provider.until, account, at), kind: "provider" };
+    if (model !== undefined && account.spec.privacyExcludes?.includes(model)) return { response: privacyReply(), kind: "privacy" };
     if (classIsFree(model)) {
+      if (account.credits < 0) return { response: creditsReply(account), kind: "negative-balance" };
       if (account.usedThisMinute >= account.freePerMinute) return { response: limitReply(account, "free-per-min", at), kind: "free-per-min" };
       if (account.usedToday >= account.freePerDay) return { response: limitReply(account, "free-per-day", at), kind: "free-per-day" };
       account.usedThisMinute++;
       account.usedToday++;
     } else {
       if (account.credits < paidCost) return { response: creditsReply(account), kind: "credits" };
+      const cap = account.spec.keyLimits?.[key];
+      if (cap && (keyUsed.get(key) ?? 0) + paidCost > cap.limit) return { response: keyLimitReply(account), kind: "key-limit" };
+      if (maxTokens !== undefined && maxTokens * pricePerToken > account.credits) return { response: tooBigReply(account, maxTokens), kind: "too-big" };
       account.credits -= paidCost;
+      keyUsed.set(key, (keyUsed.get(key) ?? 0) + paidCost);
     }
     return { response: success(model, stream, key), kind: "served" };
   }
@@ -307,10 +356,12 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
       const text = await raw.text();
       let model: string | undefined;
       let stream = false;
+      let maxTokens: number | undefined;
       try {
-        const body = JSON.parse(text) as { model?: unknown; stream?: unknown };
+        const body = JSON.parse(text) as { model?: unknown; stream?: unknown; max_tokens?: unknown };
         if (typeof body.model === "string") model = body.model;
         stream = body.stream === true;
+        if (typeof body.max_tokens === "number") maxTokens = body.max_tokens;
       } catch {
         // not JSON: no model
       }
@@ -323,7 +374,7 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
         response = await (script as ScriptedReply).reply(seen);
         kind = "scripted";
       } else {
-        ({ response, kind } = answer(key, account, model, stream, at));
+        ({ response, kind } = answer(key, account, model, stream, at, maxTokens));
       }
       const call: UpstreamCall = { at, ...seen, status: response.status, kind };
       judgeWaste(call);
@@ -348,6 +399,10 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
     },
     holdKeyInfo(gate) {
       keyInfoGate = gate;
+    },
+    setCredits(id, usd) {
+      const account = accounts.get(id);
+      if (account) account.credits = usd;
     },
     async stop() {
       await server.stop(true);
@@ -382,4 +437,14 @@ export function contentChunk(content: string): string {
 /** A 200 event stream with exactly this text. */
 export function eventStream(text: string): Response {
   return new Response(text, { headers: { "content-type": "text/event-stream" } });
+}
+
+/**
+ * OpenRouter's in-flight 402: credits are held by requests still running; temporary. `retryAfter`
+ * in seconds, or none; `labelled: false` leaves out limit_source and reason (only Retry-After says it).
+ */
+export function inFlightReply({ retryAfter, labelled = true }: { retryAfter?: number; labelled?: boolean } = {}): Response {
+  const message = "This request would exceed your available credits given your current in-flight requests. Retry after in-flight requests settle, or add credits.";
+  const metadata = labelled ? { metadata: { reason: "in_flight_budget_exhausted", limit_source: "openrouter_in_flight_budget" } } : {};
+  return Response.json({ error: { message, code: 402, ...metadata } }, { status: 402, headers: retryAfter === undefined ? {} : { "Retry-After": String(retryAfter) } });
 }

@@ -1,0 +1,261 @@
+/**
+ * 402 by cause (issue 12, rule 1): what a 402 rests is decided from `limit_source`, `reason`,
+ * `Retry-After` and the message, never from the status alone; no single request can rest more
+ * than the key or account its answer names; a 402 never counts toward disabling a key. The real
+ * proxy runs against the multi-account upstream double (helpers/fake-accounts.ts) on an injected clock.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import type { Config } from "../src/config.ts";
+import { keyIdOf } from "../src/domain/key-identity.ts";
+import { inFlightReply, startFakeAccounts, type FakeAccountSpec, type FakeAccounts } from "./helpers/fake-accounts.ts";
+import { startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
+
+const orKey = (name: string) => `sk-or-v1-${"x".repeat(50)}-${name}`;
+const [a1, a2, b1, c1] = [orKey("a1"), orKey("a2"), orKey("b1"), orKey("c1")];
+const id = keyIdOf;
+const FREE = "meta-llama/llama-3.3-70b-instruct:free";
+const PAID = "openai/gpt-4o-mini";
+const adminToken = "admin-token-for-tests";
+/** 2026-03-01 10:00:00 UTC (a Sunday): fourteen hours before the daily reset. */
+const START = Date.UTC(2026, 2, 1, 10, 0, 0);
+const MIDNIGHT = Date.UTC(2026, 2, 2);
+let clock = { now: START };
+let fake: FakeAccounts | undefined;
+const cleanups: Array<() => Promise<void>> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await fake?.stop();
+  fake = undefined;
+  clock = { now: START };
+});
+
+function startFake(accounts: FakeAccountSpec[]): FakeAccounts {
+  fake = startFakeAccounts({ accounts, now: () => clock.now });
+  return fake;
+}
+
+async function start(upstream: FakeAccounts, keys: string[], config: Partial<Config> = {}, waits?: number[]): Promise<TestProxy> {
+  const proxy = await startTestProxy({
+    upstream: upstream.url,
+    keys,
+    config: { ADMIN_TOKEN: adminToken, ROTATION: "round-robin", ...config },
+    overrides: {
+      now: () => clock.now,
+      discoverAccounts: true,
+      refreshTickMs: 0,
+      sleep: async (ms) => {
+        waits?.push(ms);
+        clock.now += ms;
+      },
+    },
+  });
+  cleanups.push(() => proxy.close());
+  await proxy.discovery;
+  return proxy;
+}
+
+function ask(proxy: TestProxy, model: string, extra: Record<string, unknown> = {}): Promise<Response> {
+  return fetch(`${proxy.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: "Bearer client" },
+    body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }], ...extra }),
+  });
+}
+
+const trail = (upstream: FakeAccounts) => upstream.chatCalls().map((call) => `${call.key.slice(-2)} ${call.kind}`);
+const restsOf = (proxy: TestProxy, account: string) => proxy.pool.accountViews().find((view) => view.id === account)?.rests ?? [];
+const rawRests = (proxy: TestProxy, account: string) => proxy.pool.accounts().get(account)?.rests ?? [];
+const recordOf = (proxy: TestProxy, key: string) => proxy.pool.records().find((record) => record.id === id(key));
+const allRests = (proxy: TestProxy) => proxy.pool.accountViews().flatMap((view) => view.rests);
+
+describe("402 by cause", () => {
+  test("a 402 in flight with a short Retry-After is retried as it is after the wait; nothing rests beyond the announced time and no failure is counted", async () => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1] },
+      { id: "user_B", keys: [b1] },
+    ]);
+    upstream.scriptOnce({ match: (call) => call.key === a1, reply: () => inFlightReply({ retryAfter: 2 }) });
+    const waits: number[] = [];
+    const proxy = await start(upstream, [a1, b1], {}, waits);
+    const response = await ask(proxy, PAID);
+    expect(response.status).toBe(200);
+    expect(waits).toEqual([2000]);
+    expect(trail(upstream)[0]).toBe("a1 scripted");
+    expect(trail(upstream)).toHaveLength(2);
+    expect(rawRests(proxy, "user_A")).toEqual([expect.objectContaining({ scope: "account", modelClass: "paid", cause: "in-flight", until: START + 2000 })]);
+    expect(restsOf(proxy, "user_A")).toEqual([]); // over: the wait was the whole rest
+    expect(recordOf(proxy, a1)).toMatchObject({ failures: 0, consecutiveFailures: 0 });
+  });
+
+  test.each([
+    ["labelled in_flight_budget_exhausted", true],
+    ["labelled only by its Retry-After", false],
+  ])("a 402 in flight with a long Retry-After (%s) goes to another account, which rests only until the announced time", async (_name, labelled) => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1] },
+      { id: "user_B", keys: [b1] },
+    ]);
+    upstream.scriptOnce({ match: (call) => call.key === a1, reply: () => inFlightReply({ retryAfter: 30, labelled }) });
+    const waits: number[] = [];
+    const proxy = await start(upstream, [a1, b1], {}, waits);
+    expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(waits).toEqual([]);
+    expect(trail(upstream)).toEqual(["a1 scripted", "b1 served"]);
+    expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ modelClass: "paid", cause: "in-flight", until: new Date(START + 30_000).toISOString(), untilCleared: false })]);
+    // Free models still use the account; after the announced time paid ones do too.
+    expect((await ask(proxy, FREE)).status).toBe(200);
+    expect(upstream.chatCalls().at(-1)?.key).toBe(a1);
+    clock.now = START + 30_000;
+    for (let i = 0; i < 2; i++) expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(upstream.chatCalls().slice(-2).map((call) => call.key)).toContain(a1);
+    expect(recordOf(proxy, a1)?.consecutiveFailures).toBe(0);
+  });
+
+  test("a 402 for a request too big for the budget (weight_exceeds_budget) tries one other account, then the upstream's 402 goes back unchanged, and nothing rests", async () => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1, a2] },
+      { id: "user_B", keys: [b1] },
+      { id: "user_C", keys: [c1] },
+    ]);
+    const proxy = await start(upstream, [a1, a2, b1, c1]);
+    const response = await ask(proxy, PAID, { max_tokens: 100_000_000 });
+    expect(response.status).toBe(402);
+    const last = upstream.chatCalls().at(-1);
+    const body = (await response.json()) as { error: { message: string; metadata: { reason: string } } };
+    expect(body.error.metadata.reason).toBe("weight_exceeds_budget");
+    expect(body.error.message).toContain("You requested up to 100000000 tokens");
+    expect(trail(upstream)).toEqual(["a1 too-big", "b1 too-big"]);
+    expect(last?.account).toBe("user_B");
+    expect(allRests(proxy)).toEqual([]);
+    for (const key of [a1, b1]) expect(recordOf(proxy, key)).toMatchObject({ failures: 0, consecutiveFailures: 0, cooldownUntil: 0 });
+  });
+
+  test("a 402 for a request too big on the only account goes back unchanged after that one attempt", async () => {
+    const upstream = startFake([{ id: "user_A", keys: [a1, a2] }]);
+    const proxy = await start(upstream, [a1, a2]);
+    const response = await ask(proxy, PAID, { max_tokens: 100_000_000 });
+    expect(response.status).toBe(402);
+    expect(trail(upstream)).toEqual(["a1 too-big"]); // the account's other key would say the same
+    expect(response.headers.get("retry-after")).toBeNull();
+  });
+
+  const monday = (() => {
+    const day = Math.floor(START / 86_400_000);
+    return (day + (7 - ((day + 3) % 7))) * 86_400_000;
+  })();
+  test.each([
+    ["daily", MIDNIGHT],
+    ["weekly", monday],
+    ["monthly", Date.UTC(2026, 3, 1)],
+    [null, START + 3_600_000],
+  ] as const)("a 402 on a key's own limit (limit_reset %p) rests that key for paid models until its next reset; the account's other keys keep serving", async (reset, until) => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1, a2], keyLimits: { [a1]: { limit: 1, reset, used: 1 } } },
+      { id: "user_B", keys: [b1] },
+    ]);
+    const proxy = await start(upstream, [a1, a2, b1]);
+    expect(recordOf(proxy, a1)?.keyLimit).toMatchObject({ limit: 1, remaining: 0, reset });
+    expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(trail(upstream)).toEqual(["a1 key-limit", "a2 served"]);
+    expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ scope: "key", keyId: id(a1), modelClass: "paid", cause: "key-limit", until: new Date(until).toISOString() })]);
+    for (let i = 0; i < 4; i++) expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(upstream.chatCalls().slice(2).map((call) => call.key.slice(-2))).toEqual(["b1", "a2", "b1", "a2"]);
+    // Free models are not spent against the key's cap: the key still takes them.
+    expect(proxy.pool.acquire({ model: FREE, exclude: new Set([id(a2), id(b1)]), dryRun: true })).toMatchObject({ ok: true, lease: { keyId: id(a1) } });
+    expect(recordOf(proxy, a1)?.consecutiveFailures).toBe(0);
+  });
+
+  test("a 402 on credits rests the account for paid models until a background GET /key (asked every 5 minutes while it rests) shows it can pay again", async () => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1], credits: 0 },
+      { id: "user_B", keys: [b1] },
+    ]);
+    const proxy = await start(upstream, [a1, b1]);
+    expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(trail(upstream)).toEqual(["a1 credits", "b1 served"]);
+    expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ scope: "account", modelClass: "paid", cause: "credits", untilCleared: true })]);
+    expect((await ask(proxy, FREE)).status).toBe(200); // free models do not need credits
+    expect(upstream.chatCalls().at(-1)?.key).toBe(a1);
+    const keyInfoCalls = () => upstream.calls.filter((call) => call.path === "/key" && call.key === a1).length;
+    const before = keyInfoCalls();
+
+    clock.now += 4 * 60_000;
+    await proxy.refresher?.tick();
+    expect(keyInfoCalls()).toBe(before); // 4 minutes after the 402: not yet
+    expect(restsOf(proxy, "user_A")).toHaveLength(1);
+    upstream.setCredits("user_A", 5);
+    clock.now += 60_000;
+    await proxy.refresher?.tick();
+    expect(keyInfoCalls()).toBe(before + 1);
+    expect(restsOf(proxy, "user_A")).toEqual([]);
+    for (let i = 0; i < 2; i++) expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(upstream.chatCalls().slice(-2)).toContainEqual(expect.objectContaining({ key: a1, kind: "served" }));
+  });
+
+  test("a 402 on a free model (a negative balance) rests the account for every model", async () => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1], credits: -1 },
+      { id: "user_B", keys: [b1] },
+    ]);
+    const proxy = await start(upstream, [a1, b1]);
+    expect((await ask(proxy, FREE)).status).toBe(200);
+    expect(trail(upstream)).toEqual(["a1 negative-balance", "b1 served"]);
+    expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ scope: "account", modelClass: "all", cause: "negative-balance", untilCleared: true })]);
+    for (const model of [FREE, PAID, FREE]) expect((await ask(proxy, model)).status).toBe(200);
+    expect(upstream.chatCalls().slice(2).every((call) => call.key === b1)).toBe(true);
+  });
+
+  test("a 402 never counts toward disabling a key; with every account out of credits the proxy answers 402 all_accounts_out_of_credits without a Retry-After", async () => {
+    const upstream = startFake([{ id: "user_A", keys: [a1], credits: 1 }]);
+    upstream.scriptOnce({ reply: () => inFlightReply({ retryAfter: 1 }) });
+    const proxy = await start(upstream, [a1], { FAILURE_THRESHOLD: 1 });
+    expect((await ask(proxy, PAID)).status).toBe(200); // in flight, waited 1 s, then served
+    expect((await ask(proxy, PAID, { max_tokens: 100_000_000 })).status).toBe(402);
+    upstream.scriptOnce({ reply: () => inFlightReply({ retryAfter: 60 }) });
+    expect((await ask(proxy, PAID)).status).toBe(402); // in flight for 60 s: nothing else to try
+    clock.now += 61_000;
+    upstream.setCredits("user_A", 0);
+    const last = await ask(proxy, PAID);
+    expect(last.status).toBe(402);
+    expect(trail(upstream)).toEqual(["a1 scripted", "a1 served", "a1 too-big", "a1 scripted", "a1 credits"]);
+    expect(recordOf(proxy, a1)).toMatchObject({ failures: 0, consecutiveFailures: 0 });
+    expect(recordOf(proxy, a1)?.disabled).toBeUndefined();
+    const refused = await ask(proxy, PAID);
+    expect(refused.status).toBe(402);
+    expect(refused.headers.get("retry-after")).toBeNull();
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("all_accounts_out_of_credits");
+    expect(upstream.chatCalls()).toHaveLength(5);
+  });
+
+  test("no single request rests more than the key or account its answer names: the 100,000,000 max_tokens request against several accounts, then ordinary paid requests that all succeed", async () => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1, a2] },
+      { id: "user_B", keys: [b1] },
+      { id: "user_C", keys: [c1] },
+    ]);
+    const proxy = await start(upstream, [a1, a2, b1, c1], { FAILURE_THRESHOLD: 2 });
+    for (let round = 0; round < 5; round++) {
+      for (const stream of [false, true]) expect((await ask(proxy, PAID, { max_tokens: 100_000_000, stream })).status).toBe(402);
+    }
+    expect(allRests(proxy)).toEqual([]);
+    const ordinary = await Promise.all(Array.from({ length: 30 }, () => ask(proxy, PAID)));
+    expect(ordinary.map((response) => response.status)).toEqual(Array(30).fill(200));
+    expect(proxy.pool.records().every((record) => record.consecutiveFailures === 0 && !record.disabled && record.cooldownUntil === 0)).toBe(true);
+    // Every account served some of them: none was put aside by the big request.
+    expect(new Set(upstream.chatCalls().filter((call) => call.kind === "served").map((call) => call.account))).toEqual(new Set(["user_A", "user_B", "user_C"]));
+  });
+});
+
+test("a credit rest stays while GET /key says the key's own cap is spent", async () => {
+  const upstream = startFake([
+    { id: "user_A", keys: [a1], credits: 0, keyLimits: { [a1]: { limit: 1, reset: null, used: 1 } } },
+    { id: "user_B", keys: [b1] },
+  ]);
+  const proxy = await start(upstream, [a1, b1]);
+  expect((await ask(proxy, PAID)).status).toBe(200);
+  expect(trail(upstream)).toEqual(["a1 credits", "b1 served"]);
+  clock.now += 5 * 60_000;
+  await proxy.refresher?.tick();
+  expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ cause: "credits" })]);
+});
