@@ -17,6 +17,7 @@
  *   <prefix>free:<YYYY-MM-DD>     hash         used:<account> → free-model requests that day,
  *                                              limit:<account> → the account's known daily limit;
  *                                              expires after the day
+ *   <prefix>lease:<work>          string       the instance doing <work> for all (discovery, import), expiring
  *   <prefix>changes               channel      StateChange JSON (keys/change-schema.ts)
  */
 
@@ -32,6 +33,7 @@ export interface RedisKeys {
   keyStats(keyId: string): string;
   counterBatch(instanceId: string, sequence: number): string;
   freeDay(day: string): string;
+  lease(work: string): string;
   readonly changes: string;
 }
 
@@ -48,6 +50,7 @@ export function redisKeys(prefix: string): RedisKeys {
     keyStats: (keyId) => `${prefix}key:stats:${keyId}`,
     counterBatch: (instanceId, sequence) => `${prefix}batch:${instanceId}:${sequence}`,
     freeDay: (day) => `${prefix}free:${day}`,
+    lease: (work) => `${prefix}lease:${work}`,
     changes: `${prefix}changes`,
   };
 }
