@@ -17,6 +17,7 @@ import type { KeyStore } from "./keys/key-store.ts";
 import { startKeySync, type KeySync } from "./keys/key-sync.ts";
 import { startHttpServer, stopGracefully, type HttpServer } from "./http/server.ts";
 import { isLoopbackHost } from "./http/client-auth.ts";
+import { hasClients, startClients, type Clients } from "./clients/clients.ts";
 import { abortableSleep, createForwarder } from "./upstream/forward.ts";
 import { checkKey } from "./upstream/key-info.ts";
 import { createSessionAffinity } from "./upstream/session-affinity.ts";
@@ -51,6 +52,7 @@ export interface RunningProxy {
   events: EventBus;
   ledger: UsageLedger;
   logging: Logging;
+  clients: Clients;
   /** Settles when every key's account has been asked for once (GET /key). */
   discovery: Promise<void>;
   /** GET /key in the background after startup; absent when account lookups are off. */
@@ -63,20 +65,33 @@ export interface RunningProxy {
 export type StartResult = { ok: true; proxy: RunningProxy } | { ok: false; message: string };
 
 export async function startProxy(config: Config, overrides: ProxyOverrides = {}): Promise<StartResult> {
-  if (!config.PROXY_API_KEYS && !isLoopbackHost(config.HOST) && !config.ALLOW_OPEN_PROXY) {
-    return {
-      ok: false,
-      message:
-        `refusing to listen on ${config.HOST} without PROXY_API_KEYS: anyone who can reach it could spend your keys. ` +
-        "Set PROXY_API_KEYS=<a secret for your clients>, listen on 127.0.0.1, or set ALLOW_OPEN_PROXY=true if another layer guards it",
-    };
-  }
+  // Without PROXY_API_KEYS on a public address, only client keys can guard the proxy.
+  const onlyClientKeysGuard = !config.PROXY_API_KEYS && !isLoopbackHost(config.HOST) && !config.ALLOW_OPEN_PROXY;
   const now = overrides.now ?? Date.now;
   // The logging subscribes to the bus, so it starts later; a listener can only fail once it has.
   const events = overrides.events ?? createEventBus({ onListenerError: (name, error) => logging.internalError(error, { event: name }) });
   const store = overrides.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
   const loaded = await store.load();
   if (!loaded.ok) return { ok: false, message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message };
+  if (onlyClientKeysGuard && !hasClients(loaded.doc)) {
+    return {
+      ok: false,
+      message:
+        `refusing to listen on ${config.HOST} without PROXY_API_KEYS: anyone who can reach it could spend your keys. ` +
+        "Set PROXY_API_KEYS=<a secret for your clients>, add a client key (`openrouter-proxy add-client NAME`), listen on 127.0.0.1, or set ALLOW_OPEN_PROXY=true if another layer guards it",
+    };
+  }
+  const started = startClients({
+    doc: loaded.doc,
+    keysFile: config.KEYS_FILE,
+    store: overrides.store,
+    events,
+    requireClientKey: onlyClientKeysGuard,
+    saveDelayMs: overrides.saveDelayMs,
+    now,
+  });
+  if (!started.ok) return started;
+  const clients = started.clients;
 
   const lookUpKeys = overrides.discoverAccounts !== false;
   const pool = createKeyPool({ rotation: config.ROTATION, failureThreshold: config.FAILURE_THRESHOLD, now, events, holdAddedKeys: lookUpKeys });
@@ -143,6 +158,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     corsOrigins: config.CORS_ORIGINS,
     allowedHosts: config.ALLOWED_HOSTS,
     listenHost: config.HOST,
+    clients,
     now,
   });
 
@@ -181,6 +197,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       events,
       ledger,
       logging,
+      clients,
       discovery,
       ...(refresher ? { refresher } : {}),
       keyCount: loaded.doc.records.length,
@@ -190,6 +207,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
         await stopGracefully(server, graceMs, () =>
           graceOver.abort(new DOMException(`the proxy is shutting down and SHUTDOWN_GRACE_SECONDS (${graceMs / 1000} s) ran out`, "AbortError")),
         );
+        await clients.stop();
         await sync.stop();
         await logging.close();
       },

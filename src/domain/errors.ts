@@ -16,7 +16,11 @@ export type ProxyErrorType =
   | "service_unavailable"
   | "upstream_error"
   | "timeout_error"
-  | "internal_error";
+  | "internal_error"
+  /** 403: the caller may not do this (a client asking for a model outside its `--models`). */
+  | "permission_error"
+  /** 429 for a spent budget, as OpenAI names it (`client_budget_exceeded`). */
+  | "insufficient_quota";
 
 export interface ProxyErrorOptions {
   type: ProxyErrorType;

@@ -9,6 +9,7 @@ import type { KeyStore } from "../keys/key-store.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import type { UsageLedger } from "../observe/usage-ledger.ts";
 import { adminRoutes } from "./admin.ts";
+import { adminClientRoutes } from "./admin-clients.ts";
 import { requireAdminToken } from "./admin-auth.ts";
 import { metricsHandler, statusPage, statusRoutes } from "./status.ts";
 import { healthHandler, readinessHandler } from "./health.ts";
@@ -18,6 +19,7 @@ import type { AppEnv } from "./app-env.ts";
 import { requestIdFor } from "./request-id.ts";
 import { absoluteUrl, isRelativeUrl, requestPath } from "./request-path.ts";
 import { createFrontDoor } from "./front-door.ts";
+import type { Clients } from "../clients/clients.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
 import type { KeyCheck } from "../upstream/key-info.ts";
 
@@ -39,6 +41,8 @@ export interface AppDeps {
   corsOrigins?: readonly string[] | undefined;
   allowedHosts?: readonly string[] | undefined;
   listenHost?: string;
+  /** Client keys: the gate for the API, and what the admin API changes. */
+  clients?: Clients;
   now?: () => number;
   /** Errors that are the proxy's own fault go here (the error log) before a 500 is sent. */
   reportInternalError: (error: unknown, requestId: string) => void;
@@ -55,6 +59,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
     limits: deps.bodyLimits,
     isStopping: deps.isStopping,
     proxyApiKeys: deps.proxyApiKeys,
+    clients: deps.clients?.gate,
     reportInternalError: deps.reportInternalError,
     clientAddress: (request) => server?.requestIP(request)?.address,
   });
@@ -78,7 +83,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
   };
 }
 
-export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, now = Date.now, reportInternalError }: AppDeps): Hono<AppEnv> {
+export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, clients, now = Date.now, reportInternalError }: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async function requestId(c, next) {
@@ -94,6 +99,7 @@ export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, 
   app.get("/admin", statusPage(adminToken));
   app.get("/admin/", statusPage(adminToken));
   app.route("/admin", adminRoutes({ adminToken, pool, store, checkKey, now }));
+  if (clients) app.route("/admin", adminClientRoutes({ adminToken, clients, now }));
   app.route("/admin", statusRoutes({ ledger, adminToken, now }));
   // Metrics are behind the admin token when there is one, open otherwise (a local scraper).
   if (adminToken) app.get("/metrics", requireAdminToken(adminToken), metricsHandler(metrics));

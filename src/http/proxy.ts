@@ -6,9 +6,10 @@
  * Hono route: routing, context and middleware objects cost more per request than everything the
  * proxy itself does (measured with bench/; see the README's Performance section).
  */
+import { unknownClientKey, type ClientGate } from "../clients/client-gate.ts";
 import { ProxyError, renderError } from "../domain/errors.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
-import { carriesOneOf } from "./bearer.ts";
+import { bearerToken, carriesOneOf } from "./bearer.ts";
 import { isPrivateEndpoint, PRIVATE_ENDPOINTS } from "./private-endpoints.ts";
 import { readCheckedBody, type BodyLimits } from "./request-body.ts";
 import { requestIdFor } from "./request-id.ts";
@@ -20,6 +21,8 @@ export interface ProxyHandlerOptions {
   isStopping?: () => boolean;
   /** Set: clients must send one of these as their bearer. */
   proxyApiKeys?: readonly string[] | undefined;
+  /** Client keys (clients/client-gate.ts): once any exists, callers need one. */
+  clients?: ClientGate | undefined;
   reportInternalError?: (error: unknown, requestId: string) => void;
   /** The client's address, when the server can tell. */
   clientAddress?: (request: Request) => string | undefined;
@@ -38,7 +41,7 @@ export function isProxyPath(path: string): boolean {
   return path.startsWith("/v1/") || path.startsWith("/api/v1/");
 }
 
-export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, reportInternalError, clientAddress }: ProxyHandlerOptions) {
+export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, clients, reportInternalError, clientAddress }: ProxyHandlerOptions) {
   const requireKey = proxyApiKeys !== undefined && proxyApiKeys.length > 0;
 
   return async function proxy(raw: Request, path: string): Promise<Response> {
@@ -69,7 +72,10 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
           code: "endpoint_not_allowed",
         });
       }
-      if (requireKey && !carriesOneOf(raw.headers, proxyApiKeys)) {
+      // With client keys in use, a client's key or (unlimited) a PROXY_API_KEYS entry; else as before.
+      const caller = clients ? clients.identify(bearerToken(raw.headers)) : "off";
+      if (caller === "unknown" && !(requireKey && carriesOneOf(raw.headers, proxyApiKeys))) throw unknownClientKey();
+      if (caller === "off" && requireKey && !carriesOneOf(raw.headers, proxyApiKeys)) {
         throw new ProxyError(401, "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS>", {
           type: "authentication_error",
           code: "invalid_api_key",
@@ -79,6 +85,8 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
       const queryAt = url.indexOf("?");
       // The body is read once, as bytes, checked, and sent upstream untouched on every attempt.
       const checked = await readCheckedBody(raw, limits);
+      // Models and limits are checked before anything goes upstream.
+      const client = typeof caller === "object" ? clients?.admit(caller, { method: raw.method, model: checked.model, models: checked.models }) : undefined;
       response = await forward({
         requestId,
         method: raw.method,
@@ -92,6 +100,7 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
         stream: checked.stream,
         ...(checked.session === undefined ? {} : { session: checked.session }),
         clientAddress: clientAddress?.(raw),
+        client,
       });
     } catch (error) {
       if (!(error instanceof ProxyError)) reportInternalError?.(error, requestId);

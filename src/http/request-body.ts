@@ -18,6 +18,8 @@ export interface CheckedBody {
   stream?: boolean;
   /** The conversation's name (`session_id`, `prompt_cache_key`, `user`), for session affinity. */
   session?: string;
+  /** OpenRouter's fallback list, as sent: a client limited to some models must be allowed each. */
+  models?: unknown;
 }
 
 const methodsWithoutBody = new Set(["GET", "HEAD", "OPTIONS"]);
@@ -55,9 +57,9 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
     });
   }
   // The one parse of the body: what routing needs is read here, the bytes go upstream as they came.
-  const fields = parsed as { model?: unknown; stream?: unknown; session_id?: unknown; prompt_cache_key?: unknown; user?: unknown };
+  const fields = parsed as { model?: unknown; stream?: unknown; models?: unknown; session_id?: unknown; prompt_cache_key?: unknown; user?: unknown };
   const session = sessionFromBody(fields);
-  return { bytes, model: typeof fields.model === "string" ? fields.model : undefined, stream: fields.stream === true, ...(session === undefined ? {} : { session }) };
+  return { bytes, model: typeof fields.model === "string" ? fields.model : undefined, stream: fields.stream === true, models: fields.models, ...(session === undefined ? {} : { session }) };
 }
 
 /**

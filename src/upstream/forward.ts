@@ -39,6 +39,7 @@ export interface ProxyRequest {
   session?: string;
   stream?: boolean;
   clientAddress?: string;
+  client?: string; // the client's name (client keys), for the request record
   /** When the proxy received the request (performance.now()). */
   receivedAt?: number;
 }
@@ -166,6 +167,7 @@ export function createForwarder({
       durationMs: 0,
       aborted: false,
       clientAddress: request.clientAddress,
+      client: request.client,
       userAgent: request.headers.get("user-agent") || undefined,
       requestBody: logBodies && request.body ? bodyForLog(request.body) : undefined,
     };

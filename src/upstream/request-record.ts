@@ -38,6 +38,8 @@ export interface RequestRecord {
   /** The client went away before the answer was complete. */
   aborted: boolean;
   clientAddress?: string;
+  /** The client (by name, never its key) when client keys are in use. */
+  client?: string;
   userAgent?: string;
   /** Only with LOG_BODIES=true: the bodies as text, each cut at BODY_LOG_LIMIT bytes. */
   requestBody?: string;

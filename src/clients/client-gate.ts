@@ -1,0 +1,109 @@
+/**
+ * Who may call `/v1` and `/api/v1` once client keys exist, and what each client may do; on the
+ * hot path, so everything here is in memory.
+ *
+ * - The bearer is hashed (SHA-256) and the hash looked up in a Map: the time the lookup takes
+ *   depends on the hash, never on how many leading bytes of a real key were guessed right.
+ * - A `PROXY_API_KEYS` entry still passes, unlimited: routes/proxy.ts checks those (in constant
+ *   time, as before) when the gate knows no client by the key.
+ * - Models, then limits, are checked before anything is sent upstream; an admitted request is
+ *   counted at once, so concurrent requests cannot all slip under `--rpm`.
+ */
+import { ProxyError } from "../domain/errors.ts";
+import { hashClientKey } from "./client-key.ts";
+import type { ClientDirectory, LiveClient } from "./client-directory.ts";
+import { refusalFor } from "./usage-windows.ts";
+
+export interface ClientGate {
+  /**
+   * The client whose key `token` is; "unknown" when none is (then only a PROXY_API_KEYS entry may
+   * pass); "off" when no client keys exist and none are required (the proxy behaves as before:
+   * PROXY_API_KEYS if set, else open). An expired key throws 401 `invalid_api_key`.
+   */
+  identify(token: string | undefined): LiveClient | "unknown" | "off";
+  /**
+   * Checks the request's model(s) and the client's limits, and counts it; returns the client's
+   * name for the request record. Throws 403 `model_not_allowed` or 429.
+   */
+  admit(client: LiveClient, request: { method: string; model?: string | undefined; models?: unknown }): string;
+}
+
+export interface ClientGateOptions {
+  directory: ClientDirectory;
+  /** True when only client keys guard the proxy (a public HOST): no clients then means nobody, not everybody. */
+  requireClientKey?: boolean;
+  now?: () => number;
+}
+
+/** 401 for a bearer that is no client's key (and no PROXY_API_KEYS entry). */
+export const unknownClientKey = () =>
+  new ProxyError(401, "this proxy needs a client key: send Authorization: Bearer sk-orp-… (its admin makes one with `openrouter-proxy add-client NAME`)", {
+    type: "authentication_error",
+    code: "invalid_api_key",
+  });
+
+export function createClientGate({ directory, requireClientKey = false, now = Date.now }: ClientGateOptions): ClientGate {
+  return {
+    identify(token) {
+      if (directory.size === 0 && !requireClientKey) return "off";
+      const client = token === undefined ? undefined : directory.byKeyHash(hashClientKey(token));
+      if (client) {
+        const { expires, name } = client.record;
+        if (expires !== undefined && expires <= now()) {
+          throw new ProxyError(401, `the client key of ${name} expired at ${new Date(expires).toISOString()}: ask the proxy's admin for a new one`, {
+            type: "authentication_error",
+            code: "invalid_api_key",
+          });
+        }
+        return client;
+      }
+      return "unknown";
+    },
+
+    admit(client, { method, model, models }) {
+      const { record, allows } = client;
+      if (allows) checkModels(record.name, record.models ?? [], allows, method, model, models);
+      const at = now();
+      const refusal = refusalFor(record, record.usage, at);
+      if (refusal) {
+        const seconds = Math.max(1, Math.ceil((refusal.until - at) / 1000));
+        const budget = refusal.code === "client_budget_exceeded";
+        throw new ProxyError(
+          429,
+          `client ${record.name} reached its ${budget ? "budget" : "limit"} of ${refusal.reasons.join(" and ")}; ` +
+            `it comes back at ${new Date(refusal.until).toISOString()} (in ${seconds} s)`,
+          { type: budget ? "insufficient_quota" : "rate_limit_error", code: refusal.code, headers: { "retry-after": String(seconds) } },
+        );
+      }
+      directory.countRequest(client, at);
+      return record.name;
+    },
+  };
+}
+
+/**
+ * The model and every fallback in `models` (OpenRouter routes to those too) must be allowed. A
+ * request that names no model at all is refused when it has a body: OpenRouter would pick the
+ * account's default model, which the patterns never approved.
+ */
+function checkModels(name: string, patterns: readonly string[], allows: (model: string) => boolean, method: string, model: string | undefined, models: unknown): void {
+  const named: unknown[] = [];
+  if (model !== undefined) named.push(model);
+  if (models !== undefined) {
+    if (!Array.isArray(models)) throw notAllowed(name, patterns, "`models` must be a list of model names");
+    named.push(...models);
+  }
+  if (named.length === 0) {
+    if (method === "GET" || method === "HEAD") return; // listings and lookups spend nothing
+    throw notAllowed(name, patterns, "the request names no model");
+  }
+  for (const each of named) {
+    if (typeof each !== "string" || !allows(each)) {
+      throw notAllowed(name, patterns, `${typeof each === "string" ? JSON.stringify(each.slice(0, 200)) : "a model that is not a string"} is not among them`);
+    }
+  }
+}
+
+function notAllowed(name: string, patterns: readonly string[], why: string): ProxyError {
+  return new ProxyError(403, `client ${name} may use only the models ${patterns.join(", ")}: ${why}`, { type: "permission_error", code: "model_not_allowed" });
+}
