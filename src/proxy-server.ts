@@ -72,8 +72,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const events = overrides.events ?? createEventBus({ onListenerError: (name, error) => logging.internalError(error, { event: name }) });
   const store = overrides.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
   const loaded = await store.load();
-  if (!loaded.ok) return { ok: false, message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message };
-  if (onlyClientKeysGuard && !hasClients(loaded.doc)) {
+  if (onlyClientKeysGuard && !(loaded.ok && hasClients(loaded.doc))) {
     return {
       ok: false,
       message:
@@ -81,6 +80,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
         "Set PROXY_API_KEYS=<a secret for your clients>, add a client key (`openrouter-proxy add-client NAME`), listen on 127.0.0.1, or set ALLOW_OPEN_PROXY=true if another layer guards it",
     };
   }
+  if (!loaded.ok) return { ok: false, message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message };
   const started = startClients({
     doc: loaded.doc,
     keysFile: config.KEYS_FILE,
