@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import OpenAI from "openai";
 import { runCli } from "./helpers/cli.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";
+import { rawRequest } from "./helpers/raw-request.ts";
 import { adminClient, adminToken, answerCosting, runKeyPrintingCli, streamCosting } from "./helpers/clients.ts";
 import { useSuite } from "./helpers/suite.ts";
 import { eventually, startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
@@ -321,4 +322,18 @@ test("admin API: GET/POST /admin/clients, PATCH/DELETE /admin/clients/:name, POS
   expect(noToken.status).toBe(401);
   expect(((await noToken.json()) as { error: { code: string } }).error.code).toBe("invalid_admin_token");
   expect((await admin.call("DELETE", "/clients/app")).status).toBe(204);
+});
+
+test("once a client key exists the key guards the proxy: any Host name is answered, as with PROXY_API_KEYS", async () => {
+  const { admin, proxy } = await start();
+  const port = Number(new URL(proxy.url).port);
+  const get = (authorization: string) => rawRequest(port, `GET /v1/models HTTP/1.1\r\nHost: proxy.team.example\r\n${authorization}Connection: close\r\n\r\n`);
+  expect((await get("")).status).toBe(421); // open: only loopback names, HOST and ALLOWED_HOSTS
+  const key = await admin.add("alice");
+  const refused = await get("");
+  log.record(refused.body);
+  expect(refused.status).toBe(401);
+  const served = await get(`Authorization: Bearer ${key}\r\n`);
+  log.record(served.body);
+  expect(served.status).toBe(200);
 });

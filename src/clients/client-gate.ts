@@ -15,6 +15,8 @@ import type { ClientDirectory, LiveClient } from "./client-directory.ts";
 import { refusalFor } from "./usage-windows.ts";
 
 export interface ClientGate {
+  /** True once callers need a client key (a client exists, or only client keys guard a public HOST). */
+  inUse(): boolean;
   /**
    * The client whose key `token` is; "unknown" when none is (then only a PROXY_API_KEYS entry may
    * pass); "off" when no client keys exist and none are required (the proxy behaves as before:
@@ -44,6 +46,7 @@ export const unknownClientKey = () =>
 
 export function createClientGate({ directory, requireClientKey = false, now = Date.now }: ClientGateOptions): ClientGate {
   return {
+    inUse: () => directory.size > 0 || requireClientKey,
     identify(token) {
       if (directory.size === 0 && !requireClientKey) return "off";
       const client = token === undefined ? undefined : directory.byKeyHash(hashClientKey(token));

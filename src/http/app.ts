@@ -63,7 +63,10 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
     reportInternalError: deps.reportInternalError,
     clientAddress: (request) => server?.requestIP(request)?.address,
   });
-  const open = deps.proxyApiKeys === undefined || deps.proxyApiKeys.length === 0;
+  const noProxyKeys = deps.proxyApiKeys === undefined || deps.proxyApiKeys.length === 0;
+  // Client keys guard the proxy as PROXY_API_KEYS do, from the moment the first one exists.
+  const gate = deps.clients?.gate;
+  const open = gate ? () => noProxyKeys && !gate.inUse() : noProxyKeys;
   const door = createFrontDoor({ corsOrigins: deps.corsOrigins, allowedHosts: deps.allowedHosts, listenHost: deps.listenHost ?? "127.0.0.1", open });
   return function handle(request, bunServer) {
     server ??= bunServer;

@@ -28,8 +28,8 @@ export interface FrontDoorOptions {
   allowedHosts?: readonly string[] | undefined;
   /** HOST, the address the server listens on. */
   listenHost: string;
-  /** True while clients need no key: then the `Host` is checked. */
-  open: boolean;
+  /** True while clients need no key: then the `Host` is checked. A function when that can change (client keys). */
+  open: boolean | (() => boolean);
 }
 
 export interface FrontDoor {
@@ -65,7 +65,7 @@ export function createFrontDoor({ corsOrigins = [], allowedHosts = [], listenHos
 
   return {
     check(request, origin, isApiPath) {
-      if (open && !hostAllowed(request.headers.get("host"))) {
+      if ((open === true || (open !== false && open())) && !hostAllowed(request.headers.get("host"))) {
         const host = String(request.headers.get("host")).slice(0, 200);
         return refusal(request, 421, "host_not_allowed", `this proxy does not answer to Host ${JSON.stringify(host)}: while it has no PROXY_API_KEYS it answers only to loopback names (localhost, 127.0.0.1, [::1]), HOST and the names in ALLOWED_HOSTS; add the name to ALLOWED_HOSTS if it is yours`);
       }

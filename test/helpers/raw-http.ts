@@ -115,8 +115,8 @@ export function parseRawResponse(text: string): RawResponse | undefined {
     if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
   }
   const length = Number(headers.get("content-length") ?? "0");
-  const body = text.slice(headEnd + 4, headEnd + 4 + length);
-  // Content-Length counts bytes; the error answers checked here are ASCII, so characters do.
-  if (body.length < length) return undefined;
-  return { status, headers, body };
+  // Content-Length counts bytes, and messages may hold non-ASCII characters ("…").
+  const rest = Buffer.from(text.slice(headEnd + 4), "utf8");
+  if (rest.length < length) return undefined;
+  return { status, headers, body: rest.subarray(0, length).toString("utf8") };
 }
