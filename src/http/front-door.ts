@@ -65,7 +65,8 @@ export function createFrontDoor({ corsOrigins = [], allowedHosts = [], listenHos
 
   return {
     check(request, origin, isApiPath) {
-      if ((open === true || (open !== false && open())) && !hostAllowed(request.headers.get("host"))) {
+      const isOpen = open === true || (open !== false && open());
+      if (isOpen && !hostAllowed(request.headers.get("host"))) {
         const host = String(request.headers.get("host")).slice(0, 200);
         return refusal(request, 421, "host_not_allowed", `this proxy does not answer to Host ${JSON.stringify(host)}: while it has no PROXY_API_KEYS it answers only to loopback names (localhost, 127.0.0.1, [::1]), HOST and the names in ALLOWED_HOSTS; add the name to ALLOWED_HOSTS if it is yours`);
       }
@@ -76,7 +77,7 @@ export function createFrontDoor({ corsOrigins = [], allowedHosts = [], listenHos
       // Origin, but browsers mark it with Sec-Fetch-Site. While open nothing else stops it (with
       // PROXY_API_KEYS it cannot carry a key), so it is refused too. A link the user follows (a
       // navigation: a GET, which shows them a page, and spends nothing) is let through.
-      if (open && origin === null) {
+      if (isOpen && origin === null) {
         const site = request.headers.get("sec-fetch-site");
         if ((site === "cross-site" || site === "same-site") && request.headers.get("sec-fetch-mode") !== "navigate") {
           return refusal(request, 403, "origin_not_allowed", `requests from web pages are refused: this one came from another site (Sec-Fetch-Site: ${site}) without an Origin; list the page's origin in CORS_ORIGINS and call with CORS`);
