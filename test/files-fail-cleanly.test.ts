@@ -199,6 +199,23 @@ describe("a symlinked KEYS_FILE stays a symlink; its target is what changes", ()
     expect((await readdir(join(home, "dotfiles"))).sort()).toEqual(["current.json", "keys.json"]);
   });
 
+  test("a write through the link takes the lock next to the target, the same lock a writer of the target takes", async () => {
+    const home = await folder();
+    const target = join(home, "target.json");
+    const link = join(home, "link.json");
+    await writeFile(target, "[]");
+    await symlink(target, link);
+    const locksSeen: string[][] = [];
+    const result = await createJsonFileStore({ path: link }).update((doc) => {
+      // runs under the lock
+      locksSeen.push([`${target}.lock`, `${link}.lock`].filter((path) => existsSync(path)));
+      return addKeyB(doc);
+    });
+    expect(result.ok).toBe(true);
+    expect(locksSeen).toEqual([[`${target}.lock`]]);
+    expect((await readdir(home)).sort()).toEqual(["link.json", "target.json"]);
+  });
+
   test("add-key through a symlinked KEYS_FILE whose target does not exist yet creates the target and keeps the link", async () => {
     const home = await folder();
     await mkdir(join(home, "secrets"));
