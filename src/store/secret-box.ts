@@ -18,6 +18,8 @@ const VARIABLE = "KEYS_ENCRYPTION_KEY";
 export type BoxResult<T> = { ok: true; value: T } | { ok: false; message: string };
 
 export interface SecretBox {
+  /** A key is configured: secrets are to be stored sealed. Without one they are stored as given. */
+  readonly sealing: boolean;
   /** The secret as `enc:v1:…`. */
   seal(secret: string, context?: string): Promise<BoxResult<string>>;
   /** The secret from `enc:v1:…`; a plain (unencrypted) value is returned as it is. */
@@ -49,6 +51,7 @@ export async function createSecretBox(rawKey: string | undefined): Promise<BoxRe
 }
 
 const keylessBox: SecretBox = {
+  sealing: false,
   seal: async () => ({ ok: false, message: `cannot encrypt a secret: ${VARIABLE} is not set` }),
   open: async (stored) =>
     isSealed(stored) ? { ok: false, message: `a stored secret is encrypted but ${VARIABLE} is not set: set it to the key it was encrypted with` } : { ok: true, value: stored },
@@ -56,6 +59,7 @@ const keylessBox: SecretBox = {
 
 function keyedBox(key: CryptoKey): SecretBox {
   return {
+    sealing: true,
     async seal(secret, context = "") {
       try {
         const iv = crypto.getRandomValues(new Uint8Array(12));

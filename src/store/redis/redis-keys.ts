@@ -2,6 +2,9 @@
  * Where the shared state lives in Redis, under `REDIS_PREFIX` (default `orp:`) so several pools
  * can share one server. One structure per merge rule (../shared/DESIGN.md):
  *
+ *   <prefix>keys                  hash         key id → the key list entry (JSON, keys/pool-state.ts
+ *                                              KeyListEntry; the secret sealed with KEYS_ENCRYPTION_KEY)
+ *   <prefix>keys:version          counter      the last edit version handed out
  *   <prefix>key:cooldown          sorted set   key id → cooldown until (ms), only ever raised (ZADD GT)
  *   <prefix>key:cooldown-cause    hash         key id → the winning cooldown's cause (JSON)
  *   <prefix>key:disabled          sorted set   key id → disabled since (ms)
@@ -22,6 +25,8 @@
  */
 
 export interface RedisKeys {
+  readonly keyList: string;
+  readonly keyListVersion: string;
   readonly cooldown: string;
   readonly cooldownCause: string;
   readonly disabled: string;
@@ -39,6 +44,8 @@ export interface RedisKeys {
 
 export function redisKeys(prefix: string): RedisKeys {
   return {
+    keyList: `${prefix}keys`,
+    keyListVersion: `${prefix}keys:version`,
     cooldown: `${prefix}key:cooldown`,
     cooldownCause: `${prefix}key:cooldown-cause`,
     disabled: `${prefix}key:disabled`,

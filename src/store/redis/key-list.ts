@@ -1,0 +1,134 @@
+/**
+ * The key list in Redis (what people edit: add, remove, enable, disable, label), one JSON entry per
+ * key in `<prefix>keys`, each edit numbered by `INCR <prefix>keys:version`. The merge rules are the
+ * pure ones (keys/changes.ts): an edit reads the entry, applies the change in memory and writes it
+ * back only if the entry is still what it read (compare-and-set in one script; it retries when
+ * another edit landed in between), so Redis and every instance agree on the result.
+ *
+ * With KEYS_ENCRYPTION_KEY set, secrets are stored sealed (`enc:v1:…`, secret-box.ts, bound to
+ * the key id), and the `key-edit` change handed back for publishing carries the sealed form too:
+ * receivers open it with their own box. Loading never throws: a secret that cannot be opened is a
+ * one-line error naming the variable.
+ */
+import { z } from "zod";
+import { applyChange, emptyPoolState } from "../../keys/changes.ts";
+import type { KeyEdit, KeyListEntry, StateChange } from "../../keys/pool-state.ts";
+import type { SecretBox } from "../secret-box.ts";
+import type { CallResult, RedisConnection } from "./connection.ts";
+import type { RedisKeys } from "./redis-keys.ts";
+import { luaScript, runScript, type SharedStateScripts } from "./scripts.ts";
+
+// KEYS: the list hash. ARGV: key id, the entry as read ('' when absent), the new entry.
+export const COMPARE_AND_SET = luaScript(`
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`);
+
+const StoredEntrySchema = z.object({
+  id: z.string().min(1),
+  secret: z.string(),
+  label: z.string().optional(),
+  addedAt: z.number(),
+  account: z.string().optional(),
+  removed: z.boolean(),
+  version: z.number().int(),
+  switchVersion: z.number().int(),
+  labelVersion: z.number().int(),
+  personDisabled: z.object({ at: z.number(), reason: z.string() }).optional(),
+});
+
+/** A secret that could not be sealed or opened (KEYS_ENCRYPTION_KEY wrong or missing). */
+export type KeyListResult<T> = CallResult<T> | { ok: false; failure: "secret"; message: string };
+
+export type EditResult = { applied: false } | { applied: true; change: Extract<StateChange, { kind: "key-edit" }>; entry: KeyListEntry };
+
+export interface RedisKeyList {
+  /** Every key (tombstones of removed ones included), secrets opened. */
+  load(): Promise<KeyListResult<KeyListEntry[]>>;
+  /**
+   * Applies a person's edit with the next version. `applied: false` when the rules leave the key
+   * as it was (enabling an unknown key, adding one that is there: enable a disabled one instead).
+   * The change is for publishing.
+   */
+  edit(keyId: string, edit: KeyEdit): Promise<KeyListResult<EditResult>>;
+}
+
+export interface RedisKeyListOptions {
+  connection: RedisConnection;
+  keys: RedisKeys;
+  scripts: SharedStateScripts;
+  box: SecretBox;
+  /** Compare-and-set attempts before giving up (each one lost to another edit of the same key). */
+  attempts?: number;
+}
+
+export function createRedisKeyList({ connection, keys, scripts, box, attempts = 20 }: RedisKeyListOptions): RedisKeyList {
+  const listKey = keys.keyList;
+  const versionKey = keys.keyListVersion;
+
+  const sealed = async (edit: KeyEdit, keyId: string): Promise<KeyListResult<KeyEdit>> => {
+    if (edit.edit !== "add" || !box.sealing) return { ok: true, value: edit };
+    const secret = await box.seal(edit.secret, keyId);
+    return secret.ok ? { ok: true, value: { ...edit, secret: secret.value } } : { ok: false, failure: "secret", message: secret.message };
+  };
+
+  return {
+    async load() {
+      const result = await connection.send("HGETALL", [listKey]);
+      if (!result.ok) return result;
+      const entries: KeyListEntry[] = [];
+      for (const [id, text] of Object.entries((result.value ?? {}) as Record<string, unknown>)) {
+        const entry = parseEntry(String(text));
+        if (entry === undefined || entry.id !== id) continue; // not ours: never applied
+        if (entry.removed) {
+          entries.push(entry);
+          continue;
+        }
+        const secret = await box.open(entry.secret, id);
+        if (!secret.ok) return { ok: false, failure: "secret", message: secret.message };
+        entries.push({ ...entry, secret: secret.value });
+      }
+      return { ok: true, value: entries };
+    },
+
+    async edit(keyId, plainEdit) {
+      const prepared = await sealed(plainEdit, keyId);
+      if (!prepared.ok) return prepared;
+      const version = await connection.send("INCR", [versionKey]);
+      if (!version.ok) return version;
+      const change: Extract<StateChange, { kind: "key-edit" }> = { kind: "key-edit", keyId, version: Number(version.value), ...prepared.value };
+      for (let attempt = 0; attempt < attempts; attempt++) {
+        const read = await connection.send("HGET", [listKey, keyId]);
+        if (!read.ok) return read;
+        const before = typeof read.value === "string" ? read.value : "";
+        const current = before === "" ? undefined : parseEntry(before);
+        // Adding a key that is there is no edit (as `add-key` says "present"); re-adding a removed
+        // one is. (The pure rule lets the newer add win, so instances agree whatever the order.)
+        if (change.edit === "add" && current !== undefined && !current.removed) return { ok: true, value: { applied: false } };
+        // The entry as stored is the starting state; the pure rules decide the rest.
+        const state = current ? { ...emptyPoolState(), keys: new Map([[keyId, current]]) } : emptyPoolState();
+        const entry = applyChange(state, change).keys.get(keyId);
+        if (entry === undefined || entry === current) return { ok: true, value: { applied: false } };
+        const written = await runScript(connection, COMPARE_AND_SET, [listKey], [keyId, before, JSON.stringify(entry)]);
+        if (!written.ok) return written;
+        if (written.value !== 1) continue; // another edit of this key landed in between: read again
+        // What the pool learned about the key before a person's add/enable/disable is void now.
+        if (entry.switchVersion === change.version) await connection.write(scripts.enableKey(keyId, change.version));
+        const opened = entry.removed ? { ok: true as const, value: "" } : await box.open(entry.secret, keyId);
+        return { ok: true, value: { applied: true, change, entry: { ...entry, secret: opened.ok ? opened.value : entry.secret } } };
+      }
+      return { ok: false, failure: "error", message: `the key ${keyId} was edited by others ${attempts} times while this edit was made: try again` };
+    },
+  };
+}
+
+function parseEntry(text: string): KeyListEntry | undefined {
+  try {
+    const parsed = StoredEntrySchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
