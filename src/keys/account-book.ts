@@ -15,7 +15,8 @@ import type { KeyRecord } from "./schema.ts";
  */
 export interface AccountBlock {
   until: number;
-  why: "rest" | "budget" | "unpaid";
+  /** `soft`: only a privacy 404 says no; used when nothing else is left (settings change, and the upstream's own 404 is the truthful answer). */
+  why: "rest" | "budget" | "unpaid" | "soft";
 }
 
 export interface AccountBook {
@@ -63,9 +64,11 @@ export function createAccountBook({ now, events }: { now: () => number; events?:
       if (!state) return undefined;
       let until = 0;
       let unpaid = false;
+      let soft = 0;
       for (const rest of state.rests) {
         if (rest.until <= at || !restApplies(rest, key.id, model, modelClass)) continue;
         if (rest.untilCleared) unpaid = true;
+        else if (rest.cause === "privacy") soft = Math.max(soft, rest.until);
         else until = Math.max(until, rest.until);
       }
       // The budget is looked at before the rests: a free-models-per-day 429 leaves both a rest and a
@@ -77,6 +80,7 @@ export function createAccountBook({ now, events }: { now: () => number; events?:
       // Waiting on credits outweighs a rest with a known end: that end would not bring the key back.
       if (unpaid) return { until: Infinity, why: "unpaid" };
       if (until > 0) return { until, why: "rest" };
+      if (soft > 0) return { until: soft, why: "soft" };
       return undefined;
     },
 

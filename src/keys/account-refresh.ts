@@ -50,7 +50,14 @@ export function startAccountRefresher({ pool, checkKey, events, now = Date.now, 
     void work.finally(() => running.delete(work));
     return work;
   };
-  const lookUp = (keyIds: string[]) => track(discoverAccounts({ pool, checkKey, keyIds, now }).catch(() => {}));
+  const lookUp = (keyIds: string[]) =>
+    track(
+      (async () => {
+        // key.added is announced while the pool swaps its list in: look once the swap is done.
+        await Promise.resolve();
+        await discoverAccounts({ pool, checkKey, keyIds, now });
+      })().catch(() => {}),
+    );
 
   const unsubscribe = events.on("key.added", ({ keyId }) => void lookUp([keyId]));
 

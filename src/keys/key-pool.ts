@@ -146,6 +146,8 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       if (keys.length === 0) return { ok: false, reason: "no-keys", total: 0 };
       const modelClass = classOfModel(model);
       const usable: KeyRecord[] = [];
+      /** Keys only a privacy 404 keeps off this model: tried last, never refused outright. */
+      let fallback: KeyRecord[] | undefined;
       let tried = false;
       let nextAt = Infinity;
       let cooling = 0;
@@ -161,6 +163,11 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
         }
         // Most pools serving paid models never rest an account: skip building the account id then.
         const block = book.size === 0 ? undefined : book.blockOf(key, at, model, modelClass);
+        if (block?.why === "soft") {
+          if (!exclude?.has(key.id) && !excludeAccounts?.has(accountIdOf(key))) (fallback ??= []).push(key);
+          else tried = true;
+          continue;
+        }
         if (block) {
           cooling++;
           if (block.why === "budget") budget++;
@@ -181,7 +188,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
         usable.push(key);
       }
       const fresh = avoid ? usable.filter((key) => !avoid.has(key.id)) : usable;
-      const candidates = fresh.length > 0 ? fresh : usable;
+      const candidates = fresh.length > 0 ? fresh : usable.length > 0 ? usable : (fallback ?? []);
       if (candidates.length === 0) {
         if (tried) return { ok: false, reason: "all-tried", total: keys.length };
         if (cooling === 0) return { ok: false, reason: "all-disabled", total: keys.length };
@@ -347,7 +354,12 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
             events?.emit("key.enabled", { keyId: record.id });
             enabledByPerson.push(record);
           }
-          return { ...record, ...(record.keyLimit || !known.keyLimit ? {} : { keyLimit: known.keyLimit }) };
+          // What GET /key and error bodies taught the server stays, even if the file has not caught up.
+          return {
+            ...record,
+            ...(record.account === undefined && known.account !== undefined ? { account: known.account } : {}),
+            ...(record.keyLimit || !known.keyLimit ? {} : { keyLimit: known.keyLimit }),
+          };
         }
         // Same key, no reset by a person: keep the runtime state held here, adopt the rest.
         known.label = record.label;
