@@ -221,3 +221,88 @@ describe("the wire form", () => {
     }
   });
 });
+
+describe("order does not matter (random histories)", () => {
+  /** A small deterministic generator, so a failure can be replayed from its seed. */
+  function random(seed: number): () => number {
+    let state = seed >>> 0 || 1;
+    return () => {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      return (state >>> 0) / 2 ** 32;
+    };
+  }
+
+  function randomChange(next: () => number, version: () => number): StateChange {
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)] as T;
+    const keyId = pick(["k1", "k2"]);
+    const at = T + Math.floor(next() * 20);
+    const basis = pick([0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    switch (pick(["edit", "cooldown", "disabled", "failure", "success", "counters", "rest", "model", "free"] as const)) {
+      case "edit": {
+        const v = version();
+        const edits: StateChange[] = [
+          { kind: "key-edit", keyId, version: v, edit: "add", secret: `sk-or-v1-random-${keyId}-${v}`, label: `l${v}`, addedAt: at },
+          { kind: "key-edit", keyId, version: v, edit: "remove" },
+          { kind: "key-edit", keyId, version: v, edit: "enable" },
+          { kind: "key-edit", keyId, version: v, edit: "disable", at, reason: `r${v}` },
+          { kind: "key-edit", keyId, version: v, edit: "label", label: `label${v}` },
+        ];
+        return pick(edits);
+      }
+      case "cooldown":
+        return { kind: "key-cooldown", keyId, basis, until: at, source: pick(["header", "body"]), reason: pick(["a", "b"]) };
+      case "disabled":
+        return { kind: "key-disabled", keyId, basis, since: at, reason: pick(["401", "403"]) };
+      case "failure":
+        return { kind: "key-failure", keyId, basis, at };
+      case "success":
+        return { kind: "key-success", keyId, basis, at };
+      case "counters":
+        return { kind: "key-counters", keyId, delta: { requests: 1, tokens: Math.floor(next() * 10) }, lastUsedAt: at };
+      case "rest":
+        return { kind: "account-rest", account: "acct", modelClass: pick(["all", "free", "paid"]), until: at, source: "body", reason: pick(["x", "y"]) };
+      case "model":
+        return { kind: "model-rest", account: "acct", model: pick(["m1", "m2"]), until: at, source: "body", reason: pick(["x", "y"]) };
+      case "free":
+        return { kind: "free-requests", account: "acct", day: pick(["2026-12-03", "2026-12-04"]), delta: 1 };
+    }
+  }
+
+  function shuffled<T>(items: readonly T[], next: () => number): T[] {
+    const copy = [...items];
+    for (let i = copy.length - 1; i > 0; i--) {
+      const j = Math.floor(next() * (i + 1));
+      [copy[i], copy[j]] = [copy[j] as T, copy[i] as T];
+    }
+    return copy;
+  }
+
+  /** Maps as sorted entries: the order in which keys were first seen is not part of the state. */
+  const canonical = (value: unknown): unknown =>
+    value instanceof Map
+      ? [...value.entries()].sort(([a], [b]) => String(a).localeCompare(String(b))).map(([k, v]) => [k, canonical(v)])
+      : Array.isArray(value)
+        ? value.map(canonical)
+        : typeof value === "object" && value !== null
+          ? Object.fromEntries(Object.entries(value).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, canonical(v)]))
+          : value;
+
+  test("500 random histories of 12 changes give the same state in 6 random orders each", () => {
+    for (let seed = 1; seed <= 500; seed++) {
+      const next = random(seed);
+      let versions = 0;
+      // Each person's edit has its own version, as the stores hand them out (INCR).
+      const changes = Array.from({ length: 12 }, () => randomChange(next, () => ++versions));
+      const expected = canonical(applyChanges(emptyPoolState(), changes));
+      for (let round = 0; round < 6; round++) {
+        const order = shuffled(changes, next);
+        const actual = canonical(applyChanges(emptyPoolState(), order));
+        if (!Bun.deepEquals(actual, expected)) {
+          expect({ seed, order: order.map((change) => JSON.stringify(change)), actual }).toEqual({ seed, order: [], actual: expected });
+        }
+      }
+    }
+  });
+});

@@ -52,7 +52,7 @@ describe("the key list in Redis", () => {
     expect(stored).toContain('"secret":"enc:v1:');
     expect(stored).not.toContain(SECRET);
     const b = await listWith(ENCRYPTION_KEY);
-    expect(entries(await b.load())).toEqual([{ id: "k1", secret: SECRET, label: "main", addedAt: T, removed: false, version: 1, switchVersion: 1, labelVersion: 1 }]);
+    expect(entries(await b.load())).toEqual([{ id: "k1", secret: SECRET, label: "main", addedAt: T, removed: false, version: 1, addVersion: 1, removeVersion: 0, switchVersion: 1, labelVersion: 1 }]);
   });
 
   test("without KEYS_ENCRYPTION_KEY the secret is stored as given, as a keys file holds it", async () => {
@@ -81,7 +81,10 @@ describe("the key list in Redis", () => {
     expect(entries(await list.load())[0]).not.toHaveProperty("personDisabled");
     expect(await list.edit("unknown", { edit: "enable" })).toMatchObject({ ok: true, value: { applied: false } });
     await list.edit("k1", { edit: "remove" });
-    expect(entries(await list.load())).toEqual([{ id: "k1", secret: "", addedAt: 0, removed: true, version: 7, switchVersion: 7, labelVersion: 7 }]);
+    expect(entries(await list.load())).toEqual([
+      { id: "k1", secret: "", label: "renamed", addedAt: 0, removed: true, version: 7, addVersion: 1, removeVersion: 7, switchVersion: 7, labelVersion: 3 },
+    ]);
+    expect(await list.edit("k1", { edit: "enable" })).toMatchObject({ ok: true, value: { applied: false } });
     expect(await redis.cli("HGET", keys.keyList, "k1")).not.toContain(SECRET);
   });
 

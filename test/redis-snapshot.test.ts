@@ -1,10 +1,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { applyChanges, emptyPoolState, keyBlockedUntil, type StateChange } from "../src/keys/changes.ts";
+import { applyChanges, emptyPoolState, keyBlockedUntil } from "../src/keys/changes.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
 import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts, type SharedStateScripts } from "../src/store/redis/scripts.ts";
 import { readSharedSnapshot } from "../src/store/redis/shared-snapshot.ts";
+import { createRedisKeyList } from "../src/store/redis/key-list.ts";
+import { createSecretBox, type SecretBox } from "../src/store/secret-box.ts";
 import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
 
 const keys = redisKeys("orp:");
@@ -28,24 +30,33 @@ afterEach(async () => {
   await redis.cli("FLUSHALL");
 });
 
-const add = (keyId: string, version: number): StateChange => ({ kind: "key-edit", keyId, version, edit: "add", secret: `sk-or-v1-snapshot-${keyId}`, addedAt: T });
+async function keylessBox(): Promise<SecretBox> {
+  const box = await createSecretBox(undefined);
+  if (!box.ok) throw new Error(box.message);
+  return box.value;
+}
 
 describe("the resync snapshot", () => {
   test("reads back every instant the scripts wrote, and applying it gives another instance the same picture", async () => {
-    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 0, until: T + 60_000, cause: { source: "header", reason: "429" } }));
+    const list = createRedisKeyList({ connection, keys, scripts, box: await keylessBox() });
+    for (const id of ["k1", "k2", "k3"]) await list.edit(id, { edit: "add", secret: `sk-or-v1-snapshot-${id}`, addedAt: T }); // versions 1, 2, 3
+    await connection.write(scripts.extendCooldown({ keyId: "k1", basis: 1, until: T + 60_000, cause: { source: "header", reason: "429" } }));
     await connection.write(scripts.extendRest({ account: "acct", restId: "class:free", until: T + 3_600_000, cause: { source: "body", reason: "free limit" } }));
     await connection.write(scripts.extendRest({ account: "acct", restId: "model:vendor/m:free", until: T + 120_000, cause: { source: "body", reason: "model" } }));
-    for (let i = 0; i < 2; i++) await scripts.recordFailure({ keyId: "k2", basis: 0, threshold: 2, now: T, reason: "401 invalid key" });
-    await connection.write(scripts.enableKey("k3", 4));
+    for (let i = 0; i < 2; i++) await scripts.recordFailure({ keyId: "k2", basis: 2, threshold: 2, now: T, reason: "401 invalid key" });
+    await connection.write(scripts.extendCooldown({ keyId: "k3", basis: 3, until: T + 90_000, cause: { source: "default", reason: "before the enable" } }));
+    await list.edit("k3", { edit: "enable" }); // version 4: the cooldown before it is void
     await connection.write(scripts.extendCooldown({ keyId: "k3", basis: 4, until: T + 5_000, cause: { source: "default", reason: "429" } }));
 
     const result = await readSharedSnapshot(connection, keys, { keyIds: ["k1", "k2", "k3"], day: DAY });
     if (!result.ok) throw new Error(result.message);
     const snapshot = result.value;
-    expect(snapshot.switches).toEqual(new Map([["k3", 4]]));
+    expect(snapshot.switches).toEqual(new Map([["k1", 1], ["k2", 2], ["k3", 4]]));
     expect(snapshot.streaks).toEqual(new Map([["k2", 2]]));
 
-    const state = applyChanges(emptyPoolState(), [add("k1", 0), add("k2", 0), add("k3", 0), { kind: "key-edit", keyId: "k3", version: 4, edit: "enable" }, ...snapshot.instants]);
+    const loaded = await list.load();
+    if (!loaded.ok) throw new Error(loaded.message);
+    const state = applyChanges({ ...emptyPoolState(), keys: new Map(loaded.value.map((entry) => [entry.id, entry])) }, snapshot.instants);
     expect(keyBlockedUntil(state, "k1", T)).toBe(T + 60_000);
     expect(state.runtime.get("k1")?.cooldown).toEqual({ until: T + 60_000, source: "header", reason: "429" });
     expect(keyBlockedUntil(state, "k2", T)).toBe("disabled");

@@ -88,9 +88,11 @@ export function applyChange(state: PoolState, change: StateChange): PoolState {
         };
       });
     case "key-account": {
-      const entry = state.keys.get(change.keyId);
-      if (!entry || entry.removed || entry.account === change.account) return state;
-      return { ...state, keys: withEntry(state.keys, change.keyId, { ...entry, account: change.account }) };
+      // A fact about the key's secret, kept through removal; conflicting reports settle the same way everywhere.
+      const entry = state.keys.get(change.keyId) ?? blankEntry(change.keyId);
+      const account = maxText(entry.account, change.account);
+      if (account === entry.account) return state;
+      return { ...state, keys: withEntry(state.keys, change.keyId, { ...entry, account }) };
     }
     case "account-rest":
     case "model-rest": {
@@ -135,8 +137,9 @@ function applyFree(
  * has not reached us yet) first clears what that edit will clear, so arrival order cannot matter.
  */
 function onRuntime(state: PoolState, keyId: string, basis: number | undefined, update: (rt: KeyRuntime) => KeyRuntime): PoolState {
+  // A removed key's facts are kept (a removal is a switch: older facts are void by their basis),
+  // so a fact that arrives before the removal or after it leaves the same state.
   const entry = state.keys.get(keyId);
-  if (entry?.removed) return state;
   let rt = state.runtime.get(keyId) ?? emptyRuntime(entry?.switchVersion ?? 0);
   if (basis !== undefined) {
     if (basis < rt.basis) return state;
@@ -147,72 +150,86 @@ function onRuntime(state: PoolState, keyId: string, basis: number | undefined, u
   return { ...state, runtime: withEntry(state.runtime, keyId, next) };
 }
 
-/** What a person's enable (or add) clears: cooldown, disabled, the failure streak. Counters stay. */
+/** What a person's switch (add, remove, enable, disable) clears: cooldown, disabled, the failure streak. Counters stay. */
 function resetRuntime(rt: KeyRuntime, basis: number): KeyRuntime {
   const { cooldown: _cooldown, disabled: _disabled, ...kept } = rt;
   return { ...kept, basis, streak: { lastSuccessAt: 0, failures: [] } };
 }
 
 function applyEdit(state: PoolState, change: Extract<StateChange, { kind: "key-edit" }>): PoolState {
-  const { keyId: id, version } = change;
-  const entry = state.keys.get(id);
-  let next: KeyListEntry | undefined;
+  const { keyId: id, version: v } = change;
+  const entry = state.keys.get(id) ?? blankEntry(id);
+  const next: KeyListEntry = { ...entry, version: Math.max(entry.version, v) };
+  const takeSwitch = (disabled?: { at: number; reason: string }): void => {
+    if (v <= next.switchVersion) return;
+    next.switchVersion = v;
+    if (disabled) next.personDisabled = disabled;
+    else delete next.personDisabled;
+  };
   switch (change.edit) {
     case "add":
-      // Adding again what is present (or re-adding over a newer removal) changes nothing.
-      if (entry !== undefined && version <= entry.version) return state;
-      next = {
-        id,
-        secret: change.secret,
-        ...(change.label === undefined ? {} : { label: change.label }),
-        addedAt: change.addedAt,
-        ...(change.account === undefined ? {} : { account: change.account }),
-        removed: false,
-        version,
-        switchVersion: version,
-        labelVersion: version,
-      };
+      if (v <= entry.addVersion) return state;
+      next.addVersion = v;
+      next.secret = change.secret;
+      next.addedAt = change.addedAt;
+      if (change.account !== undefined) next.account = maxText(next.account, change.account);
+      takeSwitch();
+      if (v > next.labelVersion) {
+        next.labelVersion = v;
+        if (change.label === undefined) delete next.label;
+        else next.label = change.label;
+      }
       break;
     case "remove":
-      if (entry !== undefined && version <= entry.version) return state;
-      // A tombstone: no secret is kept for a removed key.
-      next = { id, secret: "", addedAt: 0, removed: true, version, switchVersion: version, labelVersion: version };
+      if (v <= entry.removeVersion) return state;
+      next.removeVersion = v;
+      takeSwitch(); // what the pool learned before the removal is void for a key added again later
       break;
     case "enable":
-    case "disable": {
-      if (entry === undefined || entry.removed || version <= entry.switchVersion) return state;
-      const { personDisabled: _was, ...rest } = entry;
-      next = {
-        ...rest,
-        version: Math.max(entry.version, version),
-        switchVersion: version,
-        ...(change.edit === "disable" ? { personDisabled: { at: change.at, reason: change.reason } } : {}),
-      };
+    case "disable":
+      if (v <= entry.switchVersion) return state;
+      takeSwitch(change.edit === "disable" ? { at: change.at, reason: change.reason } : undefined);
       break;
-    }
-    case "label": {
-      if (entry === undefined || entry.removed || version <= entry.labelVersion) return state;
-      const { label: _old, ...rest } = entry;
-      next = { ...rest, ...(change.label === undefined ? {} : { label: change.label }), version: Math.max(entry.version, version), labelVersion: version };
+    case "label":
+      if (v <= entry.labelVersion) return state;
+      next.labelVersion = v;
+      if (change.label === undefined) delete next.label;
+      else next.label = change.label;
       break;
-    }
+  }
+  next.removed = next.addVersion <= next.removeVersion;
+  if (next.removed) {
+    // No secret is kept for a key that is not present; a later add brings its own.
+    next.secret = "";
+    next.addedAt = 0;
   }
   let runtime = state.runtime;
   const rt = runtime.get(id);
-  if (next.removed) runtime = without(runtime, id);
-  else if (rt !== undefined && rt.basis < next.switchVersion) runtime = withEntry(runtime, id, resetRuntime(rt, next.switchVersion));
+  if (rt !== undefined && rt.basis < next.switchVersion) {
+    const reset = resetRuntime(rt, next.switchVersion);
+    // Nothing left but the basis, which the entry's switch version already says: no entry, as
+    // when the void facts arrive after the switch and are dropped.
+    runtime = isBlank(reset) ? without(runtime, id) : withEntry(runtime, id, reset);
+  }
   return { ...state, keys: withEntry(state.keys, id, next), runtime };
 }
 
-function withEntry<V>(map: ReadonlyMap<string, V>, id: string, value: V): Map<string, V> {
-  return new Map(map).set(id, value);
-}
+const isBlank = (rt: KeyRuntime): boolean =>
+  rt.requests === 0 && rt.successes === 0 && rt.failures === 0 && rt.tokens === 0 && rt.cost === 0 && rt.lastUsedAt === 0;
 
 function without<V>(map: ReadonlyMap<string, V>, id: string): ReadonlyMap<string, V> {
-  if (!map.has(id)) return map;
   const copy = new Map(map);
   copy.delete(id);
   return copy;
+}
+
+const blankEntry = (id: string): KeyListEntry => ({ id, secret: "", addedAt: 0, removed: true, version: 0, addVersion: 0, removeVersion: 0, switchVersion: 0, labelVersion: 0 });
+
+/** Of two texts for one fact (an account id), the same one whatever the order: the greater. */
+const maxText = (current: string | undefined, incoming: string): string => (current !== undefined && current >= incoming ? current : incoming);
+
+function withEntry<V>(map: ReadonlyMap<string, V>, id: string, value: V): Map<string, V> {
+  return new Map(map).set(id, value);
 }
 
 /** What a reader derives at `now` (never written back): is the key usable, and until when not. */

@@ -44,20 +44,32 @@ export interface CounterDelta {
   cost?: number;
 }
 
-/** A key as people keep it. A removed key stays as a tombstone (no secret) so an older add loses. */
+/**
+ * A key as people keep it, as registers that each keep the edit with the highest version: the
+ * add (secret, addedAt), the removal, the switch (add, remove, enable or disable: the person's last
+ * say on whether it runs) and the label. Every edit of a key has its own version (the stores hand
+ * them out), so the result is the same in any order. An entry exists from the first edit heard,
+ * even one that arrives before the add it follows.
+ */
 export interface KeyListEntry {
   id: string;
+  /** Empty while the key is not present (never added, or removed: no secret kept for it). */
   secret: string;
   label?: string;
+  /** 0 while the key is not present. */
   addedAt: number;
+  /** The OpenRouter account, once known (from the add, or learned). */
   account?: string;
+  /** Not present: its last add is not newer than its last removal (or it was never added). */
   removed: boolean;
-  /** The highest edit version applied to this key (removal and re-adding compare against it). */
+  /** The highest edit version heard for this key. */
   version: number;
-  /** The version of the last add/enable/disable: runtime facts on an older basis are void. */
+  addVersion: number;
+  removeVersion: number;
+  /** The version of the last add/remove/enable/disable: runtime facts on an older basis are void. */
   switchVersion: number;
   labelVersion: number;
-  /** Disabled by a person (`disable-key`): only a person's enable ends it. */
+  /** Disabled by a person (`disable-key`): only a person's newer enable (or add) ends it. */
   personDisabled?: { at: number; reason: string };
 }
 

@@ -34,6 +34,8 @@ const StoredEntrySchema = z.object({
   account: z.string().optional(),
   removed: z.boolean(),
   version: z.number().int(),
+  addVersion: z.number().int(),
+  removeVersion: z.number().int(),
   switchVersion: z.number().int(),
   labelVersion: z.number().int(),
   personDisabled: z.object({ at: z.number(), reason: z.string() }).optional(),
@@ -107,6 +109,8 @@ export function createRedisKeyList({ connection, keys, scripts, box, attempts = 
         // Adding a key that is there is no edit (as `add-key` says "present"); re-adding a removed
         // one is. (The pure rule lets the newer add win, so instances agree whatever the order.)
         if (change.edit === "add" && current !== undefined && !current.removed) return { ok: true, value: { applied: false } };
+        // Any other edit of a key that is not there is no edit either (the CLI says "no such key").
+        if (change.edit !== "add" && (current === undefined || current.removed)) return { ok: true, value: { applied: false } };
         // The entry as stored is the starting state; the pure rules decide the rest.
         const state = current ? { ...emptyPoolState(), keys: new Map([[keyId, current]]) } : emptyPoolState();
         const entry = applyChange(state, change).keys.get(keyId);
