@@ -30,7 +30,15 @@ export function statusRoutes({ ledger, adminToken, now = Date.now }: StatusDeps)
         code: "invalid_since",
       });
     }
-    return c.json(ledger.report(since, now()));
+    const report = ledger.report(since, now());
+    // `?by=client` (or model, key): that breakdown alone, with the totals.
+    const by = c.req.query("by");
+    if (by === undefined || by === "") return c.json(report);
+    const breakdowns = { client: report.byClient, model: report.byModel, key: report.byKey } as const;
+    if (!(by in breakdowns)) {
+      throw new ProxyError(400, `by: ${JSON.stringify(by.slice(0, 40))} is not a breakdown; use client, model or key`, { type: "invalid_request_error", code: "invalid_by" });
+    }
+    return c.json({ since: report.since, until: report.until, totals: report.totals, by, [by]: breakdowns[by as keyof typeof breakdowns] });
   });
 
   routes.get("/requests", (c) => {

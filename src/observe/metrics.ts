@@ -47,19 +47,22 @@ class LabelledCounter {
   readonly root: CounterNode = new Map();
   constructor(readonly labelNames: readonly string[]) {}
   /** Adds `by` to the counter of these label values (as many as the counter has labels). */
-  add(by: number, first: string | number, second?: string | number, third?: string | number): void {
+  add(by: number, first: string | number, second?: string | number, third?: string | number, fourth?: string | number): void {
     const values = this.labelNames.length;
     let node = this.root;
     if (values > 1) node = child(node, first);
     if (values > 2) node = child(node, second as string | number);
-    const leaf = (values === 1 ? first : values === 2 ? second : third) as string | number;
+    if (values > 3) node = child(node, third as string | number);
+    const leaf = (values === 1 ? first : values === 2 ? second : values === 3 ? third : fourth) as string | number;
     node.set(leaf, ((node.get(leaf) as number | undefined) ?? 0) + by);
   }
   lines(name: string): string[] {
     const out: string[] = [];
     const walk = (node: CounterNode, depth: number, prefix: string) => {
       for (const [value, child] of node) {
-        const text = `${prefix}${depth === 0 ? "" : ","}${this.labelNames[depth]}="${escape(String(value))}"`;
+        // An empty value is an absent label to Prometheus: left out (requests without a client).
+        const label = value === "" ? "" : `${this.labelNames[depth]}="${escape(String(value))}"`;
+        const text = prefix === "" || label === "" ? `${prefix}${label}` : `${prefix},${label}`;
         if (typeof child === "number") out.push(`${name}{${text}} ${child}`);
         else walk(child, depth + 1, text);
       }
@@ -77,10 +80,11 @@ export interface Metrics {
 }
 
 export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
-  const requests = new LabelledCounter(["route", "status"]);
+  // `client`: the client key's name (client keys), empty and so left out otherwise.
+  const requests = new LabelledCounter(["route", "status", "client"]);
   const attempts = new LabelledCounter(["outcome"]);
-  const tokens = new LabelledCounter(["model", "key_id", "type"]);
-  const cost = new LabelledCounter(["model", "key_id"]);
+  const tokens = new LabelledCounter(["model", "key_id", "type", "client"]);
+  const cost = new LabelledCounter(["model", "key_id", "client"]);
   let retries = 0;
   const ttfb = new Histogram(latencyBuckets);
   const duration = new Histogram(latencyBuckets);
@@ -88,14 +92,15 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
 
   return {
     record(request) {
-      requests.add(1, routeLabel(request.path), request.status);
+      const client = request.client ?? "";
+      requests.add(1, routeLabel(request.path), request.status, client);
       for (const attempt of request.attempts) attempts.add(1, attempt.outcome);
       retries += Math.max(0, request.attempts.length - 1);
       if (request.usage && request.keyId) {
         const model = request.model ?? "(none)";
-        tokens.add(request.usage.promptTokens, model, request.keyId, "prompt");
-        tokens.add(request.usage.completionTokens, model, request.keyId, "completion");
-        if (request.usage.cost !== undefined) cost.add(request.usage.cost, model, request.keyId);
+        tokens.add(request.usage.promptTokens, model, request.keyId, "prompt", client);
+        tokens.add(request.usage.completionTokens, model, request.keyId, "completion", client);
+        if (request.usage.cost !== undefined) cost.add(request.usage.cost, model, request.keyId, client);
       }
       duration.observe(request.durationMs / 1000);
       if (request.ttfbMs !== undefined) {
@@ -120,7 +125,7 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
         });
         lines.push(`${name}_bucket{le="+Inf"} ${histogram.count}`, `${name}_sum ${histogram.sum}`, `${name}_count ${histogram.count}`);
       };
-      counter("openrouter_proxy_requests_total", "Requests answered, by API route and status.", requests);
+      counter("openrouter_proxy_requests_total", "Requests answered, by API route, status and client (client keys).", requests);
       counter("openrouter_proxy_upstream_attempts_total", "Upstream attempts, by outcome.", attempts);
       lines.push("# HELP openrouter_proxy_retries_total Upstream attempts after the first, over all requests.", "# TYPE openrouter_proxy_retries_total counter", `openrouter_proxy_retries_total ${retries}`);
       const availability = pool.availability();
@@ -128,8 +133,8 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
       for (const [state, value] of [["active", availability.available], ["cooling", availability.cooling], ["disabled", availability.disabled]] as const) {
         lines.push(`openrouter_proxy_keys{state="${state}"} ${value}`);
       }
-      counter("openrouter_proxy_tokens_total", "Tokens the upstream reported, by model, key and type (prompt, completion).", tokens);
-      counter("openrouter_proxy_cost_usd_total", "Cost in USD the upstream reported, by model and key.", cost);
+      counter("openrouter_proxy_tokens_total", "Tokens the upstream reported, by model, key, type (prompt, completion) and client.", tokens);
+      counter("openrouter_proxy_cost_usd_total", "Cost in USD the upstream reported, by model, key and client.", cost);
       histogram("openrouter_proxy_time_to_first_byte_seconds", "From receiving a request to sending the response headers.", ttfb);
       histogram("openrouter_proxy_request_duration_seconds", "From receiving a request to the end of its answer.", duration);
       histogram("openrouter_proxy_added_seconds", "The proxy's own time before the first byte: time to first byte less the upstream attempts' time.", added);

@@ -19,6 +19,8 @@ export interface UsageReport {
   totals: Totals;
   byModel: Record<string, Totals>;
   byKey: Record<string, Totals & { successes: number }>;
+  /** By client key name; requests made without a client key are not in it. */
+  byClient: Record<string, Totals>;
 }
 
 export interface RecentRequest {
@@ -44,6 +46,7 @@ const emptyTotals = (): Totals => ({ requests: 0, errors: 0, promptTokens: 0, co
 
 interface Bucket {
   byModel: Map<string, Totals>;
+  byClient: Map<string, Totals>;
   byKey: Map<string, Totals & { successes: number }>;
 }
 
@@ -75,7 +78,7 @@ export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: 
       const minute = Math.floor(request.startedAt / MINUTE) * MINUTE;
       let bucket = buckets.get(minute);
       if (!bucket) {
-        buckets.set(minute, (bucket = { byModel: new Map(), byKey: new Map() }));
+        buckets.set(minute, (bucket = { byModel: new Map(), byClient: new Map(), byKey: new Map() }));
         // A new minute: forget what is older than a week and a day.
         for (const start of buckets.keys()) if (start < minute - KEEP_MS) buckets.delete(start);
       }
@@ -83,6 +86,11 @@ export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: 
       let modelTotals = bucket.byModel.get(model);
       if (!modelTotals) bucket.byModel.set(model, (modelTotals = emptyTotals()));
       add(modelTotals, request);
+      if (request.client !== undefined) {
+        let clientTotals = bucket.byClient.get(request.client);
+        if (!clientTotals) bucket.byClient.set(request.client, (clientTotals = emptyTotals()));
+        add(clientTotals, request);
+      }
       for (const attempt of request.attempts) {
         let keyTotals = bucket.byKey.get(attempt.keyId);
         if (!keyTotals) bucket.byKey.set(attempt.keyId, (keyTotals = { ...emptyTotals(), successes: 0 }));
@@ -109,6 +117,7 @@ export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: 
       const totals = emptyTotals();
       const byModel: Record<string, Totals> = {};
       const byKey: Record<string, Totals & { successes: number }> = {};
+      const byClient: Record<string, Totals> = {};
       const from = Math.floor(since / MINUTE) * MINUTE;
       for (const [start, bucket] of buckets) {
         if (start < from) continue;
@@ -117,13 +126,14 @@ export function createUsageLedger({ now = Date.now, recentSize = 100 }: { now?: 
           merge(target, each);
           merge(totals, each);
         }
+        for (const [client, each] of bucket.byClient) merge((byClient[client] ??= emptyTotals()), each);
         for (const [keyId, each] of bucket.byKey) {
           const target = (byKey[keyId] ??= { ...emptyTotals(), successes: 0 });
           merge(target, each);
           target.successes += each.successes;
         }
       }
-      return { since: new Date(from).toISOString(), until: new Date(at).toISOString(), totals, byModel, byKey };
+      return { since: new Date(from).toISOString(), until: new Date(at).toISOString(), totals, byModel, byKey, byClient };
     },
 
     recent(limit = recentSize) {

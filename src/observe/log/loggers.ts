@@ -196,6 +196,7 @@ export function humanLine(record: RequestRecord, time = isoTime(record.startedAt
   const tries = record.attempts.length;
   let line = `${time} ${record.status} ${record.method} /v1${record.path} ${record.model ?? "-"} ${record.keyId ?? "-"} ${tries} ${tries === 1 ? "try" : "tries"} ${Math.round(record.durationMs)} ms`;
   if (record.usage) line += ` ${record.usage.totalTokens} tok`;
+  if (record.client !== undefined) line += ` client ${record.client}`;
   if (record.aborted) line += " (client left)";
   if (record.error && record.status >= 400) line += ` : ${record.error}`;
   return `${line}\n`;
