@@ -477,7 +477,7 @@ export function createForwarder({
       "x-proxy-attempts": String(attempts()),
       "server-timing": serverTiming(record.attempts, performance.now() - started),
     };
-    if (last.outcome.kind === "rate-limited") {
+    if (last.outcome.kind === "rate-limited" && !answersItself(last)) {
       // Rotated through rate limits until nothing is left: say when a key returns, not just "429".
       const after = pool.acquire({ dryRun: true, ...(request.model === undefined ? {} : { model: request.model }) });
       if (!after.ok && (after.reason === "all-cooling" || after.reason === "free-budget-exhausted")) {
@@ -505,9 +505,15 @@ export function createForwarder({
   };
 }
 
-/** A 402 or privacy 404 the upstream sent is the answer when nothing else can serve: no proxy 429 instead. */
+/**
+ * The upstream's last answer is the one to give when nothing else can serve, rather than a proxy
+ * 429: a 402 or a privacy 404 (waiting does not help), and a 429 that announced no reset (a proxy
+ * 429 would have to invent a Retry-After, and the client's SDK would sleep on that guess).
+ */
 function answersItself(last: LastFailure): boolean {
-  return last.kind === "response" && (last.outcome.kind === "payment" || last.outcome.kind === "privacy");
+  if (last.kind !== "response") return false;
+  const { outcome } = last;
+  return outcome.kind === "payment" || outcome.kind === "privacy" || (outcome.kind === "rate-limited" && outcome.source === "default");
 }
 
 function rateLimitMessage(last: LastFailure | undefined): string | undefined {
