@@ -132,6 +132,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     ledger.record(record);
     metrics.record(record);
   });
+  events.on("client.refused", ({ client, code }) => metrics.clientRefused(client, code));
   const logging = startLogging({
     dir: config.LOG_DIR,
     retentionDays: config.LOG_RETENTION_DAYS,

@@ -81,6 +81,21 @@ test("/metrics has a client label on the request, token and cost counters", asyn
   expect(metrics).toMatch(/openrouter_proxy_cost_usd_total\{model="openai\/gpt-4o-mini",key_id="k_\w+",client="bob"\} 0\.002/);
 });
 
+test("/metrics counts each client's refused requests by code", async () => {
+  const { proxy, admin } = await start();
+  const carol = await admin.add("carol", { models: ["openai/*"], rpm: 1 });
+  expect(await chat(proxy, carol, { model: "anthropic/claude-3.5-sonnet" })).toBe(403);
+  expect(await chat(proxy, carol)).toBe(200);
+  expect(await chat(proxy, carol)).toBe(429);
+  expect(await chat(proxy, carol)).toBe(429);
+  expect(await chat(proxy, "sk-orp-unknown")).toBe(401); // not a client: not counted under any name
+  const metrics = await (await fetch(`${proxy.url}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } })).text();
+  log.record(metrics);
+  expect(metrics).toContain('openrouter_proxy_client_refusals_total{client="carol",code="model_not_allowed"} 1');
+  expect(metrics).toContain('openrouter_proxy_client_refusals_total{client="carol",code="client_rate_limited"} 2');
+  expect(metrics.match(/openrouter_proxy_client_refusals_total\{/g)).toHaveLength(2);
+});
+
 test("GET /admin/usage?by=client gives requests, tokens and cost per client", async () => {
   const { proxy, admin } = await start();
   const alice = await admin.add("alice");

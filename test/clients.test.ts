@@ -337,3 +337,33 @@ test("once a client key exists the key guards the proxy: any Host name is answer
   log.record(served.body);
   expect(served.status).toBe(200);
 });
+
+test("a keys file whose clients section is broken: the server refuses to start, says where, and leaves the file untouched", async () => {
+  const dir = await folder();
+  const keysFile = `${dir}/keys.json`;
+  const text = JSON.stringify({ keys: [{ key: testKeys[0] }], clients: { alice: { keySha256: "not-a-hash", createdAt: "2026-12-01T00:00:00Z" } } });
+  await Bun.write(keysFile, text);
+  const refused = await startTestProxy({ upstream: fake.url, keys: null, dir }).then(
+    () => "started",
+    (error: unknown) => String(error),
+  );
+  expect(refused).toContain("clients section is invalid at clients.alice.keySha256");
+  expect(refused).toContain("left untouched");
+  expect(await readFile(keysFile, "utf8")).toBe(text);
+});
+
+test("a clients section broken while the server runs is reported once; the clients held in memory keep working and the section is not written over", async () => {
+  const { admin, chat, proxy } = await start();
+  const key = await admin.add("alice", { rpm: 100 });
+  expect((await chat(key)).status).toBe(200);
+  await proxy.clients.sync.flush();
+  const broken = JSON.stringify({ keys: testKeys.map((each) => ({ key: each })), clients: { alice: { keySha256: 42 } } });
+  await Bun.write(proxy.keysFile, broken);
+  await eventually(() => proxy.output.err.includes("clients section is invalid"), { what: "the broken section to be reported" });
+  expect((await chat(key)).status).toBe(200);
+  await proxy.clients.sync.flush();
+  await proxy.sync.flush();
+  // The key sync may rewrite the file for its own state; the section stays as the person left it.
+  expect((JSON.parse(await readFile(proxy.keysFile, "utf8")) as { clients: unknown }).clients).toEqual({ alice: { keySha256: 42 } });
+  expect(proxy.output.err.split("clients section is invalid").length - 1).toBe(1);
+});

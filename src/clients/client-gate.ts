@@ -35,6 +35,8 @@ export interface ClientGateOptions {
   /** True when only client keys guard the proxy (a public HOST): no clients then means nobody, not everybody. */
   requireClientKey?: boolean;
   now?: () => number;
+  /** Told of every refusal of a known client (for metrics); never of unknown keys. */
+  onRefused?: (client: string, code: string) => void;
 }
 
 /** 401 for a bearer that is no client's key (and no PROXY_API_KEYS entry). */
@@ -44,7 +46,11 @@ export const unknownClientKey = () =>
     code: "invalid_api_key",
   });
 
-export function createClientGate({ directory, requireClientKey = false, now = Date.now }: ClientGateOptions): ClientGate {
+export function createClientGate({ directory, requireClientKey = false, now = Date.now, onRefused }: ClientGateOptions): ClientGate {
+  const refuse = (client: string, error: ProxyError): never => {
+    onRefused?.(client, error.code);
+    throw error;
+  };
   return {
     inUse: () => directory.size > 0 || requireClientKey,
     identify(token) {
@@ -53,10 +59,10 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
       if (client) {
         const { expires, name } = client.record;
         if (expires !== undefined && expires <= now()) {
-          throw new ProxyError(401, `the client key of ${name} expired at ${new Date(expires).toISOString()}: ask the proxy's admin for a new one`, {
+          refuse(name, new ProxyError(401, `the client key of ${name} expired at ${new Date(expires).toISOString()}: ask the proxy's admin for a new one`, {
             type: "authentication_error",
             code: "invalid_api_key",
-          });
+          }));
         }
         return client;
       }
@@ -65,18 +71,21 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
 
     admit(client, { method, model, models }) {
       const { record, allows } = client;
-      if (allows) checkModels(record.name, record.models ?? [], allows, method, model, models);
+      if (allows) {
+        const refusal = checkModels(record.name, record.models ?? [], allows, method, model, models);
+        if (refusal) refuse(record.name, refusal);
+      }
       const at = now();
       const refusal = refusalFor(record, record.usage, at);
       if (refusal) {
         const seconds = Math.max(1, Math.ceil((refusal.until - at) / 1000));
         const budget = refusal.code === "client_budget_exceeded";
-        throw new ProxyError(
+        refuse(record.name, new ProxyError(
           429,
           `client ${record.name} reached its ${budget ? "budget" : "limit"} of ${refusal.reasons.join(" and ")}; ` +
             `it comes back at ${new Date(refusal.until).toISOString()} (in ${seconds} s)`,
           { type: budget ? "insufficient_quota" : "rate_limit_error", code: refusal.code, headers: { "retry-after": String(seconds) } },
-        );
+        ));
       }
       directory.countRequest(client, at);
       return record.name;
@@ -89,22 +98,23 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
  * request that names no model at all is refused when it has a body: OpenRouter would pick the
  * account's default model, which the patterns never approved.
  */
-function checkModels(name: string, patterns: readonly string[], allows: (model: string) => boolean, method: string, model: string | undefined, models: unknown): void {
+function checkModels(name: string, patterns: readonly string[], allows: (model: string) => boolean, method: string, model: string | undefined, models: unknown): ProxyError | undefined {
   const named: unknown[] = [];
   if (model !== undefined) named.push(model);
   if (models !== undefined) {
-    if (!Array.isArray(models)) throw notAllowed(name, patterns, "`models` must be a list of model names");
+    if (!Array.isArray(models)) return notAllowed(name, patterns, "`models` must be a list of model names");
     named.push(...models);
   }
   if (named.length === 0) {
-    if (method === "GET" || method === "HEAD") return; // listings and lookups spend nothing
-    throw notAllowed(name, patterns, "the request names no model");
+    if (method === "GET" || method === "HEAD") return undefined; // listings and lookups spend nothing
+    return notAllowed(name, patterns, "the request names no model");
   }
   for (const each of named) {
     if (typeof each !== "string" || !allows(each)) {
-      throw notAllowed(name, patterns, `${typeof each === "string" ? JSON.stringify(each.slice(0, 200)) : "a model that is not a string"} is not among them`);
+      return notAllowed(name, patterns, `${typeof each === "string" ? JSON.stringify(each.slice(0, 200)) : "a model that is not a string"} is not among them`);
     }
   }
+  return undefined;
 }
 
 function notAllowed(name: string, patterns: readonly string[], why: string): ProxyError {

@@ -53,7 +53,7 @@ export function startClients({ doc, keysFile, store: given, events, requireClien
     ok: true,
     clients: {
       directory,
-      gate: createClientGate({ directory, requireClientKey, now }),
+      gate: createClientGate({ directory, requireClientKey, now, onRefused: (client, code) => events.emit("client.refused", { client, code }) }),
       sync,
       store,
       async stop() {

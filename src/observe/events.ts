@@ -32,6 +32,8 @@ export interface ProxyEventMap {
   "account.rests-cleared": { account: string; keyId: string; cleared: string[] };
   /** A background GET /key answered (or failed) for a key. */
   "key.looked-up": { keyId: string; ok: boolean };
+  /** A client key's request refused before it went upstream (a model outside --models, a limit, expiry). */
+  "client.refused": { client: string; code: string };
 }
 
 export type ProxyEventName = keyof ProxyEventMap;

@@ -76,6 +76,8 @@ const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\
 
 export interface Metrics {
   record(request: RequestRecord): void;
+  /** A client key's request refused before it went upstream (client keys: model, limit, expiry). */
+  clientRefused(client: string, code: string): void;
   render(): string;
 }
 
@@ -85,12 +87,16 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
   const attempts = new LabelledCounter(["outcome"]);
   const tokens = new LabelledCounter(["model", "key_id", "type", "client"]);
   const cost = new LabelledCounter(["model", "key_id", "client"]);
+  const refusals = new LabelledCounter(["client", "code"]);
   let retries = 0;
   const ttfb = new Histogram(latencyBuckets);
   const duration = new Histogram(latencyBuckets);
   const added = new Histogram(addedBuckets);
 
   return {
+    clientRefused(client, code) {
+      refusals.add(1, client, code);
+    },
     record(request) {
       const client = request.client ?? "";
       requests.add(1, routeLabel(request.path), request.status, client);
@@ -135,6 +141,7 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
       }
       counter("openrouter_proxy_tokens_total", "Tokens the upstream reported, by model, key, type (prompt, completion) and client.", tokens);
       counter("openrouter_proxy_cost_usd_total", "Cost in USD the upstream reported, by model, key and client.", cost);
+      counter("openrouter_proxy_client_refusals_total", "Client keys' requests refused before going upstream, by client and code (model_not_allowed, client_rate_limited, client_budget_exceeded, invalid_api_key when expired).", refusals);
       histogram("openrouter_proxy_time_to_first_byte_seconds", "From receiving a request to sending the response headers.", ttfb);
       histogram("openrouter_proxy_request_duration_seconds", "From receiving a request to the end of its answer.", duration);
       histogram("openrouter_proxy_added_seconds", "The proxy's own time before the first byte: time to first byte less the upstream attempts' time.", added);
