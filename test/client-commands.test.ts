@@ -141,3 +141,16 @@ test("the keys file keeps its keys and its other fields when clients change", as
   expect(file.keys).toHaveLength(1);
   expect((await ws.cli(["list-keys"])).stdout).toContain("main");
 });
+
+test("a keys file that cannot be written: one line naming the file and the cause, exit 1, no key printed", async () => {
+  const dir = await folder();
+  const keysFile = join(dir, "missing-folder", "keys.json");
+  const result = await runCli(["add-client", "alice"], { cwd: dir, env: { KEYS_FILE: keysFile }, log });
+  expect(result.code).toBe(1);
+  expect(result.stdout).toBe("");
+  const lines = result.stderr.trim().split("\n");
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toStartWith("add-client: ");
+  expect(lines[0]).toContain(keysFile);
+  expect(lines[0]).toContain("nothing was changed");
+});

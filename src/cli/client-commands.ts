@@ -8,9 +8,10 @@
 import type { Config } from "../config.ts";
 import { createJsonFileStore } from "../keys/json-file-store.ts";
 import type { KeyStore } from "../keys/key-store.ts";
-import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type Clients } from "../clients/client-admin.ts";
+import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type ClientMap } from "../clients/client-admin.ts";
 import { newClientKey } from "../clients/client-key.ts";
-import { clientsFromDocument, documentWithClients } from "../clients/client-schema.ts";
+import { editClients } from "../clients/client-edit.ts";
+import { clientsFromDocument } from "../clients/client-schema.ts";
 import { clientSettingNames, flagOf, parseClientSettings, type ClientSettings } from "../clients/client-settings.ts";
 import { clientRow, clientTableHeader, viewClient } from "../clients/client-view.ts";
 import type { CommandIO } from "./io.ts";
@@ -141,28 +142,22 @@ async function rotateClientCommand(context: ClientCommandContext, name: string):
 }
 
 /** Runs `change` on the clients in the keys file, under the store's lock; prints the outcome. */
-async function editCommand(context: ClientCommandContext, command: string, change: (clients: Clients) => ClientEdit, done: (edit: Extract<ClientEdit, { ok: true }>) => string): Promise<number> {
-  const now = context.now ?? Date.now;
+async function editCommand(context: ClientCommandContext, command: string, change: (clients: ClientMap) => ClientEdit, done: (edit: Extract<ClientEdit, { ok: true }>) => string): Promise<number> {
   const store = context.store ?? createJsonFileStore({ path: context.config.KEYS_FILE });
-  let outcome: ClientEdit | { ok: false; code: "file"; message: string } | undefined;
-  const result = await store.update((doc) => {
-    const loaded = clientsFromDocument(doc, now());
-    if (!loaded.ok) {
-      outcome = { ok: false, code: "file", message: `${context.config.KEYS_FILE}: ${loaded.message}` };
-      return doc;
-    }
-    outcome = change(loaded.clients);
-    return outcome.ok ? documentWithClients(doc, outcome.clients) : doc;
-  });
-  if (!result.ok) {
-    context.io.err(`${command}: ${result.message}; nothing was changed`);
+  const outcome = await editClients(store, context.now ?? Date.now, change);
+  if (outcome.kind === "store") {
+    context.io.err(`${command}: ${outcome.failure.message}; nothing was changed`);
     return 1;
   }
-  if (!outcome?.ok) {
-    context.io.err(`${command}: ${outcome?.message ?? "nothing was changed"}`);
-    return outcome?.code === "invalid_client_name" ? 2 : 1;
+  if (outcome.kind === "invalid") {
+    context.io.err(`${command}: ${outcome.message}; nothing was changed`);
+    return 1;
   }
-  context.io.err(done(outcome));
+  if (!outcome.edit.ok) {
+    context.io.err(`${command}: ${outcome.edit.message}`);
+    return outcome.edit.code === "invalid_client_name" ? 2 : 1;
+  }
+  context.io.err(done(outcome.edit));
   return 0;
 }
 

@@ -9,14 +9,14 @@ import { clientNamePattern, type ClientRecord } from "./client-schema.ts";
 import type { ClientSettings } from "./client-settings.ts";
 import { emptyUsage } from "./usage-windows.ts";
 
-export type Clients = ReadonlyMap<string, ClientRecord>;
+export type ClientMap = ReadonlyMap<string, ClientRecord>;
 export type ClientEdit = { ok: true; clients: Map<string, ClientRecord>; client: ClientRecord } | { ok: false; code: "client_exists" | "client_not_found" | "invalid_client_name"; message: string };
 
 export function checkClientName(name: string): string | undefined {
   return clientNamePattern.test(name) ? undefined : `${JSON.stringify(echoInput(name))} is not a client name: use 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit (and not with sk-, which would look like a key)`;
 }
 
-export function addClient(clients: Clients, name: string, settings: ClientSettings, key: string, now: number): ClientEdit {
+export function addClient(clients: ClientMap, name: string, settings: ClientSettings, key: string, now: number): ClientEdit {
   const bad = checkClientName(name);
   if (bad) return { ok: false, code: "invalid_client_name", message: bad };
   if (clients.has(name)) return { ok: false, code: "client_exists", message: `a client named ${name} exists already: change it with set-client, or give it a new key with rotate-client` };
@@ -27,7 +27,7 @@ export function addClient(clients: Clients, name: string, settings: ClientSettin
   return { ok: true, clients: new Map(clients).set(name, client), client };
 }
 
-export function setClient(clients: Clients, name: string, settings: ClientSettings): ClientEdit {
+export function setClient(clients: ClientMap, name: string, settings: ClientSettings): ClientEdit {
   const existing = clients.get(name);
   if (!existing) return notFound(name);
   const client = applySettings({ ...existing }, settings);
@@ -35,14 +35,14 @@ export function setClient(clients: Clients, name: string, settings: ClientSettin
 }
 
 /** A new key; the old one stops working as soon as the change is adopted. Counters and limits stay. */
-export function rotateClient(clients: Clients, name: string, key: string): ClientEdit {
+export function rotateClient(clients: ClientMap, name: string, key: string): ClientEdit {
   const existing = clients.get(name);
   if (!existing) return notFound(name);
   const client = { ...existing, keySha256: hashClientKey(key), keyHint: clientKeyHint(key) };
   return { ok: true, clients: new Map(clients).set(name, client), client };
 }
 
-export function removeClient(clients: Clients, name: string): ClientEdit {
+export function removeClient(clients: ClientMap, name: string): ClientEdit {
   const existing = clients.get(name);
   if (!existing) return notFound(name);
   const next = new Map(clients);
@@ -56,11 +56,17 @@ function notFound(name: string): ClientEdit {
 
 function applySettings(client: ClientRecord, settings: ClientSettings): ClientRecord {
   const next: ClientRecord = { ...client };
-  for (const field of ["models", "rpm", "rpd", "tpm", "usdPerDay", "usdPerMonth", "expires"] as const) {
-    const value = settings[field];
-    if (value === undefined) continue;
+  // undefined: leave as it is; null: lift; a value: set.
+  const apply = <K extends "models" | "rpm" | "rpd" | "tpm" | "usdPerDay" | "usdPerMonth" | "expires">(field: K, value: ClientRecord[K] | null | undefined) => {
     if (value === null) delete next[field];
-    else (next as unknown as Record<string, unknown>)[field] = value;
-  }
+    else if (value !== undefined) next[field] = value;
+  };
+  apply("models", settings.models);
+  apply("rpm", settings.rpm);
+  apply("rpd", settings.rpd);
+  apply("tpm", settings.tpm);
+  apply("usdPerDay", settings.usdPerDay);
+  apply("usdPerMonth", settings.usdPerMonth);
+  apply("expires", settings.expires);
   return next;
 }

@@ -94,9 +94,9 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
 }
 
 /**
- * The model and every fallback in `models` (OpenRouter routes to those too) must be allowed. A
- * request that names no model at all is refused when it has a body: OpenRouter would pick the
- * account's default model, which the patterns never approved.
+ * The refusal, if any: the model and every fallback in `models` (OpenRouter routes to those too)
+ * must be allowed. A request that names no model at all is refused unless it is a GET or HEAD:
+ * OpenRouter would pick the account's default model, which the patterns never approved.
  */
 function checkModels(name: string, patterns: readonly string[], allows: (model: string) => boolean, method: string, model: string | undefined, models: unknown): ProxyError | undefined {
   const named: unknown[] = [];

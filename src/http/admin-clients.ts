@@ -6,9 +6,9 @@
  * nowhere else, ever.
  */
 import { Hono, type Context } from "hono";
-import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type Clients as ClientMap } from "../clients/client-admin.ts";
+import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type ClientMap } from "../clients/client-admin.ts";
 import { newClientKey } from "../clients/client-key.ts";
-import { clientsFromDocument, documentWithClients } from "../clients/client-schema.ts";
+import { editClients } from "../clients/client-edit.ts";
 import { parseClientSettings } from "../clients/client-settings.ts";
 import { viewClient } from "../clients/client-view.ts";
 import type { Clients } from "../clients/clients.ts";
@@ -35,27 +35,17 @@ export function adminClientRoutes({ adminToken, clients, now = Date.now }: Admin
 
   /** Runs `change` under the store's lock and puts the outcome in force here at once. */
   const edit = async (change: (clients: ClientMap) => ClientEdit) => {
-    let outcome: ClientEdit | undefined;
-    let invalid: string | undefined;
-    const result = await clients.store.update((doc) => {
-      const loaded = clientsFromDocument(doc, now());
-      if (!loaded.ok) {
-        invalid = loaded.message;
-        return doc;
-      }
-      outcome = change(loaded.clients);
-      return outcome.ok ? documentWithClients(doc, outcome.clients) : doc;
-    });
-    if (!result.ok && result.kind === "io") {
+    const outcome = await editClients(clients.store, now, change);
+    if (outcome.kind === "store" && outcome.failure.kind === "io") {
       // The disk refused (a read-only or missing folder, a full disk): the server's fault, not the client's.
-      throw new ProxyError(500, `cannot change clients: ${result.message}; nothing was changed`, { type: "internal_error", code: "keys_file_unwritable" });
+      throw new ProxyError(500, `cannot change clients: ${outcome.failure.message}; nothing was changed`, { type: "internal_error", code: "keys_file_unwritable" });
     }
-    const problem = !result.ok ? result.message : invalid;
-    if (problem !== undefined) {
-      throw new ProxyError(409, `cannot change clients: ${problem}`, { type: "invalid_request_error", code: "keys_file_invalid" });
+    if (outcome.kind !== "edited") {
+      const message = outcome.kind === "store" ? outcome.failure.message : outcome.message;
+      throw new ProxyError(409, `cannot change clients: ${message}`, { type: "invalid_request_error", code: "keys_file_invalid" });
     }
-    clients.sync.adopt(result);
-    const done = outcome as ClientEdit;
+    clients.sync.adopt(outcome.stored);
+    const done = outcome.edit;
     if (!done.ok) {
       const [status, type] = editErrors[done.code];
       throw new ProxyError(status, done.message, { type, code: done.code });
@@ -63,6 +53,7 @@ export function adminClientRoutes({ adminToken, clients, now = Date.now }: Admin
     // The live record: counters as this server holds them.
     return viewClient(clients.directory.byName(done.client.name)?.record ?? done.client, now());
   };
+
 
   routes.get("/clients", (c) => c.json({ clients: clients.directory.records().map((record) => viewClient(record, now())) }));
 
