@@ -1,11 +1,13 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
 import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
-import { redisKeys } from "../src/store/redis/redis-keys.ts";
+import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
+import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
 
 const keys = redisKeys("orp:");
 const T = Date.parse("2026-12-04T12:00:00.000Z");
+const DAY = "2026-12-04";
 let redis: RedisServer;
 const cleanups: Array<() => Promise<void>> = [];
 
@@ -77,6 +79,26 @@ describe("counter deltas in batches", () => {
     expect((await stats("k1")).requests).toBe("3");
     expect(connection.refused).toBe(0);
   }, 15_000);
+
+  test("free-model requests served from memory while Redis was away are added to the account's day once, and count against its limit", async () => {
+    const connection = await connect();
+    const scripts = sharedStateScripts(connection, keys);
+    for (const write of scripts.learnFreeLimit("acct", DAY, 5)) await connection.write(write);
+    const batcher = createCounterBatcher({ keys, instanceId: crypto.randomUUID() });
+    batcher.addFree("acct", DAY, 3);
+    batcher.addFree("acct", DAY, 1);
+    batcher.addFree("other", DAY, 2);
+    expect(batcher.pending).toBe(2);
+    const write = batcher.take();
+    if (!write) throw new Error("no batch");
+    await connection.write(write);
+    await connection.write(write); // a replay of the same batch
+    expect(await redis.cli("HGET", keys.freeDay(DAY), "used:acct")).toBe("4");
+    expect(await redis.cli("HGET", keys.freeDay(DAY), "used:other")).toBe("2");
+    expect(Number(await redis.cli("EXPIRETIME", keys.freeDay(DAY)))).toBe(freeDayExpiry(DAY));
+    expect(await scripts.reserveFreeSlot({ account: "acct", day: DAY })).toEqual({ ok: true, value: { granted: true, used: 5, limit: 5 } });
+    expect(await scripts.reserveFreeSlot({ account: "acct", day: DAY })).toEqual({ ok: true, value: { granted: false, used: 5, limit: 5 } });
+  });
 
   test("two instances' batches never collide, even with the same sequence numbers", async () => {
     const connection = await connect();

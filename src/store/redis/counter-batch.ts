@@ -1,33 +1,39 @@
 /**
- * Counter deltas (requests, successes, failures, tokens, cost; lastUsedAt by max) are summed in
- * memory per key and written as one batch at a time, not one write per request: fewer commands on
- * the hot path's side, and a batch can be made idempotent cheaply. Each batch carries an id
- * (`<prefix>batch:<instance>:<n>`); the script applies it only if that id is new, so a batch whose
- * answer was lost (Redis paused past the timeout) is replayed safely and counts once.
+ * Counter deltas are summed in memory and written as one batch at a time, not one write per
+ * request: per key (requests, successes, failures, tokens, cost; lastUsedAt by max) and, for free
+ * models served while Redis could not reserve (it was away: the instance served from memory), per
+ * account and UTC day. Each batch carries an id (`<prefix>batch:<instance>:<n>`); the script
+ * applies it only if that id is new, so a batch whose answer was lost (Redis paused past the
+ * timeout) is replayed safely and counts once.
  *
  * The marker lives `markerTtlMs` (24 h by default): longer than any replay can come late, at one
  * small key per batch (one a second per instance: ~86,400 a day).
  */
-import type { KeyRuntime, CounterDelta } from "../../keys/pool-state.ts";
+import type { CounterDelta, KeyRuntime } from "../../keys/pool-state.ts";
 import type { RedisWrite } from "./connection.ts";
-import type { RedisKeys } from "./redis-keys.ts";
+import { freeDayExpiry, type RedisKeys } from "./redis-keys.ts";
 import { evalWrite, luaScript } from "./scripts.ts";
 
-// KEYS: the batch marker, then one stats hash per key. ARGV: marker TTL (ms), then six values per
-// key: requests, successes, failures, tokens, cost, lastUsedAt. Returns 1 if applied, 0 if the
+// KEYS: the batch marker, then the hashes to change. ARGV: marker TTL (ms), then per hash: the
+// number of operations, then (field, op, value) for each: 'i' HINCRBY, 'f' HINCRBYFLOAT, 'm' raise
+// to value (max), 'x' EXPIREAT value NX (the field is ignored). Returns 1 if applied, 0 if the
 // batch had been applied before.
-export const ADD_COUNTERS = luaScript(`
+export const APPLY_BATCH = luaScript(`
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-local fields = {'requests', 'successes', 'failures', 'tokens'}
+local at = 2
 for i = 2, #KEYS do
-  local base = (i - 2) * 6 + 1
-  for f = 1, 4 do
-    local delta = tonumber(ARGV[base + f])
-    if delta ~= 0 then redis.call('HINCRBY', KEYS[i], fields[f], delta) end
+  local count = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, count do
+    local field, op, value = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+    at = at + 3
+    if op == 'i' then redis.call('HINCRBY', KEYS[i], field, value)
+    elseif op == 'f' then redis.call('HINCRBYFLOAT', KEYS[i], field, value)
+    elseif op == 'm' then
+      if tonumber(value) > tonumber(redis.call('HGET', KEYS[i], field) or '0') then redis.call('HSET', KEYS[i], field, value) end
+    elseif op == 'x' then redis.call('EXPIREAT', KEYS[i], value, 'NX')
+    end
   end
-  if tonumber(ARGV[base + 5]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[i], 'cost', ARGV[base + 5]) end
-  local used = tonumber(ARGV[base + 6])
-  if used > tonumber(redis.call('HGET', KEYS[i], 'lastUsedAt') or '0') then redis.call('HSET', KEYS[i], 'lastUsedAt', ARGV[base + 6]) end
 end
 return 1
 `);
@@ -36,7 +42,9 @@ type Sums = Pick<KeyRuntime, "requests" | "successes" | "failures" | "tokens" | 
 
 export interface CounterBatcher {
   add(keyId: string, delta: CounterDelta, lastUsedAt?: number): void;
-  /** Keys with deltas not yet taken. */
+  /** Free-model requests an account was sent without a reservation in Redis (it was away). */
+  addFree(account: string, day: string, delta: number): void;
+  /** Keys and account-days with deltas not yet taken. */
   readonly pending: number;
   /** The deltas so far as one idempotent write (and a fresh start), or undefined when there are none. */
   take(): RedisWrite | undefined;
@@ -54,6 +62,8 @@ export interface CounterBatcherOptions {
 
 export function createCounterBatcher({ keys, instanceId, markerTtlMs = 86_400_000 }: CounterBatcherOptions): CounterBatcher {
   let sums = new Map<string, Sums>();
+  /** day → account → free requests */
+  let free = new Map<string, Map<string, number>>();
   let sequence = 0;
   return {
     add(keyId, delta, lastUsedAt = 0) {
@@ -66,21 +76,45 @@ export function createCounterBatcher({ keys, instanceId, markerTtlMs = 86_400_00
       current.lastUsedAt = Math.max(current.lastUsedAt, lastUsedAt);
       sums.set(keyId, current);
     },
+    addFree(account, day, delta) {
+      const accounts = free.get(day) ?? new Map<string, number>();
+      accounts.set(account, (accounts.get(account) ?? 0) + delta);
+      free.set(day, accounts);
+    },
     get pending() {
-      return sums.size;
+      let days = 0;
+      for (const accounts of free.values()) days += accounts.size;
+      return sums.size + days;
     },
     take() {
-      if (sums.size === 0) return undefined;
-      const taken = sums;
+      if (sums.size === 0 && free.size === 0) return undefined;
+      const [takenSums, takenFree] = [sums, free];
       sums = new Map();
+      free = new Map();
       sequence += 1;
       const hashes: string[] = [];
-      const values: string[] = [String(markerTtlMs)];
-      for (const [keyId, s] of taken) {
+      const args: string[] = [String(markerTtlMs)];
+      const operations = (list: Array<[string, "i" | "f" | "m" | "x", number]>): void => {
+        const kept = list.filter(([, op, value]) => op === "x" || value !== 0);
+        args.push(String(kept.length));
+        for (const [field, op, value] of kept) args.push(field, op, String(value));
+      };
+      for (const [keyId, s] of takenSums) {
         hashes.push(keys.keyStats(keyId));
-        values.push(String(s.requests), String(s.successes), String(s.failures), String(s.tokens), String(s.cost), String(s.lastUsedAt));
+        operations([
+          ["requests", "i", s.requests],
+          ["successes", "i", s.successes],
+          ["failures", "i", s.failures],
+          ["tokens", "i", s.tokens],
+          ["cost", "f", s.cost],
+          ["lastUsedAt", "m", s.lastUsedAt],
+        ]);
       }
-      return evalWrite(ADD_COUNTERS, [keys.counterBatch(instanceId, sequence), ...hashes], values, true);
+      for (const [day, accounts] of takenFree) {
+        hashes.push(keys.freeDay(day));
+        operations([...[...accounts].map(([account, delta]): [string, "i", number] => [`used:${account}`, "i", delta]), ["", "x", freeDayExpiry(day)]]);
+      }
+      return evalWrite(APPLY_BATCH, [keys.counterBatch(instanceId, sequence), ...hashes], args, true);
     },
   };
 }
