@@ -73,7 +73,7 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
         });
       }
       // With client keys in use, a client's key or (unlimited) a PROXY_API_KEYS entry; else as before.
-      const caller = clients ? clients.identify(bearerToken(raw.headers)) : "off";
+      const caller = clients?.inUse() ? clients.identify(bearerToken(raw.headers)) : "off";
       if (caller === "unknown" && !(requireKey && carriesOneOf(raw.headers, proxyApiKeys))) throw unknownClientKey();
       if (caller === "off" && requireKey && !carriesOneOf(raw.headers, proxyApiKeys)) {
         throw new ProxyError(401, "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS>", {
