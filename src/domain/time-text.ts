@@ -34,3 +34,6 @@ export function utcDay(ms: number): string {
   }
   return cachedDayText;
 }
+
+/** The next 00:00 UTC after `ms`: when OpenRouter's daily free-model counts start again. */
+export const nextUtcMidnight = (ms: number): number => (Math.floor(ms / DAY_MS) + 1) * DAY_MS;

@@ -4,7 +4,7 @@
  * request's path, two keys at a time. Keys whose account stays unknown keep counting as an
  * account of their own.
  */
-import type { KeyCheck, KeyInfo } from "../upstream/key-info.ts";
+import type { KeyCheck, KeyInfo } from "../domain/key-check.ts";
 import type { KeyFacts, KeyPool } from "./key-pool.ts";
 
 export interface DiscoveryOptions {

@@ -11,7 +11,7 @@
  */
 import type { EventBus } from "../observe/events.ts";
 import { utcDay } from "../domain/time-text.ts";
-import type { KeyCheck } from "../upstream/key-info.ts";
+import type { KeyCheck } from "../domain/key-check.ts";
 import { discoverAccounts, factsOf, mayPay } from "./account-discovery.ts";
 import type { KeyPool } from "./key-pool.ts";
 import { UNTIL_CLEARED_HORIZON_MS } from "./outcome-rests.ts";

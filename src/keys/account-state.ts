@@ -5,19 +5,9 @@
  *
  * Keys whose account is unknown count as an account of their own (`key:<key id>`).
  */
+import { RestCauses, type RestCause, type RestClass } from "../domain/model-class.ts";
 import { utcDay } from "../domain/time-text.ts";
 import { z } from "zod";
-
-export type ModelClass = "free" | "paid";
-/** Which requests a rest applies to: every model, free (`:free`) models only, or paid ones only. */
-export type RestClass = "all" | ModelClass;
-
-/**
- * Why something rests, in OpenRouter's terms; a person's `enable-key` clears every cause but a
- * known daily limit (see `clearableByPerson`). Older files have no cause: read as "rate-limit".
- */
-export const RestCauses = ["free-per-day", "free-per-min", "provider", "rate-limit", "in-flight", "credits", "negative-balance", "key-limit", "privacy"] as const;
-export type RestCause = (typeof RestCauses)[number];
 
 export interface AccountRest {
   /**
@@ -53,13 +43,12 @@ export interface AccountState {
   free?: FreeBudget;
 }
 
-export const classOfModel = (model: string | undefined): ModelClass =>
-  model !== undefined && (model.endsWith(":free") || model === "openrouter/free") ? "free" : "paid";
-
 export const accountIdOf = (key: { id: string; account?: string }): string => key.account ?? `key:${key.id}`;
 
 export const utcDayOf = utcDay;
-export const nextUtcMidnight = (ms: number): number => (Math.floor(ms / 86_400_000) + 1) * 86_400_000;
+// The leaf types live in src/domain; named here too for the code that reads accounts.
+export { classOfModel, RestCauses, type ModelClass, type RestCause, type RestClass } from "../domain/model-class.ts";
+export { nextUtcMidnight } from "../domain/time-text.ts";
 
 const isoDate = z.iso.datetime({ offset: true });
 

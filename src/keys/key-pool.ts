@@ -5,7 +5,7 @@
  */
 import type { Rotation } from "../config.ts";
 import type { EventBus } from "../observe/events.ts";
-import type { Outcome, ResetSource } from "../upstream/policy.ts";
+import type { Outcome, ResetSource } from "../domain/outcome.ts";
 import { createAccountBook } from "./account-book.ts";
 import { accountIdOf, classOfModel, type AccountState } from "./account-state.ts";
 import { viewAccounts, type AccountView } from "./key-view.ts";

@@ -3,8 +3,7 @@
  * limit or a provider, and a 402 by cause (../upstream/payment-causes.ts). The pool calls these
  * from `report`; they hold no state of their own.
  */
-import type { PaymentOutcome } from "../upstream/payment-causes.ts";
-import type { Outcome } from "../upstream/policy.ts";
+import type { Outcome, PaymentOutcome } from "../domain/outcome.ts";
 import type { AccountBook } from "./account-book.ts";
 import type { AccountRest } from "./account-state.ts";
 import { clearableByPerson, nextLimitReset, restTarget } from "./rests.ts";

@@ -2,8 +2,8 @@
  * A small typed event bus. The pool and the forward loop announce what happened; logs, metrics
  * and tests subscribe. Emitting is synchronous and cheap; listeners must not throw or block.
  */
-import type { ResetSource } from "../upstream/policy.ts";
-import type { RequestRecord } from "../upstream/request-record.ts";
+import type { ResetSource } from "../domain/outcome.ts";
+import type { RequestRecord } from "../domain/request-record.ts";
 
 export interface ProxyEventMap {
   "key.cooldown": { keyId: string; until: number; source: ResetSource; reason: string };

@@ -2,8 +2,7 @@
  * Prometheus metrics (text format 0.0.4), kept as plain counters updated from request records:
  * an increment per request, no formatting until someone scrapes `GET /metrics`.
  */
-import type { KeyPool } from "../keys/key-pool.ts";
-import type { RequestRecord } from "../upstream/request-record.ts";
+import type { RequestRecord } from "../domain/request-record.ts";
 
 const knownRoutes = new Set(["/chat/completions", "/completions", "/responses", "/messages", "/embeddings", "/embeddings/models", "/models", "/generation", "/key", "/credits"]);
 /** Unknown paths share one label value, so a client cannot grow the label set without bound. */
@@ -81,7 +80,15 @@ export interface Metrics {
   render(): string;
 }
 
-export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
+export interface MetricsOptions {
+  /**
+   * How many keys are in each state now, for the `openrouter_proxy_keys` gauge. A function, not
+   * the pool: observe/ reads the keys' status without importing src/keys (no folder cycle).
+   */
+  keysByState: () => Readonly<Record<string, number>>;
+}
+
+export function createMetrics({ keysByState }: MetricsOptions): Metrics {
   // `client`: the client key's name (client keys), empty and so left out otherwise.
   const requests = new LabelledCounter(["route", "status", "client"]);
   const attempts = new LabelledCounter(["outcome"]);
@@ -134,11 +141,8 @@ export function createMetrics({ pool }: { pool: KeyPool }): Metrics {
       counter("openrouter_proxy_requests_total", "Requests answered, by API route, status and client (client keys).", requests);
       counter("openrouter_proxy_upstream_attempts_total", "Upstream attempts, by outcome.", attempts);
       lines.push("# HELP openrouter_proxy_retries_total Upstream attempts after the first, over all requests.", "# TYPE openrouter_proxy_retries_total counter", `openrouter_proxy_retries_total ${retries}`);
-      const availability = pool.availability();
       lines.push("# HELP openrouter_proxy_keys Keys by state.", "# TYPE openrouter_proxy_keys gauge");
-      for (const [state, value] of [["active", availability.available], ["cooling", availability.cooling], ["disabled", availability.disabled]] as const) {
-        lines.push(`openrouter_proxy_keys{state="${state}"} ${value}`);
-      }
+      for (const [state, value] of Object.entries(keysByState())) lines.push(`openrouter_proxy_keys{state="${state}"} ${value}`);
       counter("openrouter_proxy_tokens_total", "Tokens the upstream reported, by model, key, type (prompt, completion) and client.", tokens);
       counter("openrouter_proxy_cost_usd_total", "Cost in USD the upstream reported, by model, key and client.", cost);
       counter("openrouter_proxy_client_refusals_total", "Client keys' requests refused before going upstream, by client and code (model_not_allowed, client_rate_limited, client_budget_exceeded, invalid_api_key when expired).", refusals);

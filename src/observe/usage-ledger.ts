@@ -2,7 +2,7 @@
  * Who used what: totals by model and by key in one-minute buckets (kept 8 days), and the last
  * requests, in memory. It answers `GET /admin/usage?since=…` and feeds the status page.
  */
-import type { RequestRecord } from "../upstream/request-record.ts";
+import type { RequestRecord } from "../domain/request-record.ts";
 
 export interface Totals {
   requests: number;

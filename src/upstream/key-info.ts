@@ -3,36 +3,13 @@
  * key is rejected; anything else that is not a 200 (or no answer at all) means we could not tell.
  * See ../shared/openrouter-api.md ("Endpoints": GET /key).
  */
-import { z } from "zod";
+import { KeyInfoSchema, type KeyCheck } from "../domain/key-check.ts";
 import { displayUrl, redactSecret, urlCredentialsRedactor } from "../domain/redact.ts";
 import { boundedText } from "./bounded-read.ts";
 
 const KEY_INFO_LIMIT = 64 * 1024;
 
-const KeyInfoSchema = z.looseObject({
-  data: z.looseObject({
-    label: z.string().nullish(),
-    limit: z.number().nullish(),
-    limit_remaining: z.number().nullish(),
-    /** When the key's own cap resets: "daily", "weekly", "monthly", or null (never). */
-    limit_reset: z.string().nullish(),
-    usage: z.number().nullish(),
-    usage_daily: z.number().nullish(),
-    is_free_tier: z.boolean().nullish(),
-    creator_user_id: z.string().nullish(),
-    rate_limit: z.looseObject({ requests: z.number().nullish(), interval: z.string().nullish() }).nullish(),
-    free_model_daily_requests: z
-      .looseObject({ used: z.number().nullish(), limit: z.number().nullish(), remaining: z.number().nullish() })
-      .nullish(),
-  }),
-});
-
-export type KeyInfo = z.infer<typeof KeyInfoSchema>["data"];
-
-export type KeyCheck =
-  | { kind: "valid"; info: KeyInfo }
-  | { kind: "rejected"; status: number; message: string }
-  | { kind: "unknown"; reason: string };
+export type { KeyCheck, KeyInfo } from "../domain/key-check.ts";
 
 export interface KeyCheckOptions {
   baseUrl: string;

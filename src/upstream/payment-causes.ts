@@ -14,7 +14,8 @@
  * The last two last until a background GET /key shows credits again, or a person clears them.
  * None of them counts as a failure of the key: a 402 is about money, not a broken key.
  */
-import { classOfModel } from "../keys/account-state.ts";
+import { classOfModel } from "../domain/model-class.ts";
+import type { PaymentOutcome } from "../domain/outcome.ts";
 
 /** What of a 402's body decides its cause (policy.ts reads them from the body). */
 export interface PaymentFacts {
@@ -23,16 +24,7 @@ export interface PaymentFacts {
   reason?: string;
 }
 
-export type PaymentCause = "in-flight" | "request-too-big" | "key-limit" | "credits" | "negative-balance";
-
-export interface PaymentOutcome {
-  kind: "payment";
-  cause: PaymentCause;
-  /** For in-flight: when the announced wait ends (Retry-After), if one was announced. */
-  until?: number;
-  source?: "retry-after";
-  message?: string;
-}
+export type { PaymentCause, PaymentOutcome } from "../domain/outcome.ts";
 
 /** An in-flight 402 whose announced wait is at most this long is retried as it is, after the wait. */
 export const IN_FLIGHT_RETRY_WAIT_MS = 5_000;

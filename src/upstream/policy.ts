@@ -1,5 +1,6 @@
-import { nextUtcMidnight, type RestCause, type RestClass } from "../keys/account-state.ts";
-import { paymentOutcome, type PaymentOutcome } from "./payment-causes.ts";
+import type { Outcome, ResetSource } from "../domain/outcome.ts";
+import { nextUtcMidnight } from "../domain/time-text.ts";
+import { paymentOutcome } from "./payment-causes.ts";
 
 /**
  * What an upstream answer means for the key that carried it, decided from the status, the
@@ -7,44 +8,7 @@ import { paymentOutcome, type PaymentOutcome } from "./payment-causes.ts";
  * parsed here and nowhere else. Facts: ../shared/openrouter-api.md ("Rate limits", "Errors").
  */
 
-export type ResetSource = "header" | "body" | "retry-after" | "default";
-
-export type Outcome =
-  /** Served. `exhausted` is set when the headers say nothing remains until a reset. */
-  | { kind: "ok"; exhausted?: { until: number; source: ResetSource } }
-  /**
-   * 429: something rests until `until`, then another key (or account) is tried. `scope` says what
-   * rests: the key (the core rule), its whole account (OpenRouter's free-model limits are per
-   * account), or one model on the account (a provider's own limit); `modelClass` which requests.
-   */
-  | {
-      kind: "rate-limited";
-      scope: "key" | "account" | "model";
-      modelClass: RestClass;
-      model?: string;
-      until: number;
-      source: ResetSource;
-      message?: string;
-      /** Which limit this is, for views and for what enable-key may clear; a key's own 429 has none. */
-      cause?: RestCause;
-      /** The account's daily free-model limit, when this 429 says it is used up. */
-      dailyLimit?: number;
-    }
-  /** A popular free model is out of shared capacity for everyone: no key is to blame. */
-  | { kind: "shared-capacity"; until: number; source: ResetSource; message?: string }
-  /** The key itself is bad (invalid, expired): a consecutive failure is counted. */
-  | { kind: "key-failure"; reason: string }
-  /** 402, by cause (payment-causes.ts): never a failure of the key. */
-  | PaymentOutcome
-  /**
-   * 404 "No endpoints found matching your data policy": this account's privacy settings exclude
-   * every provider of the model. That model rests on this account; another account may serve it.
-   */
-  | { kind: "privacy"; model?: string; until: number; message?: string }
-  /** The request's own fault: passed back as it came, the key is not marked. */
-  | { kind: "request-error" }
-  /** OpenRouter or a provider failed (5xx, 408, connection): retried, the key is not blamed. */
-  | { kind: "upstream-error"; reason: string };
+export type { Outcome, ResetSource } from "../domain/outcome.ts";
 
 /** How long a model rests on an account after a privacy 404: settings change rarely, people can clear it. */
 export const PRIVACY_REST_MS = 3_600_000;

@@ -1,50 +1,9 @@
 /**
- * What happened to one proxied request, filled in by the forward loop and announced once, when
- * the answer (or the stream) has ended: the requests log, metrics and the status page read it.
+ * The request record's helpers on the request path: bodies cut for the log, the generation id.
+ * The record's type is a leaf (domain/request-record.ts), read by observe/ without importing this.
  */
-import type { Usage } from "./usage-tap.ts";
 
-export interface AttemptRecord {
-  keyId: string;
-  /** The upstream's status, or 0 when it could not be reached. */
-  status: number;
-  outcome: string;
-  /** From sending the attempt to its response headers (or failure). */
-  ms: number;
-}
-
-export interface RequestRecord {
-  requestId: string;
-  /** Epoch milliseconds when the proxy received the request. */
-  startedAt: number;
-  method: string;
-  path: string;
-  model?: string;
-  stream: boolean;
-  status: number;
-  attempts: AttemptRecord[];
-  /** The key that served the answer the client got (or carried the attempt the client left during). */
-  keyId?: string;
-  /**
-   * OpenRouter's id for the generation (`X-Generation-Id`, else the answer's `id`): with it a user
-   * looks the cost up later (`GET /generation?id=`).
-   */
-  generationId?: string;
-  /** From receiving the request to sending the client the response headers. */
-  ttfbMs?: number;
-  durationMs: number;
-  usage?: Usage;
-  error?: string;
-  /** The client went away before the answer was complete. */
-  aborted: boolean;
-  clientAddress?: string;
-  /** The client (by name, never its key) when client keys are in use. */
-  client?: string;
-  userAgent?: string;
-  /** Only with LOG_BODIES=true: the bodies as text, each cut at BODY_LOG_LIMIT bytes. */
-  requestBody?: string;
-  responseBody?: string;
-}
+export type { AttemptRecord, RequestRecord } from "../domain/request-record.ts";
 
 export const BODY_LOG_LIMIT = 64 * 1024;
 

@@ -4,17 +4,10 @@
  * final chunk before `[DONE]`; an error after a 200 also ends the stream. So the tap keeps only
  * the last few KB of bytes and reads them once, when the body ends: no per-chunk parsing.
  */
+import type { Usage } from "../domain/request-record.ts";
 import { dataPayloads } from "./sse.ts";
 
-export interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
-  cachedTokens?: number;
-  reasoningTokens?: number;
-  /** USD, as OpenRouter reports it. */
-  cost?: number;
-}
+export type { Usage } from "../domain/request-record.ts";
 
 export interface TapResult {
   usage?: Usage;

@@ -7,7 +7,7 @@
  * line, on stdout or in a file, has its control characters escaped (escape-controls.ts).
  */
 import type { EventBus, ProxyEventMap } from "../events.ts";
-import type { RequestRecord } from "../../upstream/request-record.ts";
+import type { RequestRecord } from "../../domain/request-record.ts";
 import { isoTime } from "../../domain/time-text.ts";
 import { createDailyAppender, type DailyAppender } from "./daily-appender.ts";
 import { escapeHumanLine, escapeJsonLine } from "./escape-controls.ts";
