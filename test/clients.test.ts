@@ -232,7 +232,7 @@ test("an expired key gets 401 invalid_api_key", async () => {
 });
 
 test("client keys never reach OpenRouter: the upstream gets a pool key in Authorization", async () => {
-  const { admin, chat } = await start();
+  const { admin, chat, proxy } = await start();
   const key = await admin.add("alice");
   fake.requests.length = 0;
   expect((await chat(key)).status).toBe(200);
@@ -242,6 +242,17 @@ test("client keys never reach OpenRouter: the upstream gets a pool key in Author
   const everything = `${[...(sent?.headers ?? [])].join("\n")}\n${sent?.body}`;
   expect(everything.includes(key)).toBe(false);
   expect(everything.includes(key.slice(7))).toBe(false);
+  // The same key as an Anthropic-style x-api-key: accepted, and not passed on either.
+  const viaHeader = await fetch(`${proxy.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-api-key": key },
+    body: JSON.stringify({ model: "openai/gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }),
+  });
+  log.record(await viaHeader.text());
+  expect(viaHeader.status).toBe(200);
+  const second = fake.requests[1];
+  expect(testKeys).toContain(second?.key ?? "");
+  expect([...(second?.headers ?? [])].join("\n").includes(key.slice(7))).toBe(false);
 });
 
 test("the counters survive a restart with the file store", async () => {
