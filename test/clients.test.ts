@@ -4,17 +4,19 @@
  * counts what it receives). A real proxy on a temporary keys file, an injected clock, the admin
  * API and the CLI to change clients; every answer and log line is scanned for pool and client keys.
  */
-import { expect, test } from "bun:test";
+import { afterAll, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import OpenAI from "openai";
 import { runCli } from "./helpers/cli.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";
+import { killAllProxies, startProxyProcess } from "./helpers/proxy-process.ts";
 import { rawRequest } from "./helpers/raw-request.ts";
 import { adminClient, adminToken, answerCosting, runKeyPrintingCli, streamCosting } from "./helpers/clients.ts";
 import { useSuite } from "./helpers/suite.ts";
 import { eventually, startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
 
 const secrets: string[] = [...testKeys, adminToken];
+afterAll(killAllProxies);
 const { fake, log, cleanups, folder } = useSuite({ secrets, reply: (request) => chatCompletion(`hello from ${request.key.slice(-4)}`) });
 
 /** 2026-12-04T12:00:40Z: twenty seconds before a minute boundary. */
@@ -377,4 +379,35 @@ test("a clients section broken while the server runs is reported once; the clien
   // The key sync may rewrite the file for its own state; the section stays as the person left it.
   expect((JSON.parse(await readFile(proxy.keysFile, "utf8")) as { clients: unknown }).clients).toEqual({ alice: { keySha256: 42 } });
   expect(proxy.output.err.split("clients section is invalid").length - 1).toBe(1);
+});
+
+test("the counters survive a restart of the real process (SIGTERM saves them)", async () => {
+  const dir = await folder();
+  const env = { OPENROUTER_BASE_URL: fake.url, KEYS_FILE: `${dir}/keys.json`, LOG_DIR: `${dir}/logs`, RETRY_BACKOFF_MS: "0" };
+  await Bun.write(env.KEYS_FILE, JSON.stringify({ keys: testKeys.map((key) => ({ key })) }));
+  const added = await runKeyPrintingCli(["add-client", "nightly", "--rpd", "3"], { cwd: dir, env, log, secrets });
+  expect(added.code).toBe(0);
+  const send = async (url: string) => {
+    const response = await fetch(`${url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${added.key}` },
+      body: JSON.stringify({ model: "openai/gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }),
+    });
+    log.record(await response.text());
+    return response.status;
+  };
+  const first = await startProxyProcess({ cwd: dir, env });
+  for (let i = 0; i < 3; i++) expect(await send(first.url)).toBe(200);
+  first.signal("SIGTERM");
+  expect(await first.exited).toBe(0);
+  log.record(first.stdout(), first.stderr());
+  const second = await startProxyProcess({ cwd: dir, env });
+  try {
+    expect(await send(second.url)).toBe(429);
+    const listed = await runCli(["list-clients", "--json"], { cwd: dir, env, log });
+    expect((JSON.parse(listed.stdout) as { clients: Array<{ usage: { today: { requests: number } } }> }).clients[0]?.usage.today.requests).toBe(3);
+  } finally {
+    await second.kill();
+    log.record(second.stdout(), second.stderr());
+  }
 });
