@@ -119,6 +119,8 @@ export interface FreeSlot {
 export interface SharedStateScripts {
   /** Raises a key's cooldown to `until` (never lowers it), unless learned before a person's enable; idempotent. */
   extendCooldown(input: { keyId: string; basis: number; until: number; cause: Cause }): RedisWrite;
+  /** Records a key disabled since `since` (the later instant wins), unless learned before a person's switch; idempotent. */
+  extendDisabled(input: { keyId: string; basis: number; since: number; reason: string }): RedisWrite;
   /** Raises an account's rest (`restId`: `class:free`, `model:<id>`, as in keys/changes.ts); idempotent. */
   extendRest(input: { account: string; restId: string; until: number; cause: Cause }): RedisWrite;
   /** A person's enable at `version`: clears streak, disabled and cooldown; idempotent. */
@@ -135,6 +137,8 @@ export function sharedStateScripts(connection: RedisConnection, keys: RedisKeys)
   return {
     extendCooldown: ({ keyId, basis, until, cause }) =>
       evalWrite(EXTEND_INSTANT, [keys.cooldown, keys.cooldownCause, keys.switchVersion], [keyId, String(until), causeText(cause), String(basis)], true),
+    extendDisabled: ({ keyId, basis, since, reason }) =>
+      evalWrite(EXTEND_INSTANT, [keys.disabled, keys.disabledCause, keys.switchVersion], [keyId, String(since), reason, String(basis)], true),
     extendRest: ({ account, restId, until, cause }) =>
       evalWrite(EXTEND_INSTANT, [keys.accountRest, keys.accountRestCause], [`${account}|${restId}`, String(until), causeText(cause)], true),
     enableKey: (keyId, version) =>
