@@ -60,7 +60,7 @@ describe("cooldowns", () => {
     events.on("key.recovered", ({ keyId }) => recovered.push(keyId));
     pool.report(ids[0] as string, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 30_000, source: "header" });
     const refused = pool.acquire();
-    expect(refused).toEqual({ ok: false, reason: "all-cooling", cooling: 1, nextAvailableAt: clock.now + 30_000, total: 1 });
+    expect(refused).toEqual({ ok: false, reason: "all-cooling", cooling: 1, nextAvailableAt: clock.now + 30_000, resetKnown: true, total: 1 });
     clock.now += 30_001;
     expect(takeIds(pool, 1)).toEqual([ids[0] as string]);
     expect(recovered).toEqual([ids[0] as string]);

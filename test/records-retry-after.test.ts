@@ -56,26 +56,34 @@ const recentRequests = async (proxy: TestProxy) =>
 describe("truthful records", () => {
   test("a client that leaves during the stream-commit hold leaves a record with the attempt that reached the upstream and its key", async () => {
     const { upstream, proxy } = await start({ STREAM_COMMIT_SECONDS: 30 });
-    const held = controlledStream();
-    let reached: () => void = () => {};
-    const upstreamReached = new Promise<void>((resolve) => (reached = resolve));
-    upstream.scriptOnce({
-      reply: () => {
-        reached();
-        return held.response;
+    // A stream that says when the proxy reads it: past its headers, inside the commit hold.
+    let reading: () => void = () => {};
+    const inHold = new Promise<void>((resolve) => (reading = resolve));
+    let cancelled: () => void = () => {};
+    const upstreamCancelled = new Promise<void>((resolve) => (cancelled = resolve));
+    let sent = false;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (!sent) controller.enqueue(new TextEncoder().encode(": OPENROUTER PROCESSING\n\n"));
+        else reading();
+        sent = true;
       },
+      cancel: () => cancelled(),
     });
-    held.send(": OPENROUTER PROCESSING\n\n");
+    upstream.scriptOnce({ reply: () => new Response(body, { headers: { "content-type": "text/event-stream" } }) });
     const client = new AbortController();
     const record = nextRecord(proxy);
     const pending = send(proxy, { stream: true }, client.signal).catch((error: unknown) => error);
-    await upstreamReached;
+    await inHold;
     client.abort();
     await pending;
     const done = await record;
     expect(done).toMatchObject({ status: 499, aborted: true, keyId: keyIdOf(a1) });
-    expect(done.attempts).toEqual([expect.objectContaining({ keyId: keyIdOf(a1), status: 200, outcome: "client-gone" })]);
-    await held.cancelled; // the upstream request was ended, not left running
+    expect(done.attempts).toEqual([expect.objectContaining({ keyId: keyIdOf(a1), outcome: "client-gone" })]);
+    // 200 when the proxy had the upstream's headers (holding the stream), 0 when the abort came
+    // while they were on the wire: either way the attempt that reached the upstream is recorded.
+    expect([0, 200]).toContain(done.attempts[0]?.status ?? -1);
+    await upstreamCancelled; // the upstream request was ended, not left running
     expect((await recentRequests(proxy))[0]).toMatchObject({ status: 499, keyId: keyIdOf(a1), attempts: 1 });
   });
 
@@ -121,4 +129,19 @@ describe("Retry-After tells the truth", () => {
     expect(response.headers.get("retry-after")).toBeNull();
     expect(((await response.json()) as { error: { message: string } }).error.message).toBe(error.message);
   });
+});
+
+test("the proxy's own 429 while a key rests on its default cooldown (no reset announced) carries no Retry-After", async () => {
+  const { upstream, proxy } = await start({}, [{ id: "user_A", keys: [a1] }]);
+  upstream.scriptOnce({ reply: () => Response.json({ error: { message: "Rate limit exceeded", code: 429 } }, { status: 429 }) });
+  const first = await send(proxy, {});
+  expect(first.status).toBe(429);
+  expect(first.headers.get("retry-after")).toBeNull();
+  const second = await send(proxy, {});
+  expect(second.status).toBe(429);
+  const body = (await second.json()) as { error: { code: string; message: string } };
+  expect(body.error.code).toBe("all_keys_cooling_down");
+  expect(body.error.message).toContain("no reset was announced");
+  expect(second.headers.get("retry-after")).toBeNull();
+  expect(upstream.chatCalls()).toHaveLength(1);
 });

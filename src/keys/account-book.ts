@@ -17,6 +17,8 @@ export interface AccountBlock {
   until: number;
   /** `soft`: only a privacy 404 says no; used when nothing else is left (settings change, and the upstream's own 404 is the truthful answer). */
   why: "rest" | "budget" | "unpaid" | "soft";
+  /** The end was announced (a reset, Retry-After, 00:00 UTC), not the proxy's default guess. */
+  known: boolean;
 }
 
 export interface AccountBook {
@@ -65,22 +67,26 @@ export function createAccountBook({ now, events }: { now: () => number; events?:
       let until = 0;
       let unpaid = false;
       let soft = 0;
+      let known = false;
       for (const rest of state.rests) {
         if (rest.until <= at || !restApplies(rest, key.id, model, modelClass)) continue;
         if (rest.untilCleared) unpaid = true;
         else if (rest.cause === "privacy") soft = Math.max(soft, rest.until);
-        else until = Math.max(until, rest.until);
+        else if (rest.until >= until) {
+          known = rest.source !== "default";
+          until = rest.until;
+        }
       }
       // The budget is looked at before the rests: a free-models-per-day 429 leaves both a rest and a
       // used-up budget, and only "budget" lets acquire say the daily limit is used up on every
       // account (instead of "all keys are cooling down").
       if (modelClass === "free" && state.free && state.free.day === utcDayOf(at) && state.free.limit !== undefined && state.free.used >= state.free.limit) {
-        return { until: Math.max(until, nextUtcMidnight(at)), why: "budget" };
+        return { until: Math.max(until, nextUtcMidnight(at)), why: "budget", known: true };
       }
       // Waiting on credits outweighs a rest with a known end: that end would not bring the key back.
-      if (unpaid) return { until: Infinity, why: "unpaid" };
-      if (until > 0) return { until, why: "rest" };
-      if (soft > 0) return { until: soft, why: "soft" };
+      if (unpaid) return { until: Infinity, why: "unpaid", known: false };
+      if (until > 0) return { until, why: "rest", known };
+      if (soft > 0) return { until: soft, why: "soft", known: false };
       return undefined;
     },
 

@@ -24,7 +24,8 @@ export interface KeyLease {
 export type AcquireResult =
   | { ok: true; lease: KeyLease }
   | { ok: false; reason: "no-keys" | "all-disabled" | "all-tried"; total: number }
-  | { ok: false; reason: "all-cooling"; cooling: number; nextAvailableAt: number; total: number }
+  /** `resetKnown`: the first return was announced by the upstream; false: it is the proxy's own default guess. */
+  | { ok: false; reason: "all-cooling"; cooling: number; nextAvailableAt: number; resetKnown: boolean; total: number }
   /** Every key left rests until its account has credits again (no known time). */
   | { ok: false; reason: "out-of-credits"; accounts: number; total: number }
   /** Free-model request, and every account's known daily free-model budget is used up. */
@@ -150,6 +151,13 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       let fallback: KeyRecord[] | undefined;
       let tried = false;
       let nextAt = Infinity;
+      let nextKnown = false;
+      const returnsAt = (until: number, known: boolean) => {
+        if (until < nextAt || (until === nextAt && known)) {
+          nextAt = until;
+          nextKnown = known;
+        }
+      };
       let cooling = 0;
       let budget = 0;
       let unpaid = 0;
@@ -158,7 +166,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
         if (key.disabled) continue;
         if (!isAvailable(key, at)) {
           cooling++;
-          nextAt = Math.min(nextAt, key.cooldownUntil);
+          returnsAt(key.cooldownUntil, key.cooldownSource !== undefined && key.cooldownSource !== "default");
           continue;
         }
         // Most pools serving paid models never rest an account: skip building the account id then.
@@ -172,13 +180,13 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
           cooling++;
           if (block.why === "budget") budget++;
           if (block.why === "unpaid") unpaid++;
-          else nextAt = Math.min(nextAt, block.until);
+          else returnsAt(block.until, block.known);
           if (block.why !== "rest") (blockedAccounts ??= new Set()).add(accountIdOf(key));
           continue;
         }
         if (modelClass === "free" && pending.size > 0 && pending.has(key.id)) {
           cooling++;
-          nextAt = Math.min(nextAt, at + KEY_LOOKUP_WAIT_MS);
+          returnsAt(at + KEY_LOOKUP_WAIT_MS, false);
           continue;
         }
         if (exclude?.has(key.id) || (excludeAccounts !== undefined && excludeAccounts.has(accountIdOf(key)))) {
@@ -195,7 +203,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
         const accounts = blockedAccounts?.size ?? 0;
         if (budget === cooling) return { ok: false, reason: "free-budget-exhausted", accounts, resetAt: nextAt, total: keys.length };
         if (unpaid === cooling) return { ok: false, reason: "out-of-credits", accounts, total: keys.length };
-        return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, total: keys.length };
+        return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, resetKnown: nextKnown, total: keys.length };
       }
       const preferred = prefer === undefined ? undefined : candidates.find((key) => key.id === prefer);
       if (dryRun) {

@@ -42,8 +42,10 @@ export function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: 
       const seconds = Math.max(1, Math.ceil((acquired.nextAvailableAt - now) / 1000));
       return new ProxyError(
         429,
-        `all keys are rate limited: ${acquired.cooling} of ${acquired.total} cooling down; the first returns in ${seconds} s (${new Date(acquired.nextAvailableAt).toISOString()}).${lastSaid}`,
-        { type: "rate_limit_error", code: "all_keys_cooling_down", headers: { "retry-after": String(seconds) } },
+        `all keys are rate limited: ${acquired.cooling} of ${acquired.total} cooling down; the first returns in ${seconds} s (${new Date(acquired.nextAvailableAt).toISOString()})${acquired.resetKnown ? "" : ", a rest the proxy chose because no reset was announced"}.${lastSaid}`,
+        // Retry-After only from a reset the upstream announced: an SDK sleeps on it (the openai
+        // package up to any length, see README), so a guess would hold clients for nothing.
+        { type: "rate_limit_error", code: "all_keys_cooling_down", headers: acquired.resetKnown ? { "retry-after": String(seconds) } : {} },
       );
     }
   }
