@@ -174,6 +174,9 @@ describe.skipIf(!chromiumPath())(`the status page's Clients section in headless 
     expect(bot[6]).toContain("$0.005 per month");
     expect(bot[6]).toMatch(/back in 27d 11h/); // 2026-12-04T12:00:10Z to 2027-01-01
 
+    // The last requests name their client too.
+    const requestClients = await browser.evaluate<string[]>("[...document.querySelectorAll('#requests tbody tr')].map(r => r.cells[2].textContent)");
+    expect(requestClients.slice(0, 4)).toEqual(["support-bot", "support-bot", "ana", "ana"]);
     const idle = await browser.evaluate<string[]>(rowCells("idle"));
     expect(idle[2]).toBe("any");
     expect(idle[6]).toBe("ok");

@@ -34,6 +34,8 @@ export interface RecentRequest {
   keyId: string | null;
   /** OpenRouter's generation id (X-Generation-Id or the answer's `id`): look the cost up with it later. */
   generationId: string | null;
+  /** The client key's name, when client keys are in use. */
+  client: string | null;
   attempts: number;
   durationMs: number;
   totalTokens: number | null;
@@ -182,6 +184,7 @@ function recentView(request: RequestRecord): RecentRequest {
     status: request.status,
     keyId: request.keyId ?? null,
     generationId: request.generationId ?? null,
+    client: request.client ?? null,
     attempts: request.attempts.length,
     durationMs: request.durationMs,
     totalTokens: request.usage?.totalTokens ?? null,
