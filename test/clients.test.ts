@@ -121,6 +121,11 @@ test("a client limited to openai/* gets 403 model_not_allowed for anthropic/… 
   expect((await chat(key, { model: "openai/gpt-4o" })).status).toBe(200);
   expect((await chat(key, { model: "meta-llama/llama-3.3-70b-instruct:free" })).status).toBe(200);
   expect(upstreamChats()).toBe(before + 2);
+  // Narrowed while serving: in force at once.
+  expect((await admin.call("PATCH", "/clients/app", { models: ["*:free"] })).status).toBe(200);
+  expect((await chat(key, { model: "openai/gpt-4o" })).status).toBe(403);
+  expect((await admin.call("PATCH", "/clients/app", { models: null })).status).toBe(200);
+  expect((await chat(key, { model: "anthropic/claude-3.5-sonnet" })).status).toBe(200);
 });
 
 test("--rpm 3 gives the 4th request in a minute a 429 client_rate_limited with a truthful Retry-After (fixed UTC minutes)", async () => {

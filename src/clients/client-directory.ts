@@ -49,7 +49,10 @@ export function createClientDirectory(initial: ReadonlyMap<string, ClientRecord>
     for (const stored of clients.values()) {
       const known = byName.get(stored.name);
       const usage: ClientUsage = known && identityOf(known.record) === identityOf(stored) ? known.record.usage : stored.usage;
-      const live: LiveClient = { record: { ...stored, usage }, ...(stored.models ? { allows: compileModelPatterns(stored.models) } : {}) };
+      // Adopted after every save: the compiled patterns are kept while they stay the same.
+      const sameModels = known?.allows !== undefined && known.record.models?.join(",") === stored.models?.join(",");
+      const allows = sameModels ? known.allows : stored.models ? compileModelPatterns(stored.models) : undefined;
+      const live: LiveClient = { record: { ...stored, usage }, ...(allows ? { allows } : {}) };
       nextByName.set(stored.name, live);
       nextByHash.set(stored.keySha256, live);
     }
