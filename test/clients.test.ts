@@ -402,6 +402,7 @@ test("the counters survive a restart of the real process (SIGTERM saves them)", 
     return response.status;
   };
   const first = await startProxyProcess({ cwd: dir, env });
+  await first.waitForStdout(/1 client key from .*keys\.json: \/v1 needs one/);
   for (let i = 0; i < 3; i++) expect(await send(first.url)).toBe(200);
   first.signal("SIGTERM");
   expect(await first.exited).toBe(0);

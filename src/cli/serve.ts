@@ -46,9 +46,11 @@ export async function serve(config: Config, io: CommandIO): Promise<number> {
       ? `no keys in ${config.KEYS_FILE} yet: run \`openrouter-proxy add-key\` (or put one in the file, see keys.json.example); it is picked up without a restart`
       : `${proxy.keyCount} key${proxy.keyCount === 1 ? "" : "s"} from ${config.KEYS_FILE}, rotation ${config.ROTATION}`,
   );
+  const clients = proxy.clients.directory.size;
+  if (clients > 0) io.out(`${clients} client key${clients === 1 ? "" : "s"} from ${config.KEYS_FILE}: /v1 needs one${config.PROXY_API_KEYS ? " (or one of PROXY_API_KEYS)" : ""}`);
   // An open proxy on a shared address answers only to the names it knows (http/front-door.ts):
   // say which, or the first client that uses the machine's LAN name gets a 421 out of the blue.
-  if (!config.PROXY_API_KEYS && !isLoopbackHost(config.HOST)) {
+  if (!config.PROXY_API_KEYS && !isLoopbackHost(config.HOST) && !proxy.clients.gate.inUse()) {
     const names = ["localhost", "127.0.0.0/8", "[::1]", config.HOST, ...(config.ALLOWED_HOSTS ?? [])];
     io.out(`open proxy (no PROXY_API_KEYS): it answers only to the Host names ${names.join(", ")}; add the names your clients use to ALLOWED_HOSTS`);
   }
