@@ -354,6 +354,10 @@ test("once a client key exists the key guards the proxy: any Host name is answer
   const served = await get(`Authorization: Bearer ${key}\r\n`);
   log.record(served.body);
   expect(served.status).toBe(200);
+  // Nor the open mode's Sec-Fetch-Site check: a page's no-cors request carries no key, so the key check refuses it.
+  const fromPage = await get("Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\n");
+  log.record(fromPage.body);
+  expect(fromPage.status).toBe(401);
 });
 
 test("a keys file whose clients section is broken: the server refuses to start, says where, and leaves the file untouched", async () => {
