@@ -16,8 +16,9 @@ import OpenAI from "openai";
 import { defaultConfig } from "../src/config.ts";
 import { startProxy } from "../src/proxy-server.ts";
 
-const waits = process.argv.slice(2).map(Number).filter((n) => Number.isFinite(n));
-const cases: Array<number | undefined> = waits.length > 0 ? waits : [undefined, 1, 2, 5, 30, 61, 90];
+/** Seconds to announce; `none` for no reset at all. */
+const asked = process.argv.slice(2).map((word) => (word === "none" ? undefined : Number(word))).filter((n) => n === undefined || Number.isFinite(n));
+const cases: Array<number | undefined> = asked.length > 0 ? asked : [undefined, 1, 2, 5, 30, 61, 90];
 
 let resetSeconds: number | undefined;
 const upstream = Bun.serve({

@@ -17,7 +17,7 @@ import { ANSWER_HEAD_BYTES, declaredWithin, ERROR_HEAD_BYTES, joinChunks, readHe
 import { relay } from "./relay.ts";
 import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
 import { BODY_LOG_LIMIT, bodyForLog, generationIdOf, type AttemptRecord, type RequestRecord } from "./request-record.ts";
-import { createRetryPlan } from "./retry-plan.ts";
+import { answerStands, createRetryPlan } from "./retry-plan.ts";
 import type { SessionAffinity } from "./session-affinity.ts";
 import { createSilenceWatcher } from "./silence-watch.ts";
 import { readAnswerTail, UsageTap } from "./usage-tap.ts";
@@ -214,7 +214,7 @@ export function createForwarder({
       const acquired = pool.acquire(plan.options(request.model, session === undefined ? undefined : affinity?.pinned(session)));
       if (!acquired.ok) {
         // Answer with what the upstream last said, unless only waiting helps: then say how long.
-        if (last && (answersItself(last) || (acquired.reason !== "all-cooling" && acquired.reason !== "free-budget-exhausted"))) break;
+        if (last && ((last.kind === "response" && answerStands(last.outcome)) || (acquired.reason !== "all-cooling" && acquired.reason !== "free-budget-exhausted"))) break;
         throw failWith(noKeyError(acquired, now(), rateLimitMessage(last)));
       }
       const { keyId, secret } = acquired.lease;
@@ -477,7 +477,7 @@ export function createForwarder({
       "x-proxy-attempts": String(attempts()),
       "server-timing": serverTiming(record.attempts, performance.now() - started),
     };
-    if (last.outcome.kind === "rate-limited" && !answersItself(last)) {
+    if (last.outcome.kind === "rate-limited" && !answerStands(last.outcome)) {
       // Rotated through rate limits until nothing is left: say when a key returns, not just "429".
       const after = pool.acquire({ dryRun: true, ...(request.model === undefined ? {} : { model: request.model }) });
       if (!after.ok && (after.reason === "all-cooling" || after.reason === "free-budget-exhausted")) {
@@ -503,17 +503,6 @@ export function createForwarder({
       await sleep(retryBackoffMs * 2 ** (upstreamFaults - 1), waitSignal());
     }
   };
-}
-
-/**
- * The upstream's last answer is the one to give when nothing else can serve, rather than a proxy
- * 429: a 402 or a privacy 404 (waiting does not help), and a 429 that announced no reset (a proxy
- * 429 would have to invent a Retry-After, and the client's SDK would sleep on that guess).
- */
-function answersItself(last: LastFailure): boolean {
-  if (last.kind !== "response") return false;
-  const { outcome } = last;
-  return outcome.kind === "payment" || outcome.kind === "privacy" || (outcome.kind === "rate-limited" && outcome.source === "default");
 }
 
 function rateLimitMessage(last: LastFailure | undefined): string | undefined {

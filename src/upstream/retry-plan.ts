@@ -28,6 +28,15 @@ export interface RetryPlan {
   after(outcome: Outcome, lease: { keyId: string; account: string }): Promise<"retry" | "stop">;
 }
 
+/**
+ * The upstream's last answer is the one to give when nothing else can serve, rather than a proxy
+ * 429: a 402 or a privacy 404 (waiting does not help), and a 429 that announced no reset (a proxy
+ * 429 would have to invent a Retry-After, and the client's SDK would sleep on that guess).
+ */
+export function answerStands(outcome: Outcome): boolean {
+  return outcome.kind === "payment" || outcome.kind === "privacy" || (outcome.kind === "rate-limited" && outcome.source === "default");
+}
+
 export function createRetryPlan({ now, wait, backoff }: RetryPlanOptions): RetryPlan {
   // Made on the first retry: most requests never need them.
   let exclude: Set<string> | undefined;
