@@ -6,9 +6,9 @@
  * that plays one scripted behaviour per connection.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import type { Socket, TCPSocketListener } from "bun";
 import { unreachableUpstream } from "./helpers/cli.ts";
 import { chatCompletion, controlledStream, sseChunk, sseText, startFakeOpenRouter, usageChunk, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { startRawUpstream, type Behaviour, type RawUpstream } from "./helpers/raw-upstream.ts";
 import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
 
 let proxy: TestProxy | undefined;
@@ -60,44 +60,6 @@ function expectNoKeyBlamed(p: TestProxy): void {
 async function errorOf(response: Response): Promise<{ message: string; type: string; code: string }> {
   const body = (await response.json()) as { error: { message: string; type: string; code: string } };
   return body.error;
-}
-
-/** What the raw upstream does with one connection, once the request's head has arrived. */
-type Behaviour = (socket: Socket<{ head: string }>) => void;
-
-interface RawUpstream {
-  url: string;
-  /** How many connections it has seen. */
-  connections(): number;
-  stop(): void;
-}
-
-/** A TCP server on loopback playing `behaviours[n]` on its n-th connection (the last one after that). */
-function startRawUpstream(behaviours: Behaviour[]): RawUpstream {
-  let count = 0;
-  const server: TCPSocketListener<{ head: string }> = Bun.listen<{ head: string }>({
-    hostname: "127.0.0.1",
-    port: 0,
-    socket: {
-      open(socket) {
-        socket.data = { head: "" };
-      },
-      data(socket, chunk) {
-        const wasComplete = socket.data.head.includes("\r\n\r\n");
-        socket.data.head += new TextDecoder().decode(chunk);
-        if (wasComplete || !socket.data.head.includes("\r\n\r\n")) return;
-        const behaviour = behaviours[Math.min(count, behaviours.length - 1)] as Behaviour;
-        count++;
-        behaviour(socket);
-      },
-      error() {},
-    },
-  });
-  return {
-    url: `http://127.0.0.1:${server.port}/api/v1`,
-    connections: () => count,
-    stop: () => server.stop(true),
-  };
 }
 
 const okJson = JSON.stringify({ id: "gen-raw", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "recovered" }, finish_reason: "stop" }] });

@@ -227,3 +227,17 @@ function rateLimit(
   }
   return { kind: "rate-limited", scope: "key", modelClass: "all", ...resetFrom(headers, body, now, defaultCooldownMs), ...message };
 }
+
+/**
+ * The paths that spend a key on a model. A 401/403 anywhere else (a management or account
+ * endpoint a normal key may not use) is passed back and never counts against the key, so no
+ * client can disable the pool by asking for what its keys are not allowed to see.
+ */
+const inferencePaths = new Set(["/chat/completions", "/completions", "/embeddings", "/responses", "/messages"]);
+
+/** An error answer to a request for `path` (below the API root): `classify`, and the rule above. */
+export function classifyError(path: string, input: Omit<ClassifyInput, "model"> & { model: string | undefined }): Outcome {
+  if ((input.status === 401 || input.status === 403) && !inferencePaths.has(path)) return { kind: "request-error" };
+  const { model, ...rest } = input;
+  return classify(model === undefined ? rest : { ...rest, model });
+}

@@ -28,3 +28,4 @@ export function generationIdOf(headers: Headers, first: Uint8Array | undefined):
   if (!first) return undefined;
   return answerId.exec(decoder.decode(first.subarray(0, ID_SCAN_BYTES)))?.[1];
 }
+

@@ -12,8 +12,11 @@ export interface SilenceWatch {
   stop(): void;
 }
 
+/** Told when the silence got too long: a function, or an object (no closure per watch). */
+export type SilenceHandler = (() => void) | { onSilence(): void };
+
 export interface SilenceWatcher {
-  watch(limitMs: number, onSilence: () => void): SilenceWatch;
+  watch(limitMs: number, onSilence: SilenceHandler): SilenceWatch;
 }
 
 const noWatch: SilenceWatch = { touch() {}, stop() {} };
@@ -25,7 +28,7 @@ class Entry implements SilenceWatch, Slotted {
   constructor(
     private readonly owner: Watcher,
     readonly limitMs: number,
-    readonly onSilence: () => void,
+    readonly handler: SilenceHandler,
   ) {
     this.last = owner.now();
   }
@@ -43,7 +46,7 @@ class Watcher implements SilenceWatcher {
   private tickMs = Infinity;
   constructor(readonly now: () => number) {}
 
-  watch(limitMs: number, onSilence: () => void): SilenceWatch {
+  watch(limitMs: number, onSilence: SilenceHandler): SilenceWatch {
     if (limitMs <= 0) return noWatch;
     const entry = new Entry(this, limitMs, onSilence);
     this.entries.add(entry);
@@ -65,7 +68,9 @@ class Watcher implements SilenceWatcher {
       const entry = items[index] as Entry;
       if (at - entry.last >= entry.limitMs) {
         this.entries.delete(entry);
-        entry.onSilence();
+        const handler = entry.handler;
+        if (typeof handler === "function") handler();
+        else handler.onSilence();
       }
     }
     if (this.entries.size === 0 && this.timer) {

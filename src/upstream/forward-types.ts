@@ -1,0 +1,82 @@
+/**
+ * What the forwarder is given: the request as the HTTP layer hands it over, and the settings and
+ * shared parts every request run reads (one object per process, built by `createForwarder`).
+ */
+import type { LiveSet } from "../domain/live-set.ts";
+import type { KeyPool } from "../keys/key-pool.ts";
+import type { EventBus } from "../observe/events.ts";
+import type { Attempt } from "./attempt.ts";
+import type { SessionAffinity } from "./session-affinity.ts";
+import type { SilenceWatcher } from "./silence-watch.ts";
+
+export interface ProxyRequest {
+  requestId: string;
+  method: string;
+  /** The path below the API root with its leading slash, e.g. `/chat/completions`. */
+  path: string;
+  /** The query string with its `?`, or "". */
+  search: string;
+  headers: Headers;
+  body: ArrayBuffer | undefined;
+  /** Fires when the client goes away. */
+  signal: AbortSignal;
+  /** Read from the body for routing and logs; the body itself is sent as it came. */
+  model?: string;
+  /** The body's `session_id`, `prompt_cache_key` or `user` (the first found), for session affinity. */
+  session?: string;
+  stream?: boolean;
+  clientAddress?: string;
+  client?: string; // the client's name (client keys), for the request record
+  /** When the proxy received the request (performance.now()). */
+  receivedAt?: number;
+}
+
+export interface ForwarderOptions {
+  pool: KeyPool;
+  baseUrl: string;
+  maxAttempts: number;
+  defaultCooldownMs: number;
+  /** Longest wait for the upstream's answer, and longest silence inside a body; 0 for none. */
+  upstreamTimeoutMs: number;
+  /** Pause before retrying after an upstream fault (5xx, 408, connection); doubles per retry. */
+  retryBackoffMs: number;
+  fetch?: typeof fetch;
+  now?: () => number;
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  events?: EventBus;
+  /** LOG_BODIES: put request and response bodies in the request record (for the log). */
+  logBodies?: boolean;
+  /** STREAM_COMMIT_SECONDS: how long a stream's first bytes may be held waiting for content. */
+  streamCommitMs?: number;
+  /**
+   * Fires when the shutdown grace period runs out: every request still in flight is ended as if
+   * its client had left (its upstream request aborted, its stream ended).
+   */
+  shutdown?: AbortSignal;
+  /** SESSION_AFFINITY: requests of one conversation go to the key that served it last; absent: off. */
+  affinity?: SessionAffinity;
+}
+
+/** The options with their defaults applied, and the parts shared by every request run. */
+export interface ForwardContext {
+  readonly pool: KeyPool;
+  readonly baseUrl: string;
+  /** OPENROUTER_BASE_URL as messages show it (`http://***@host/…` when it carries credentials). */
+  readonly shownBaseUrl: string;
+  readonly redactUrl: (text: string) => string;
+  readonly maxAttempts: number;
+  readonly defaultCooldownMs: number;
+  readonly upstreamTimeoutMs: number;
+  readonly retryBackoffMs: number;
+  readonly fetch: typeof fetch;
+  readonly now: () => number;
+  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  readonly events: EventBus | undefined;
+  readonly logBodies: boolean;
+  readonly streamCommitMs: number;
+  readonly shutdown: AbortSignal | undefined;
+  readonly affinity: SessionAffinity | undefined;
+  readonly silenceWatcher: SilenceWatcher;
+  /** Every attempt until its answer has ended: what the shutdown aborts. */
+  readonly attemptsInFlight: LiveSet<Attempt>;
+}
