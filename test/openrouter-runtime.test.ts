@@ -243,3 +243,22 @@ describe("privacy 404", () => {
     expect(proxy.pool.records().every((record) => record.failures === 0)).toBe(true);
   });
 });
+
+test("add-key with no server running stores the account, the key's cap and the account's free use today in the keys file", async () => {
+  // The CLI's store keeps a free count only while it is today's by the real clock: run on it.
+  clock.now = Date.now();
+  const upstream = startFake([{ id: "user_N", keys: [n1], freeUsedToday: 12, keyLimits: { [n1]: { limit: 5, reset: "weekly", used: 2 } } }]);
+  const { tempDir } = await import("./helpers/test-proxy.ts");
+  const folder = await tempDir();
+  cleanups.push(folder.cleanup);
+  const keysFile = `${folder.dir}/keys.json`;
+  const lines: string[] = [];
+  const code = await addKeyCommand(
+    { config: defaultConfig({ KEYS_FILE: keysFile, OPENROUTER_BASE_URL: upstream.url }), io: { out: (line) => void lines.push(line), err: (line) => void lines.push(line) }, now: () => clock.now },
+    { key: n1, verify: true },
+  );
+  expect({ code, lines }).toEqual({ code: 0, lines: [expect.stringMatching(/^added k_/)] });
+  const saved = JSON.parse(await readFile(keysFile, "utf8")) as { keys: Array<Record<string, unknown>>; accounts: Record<string, { free?: object }> };
+  expect(saved.keys[0]).toMatchObject({ account: "user_N", keyLimit: { limit: 5, remaining: 3, reset: "weekly", checkedAt: new Date(clock.now).toISOString() } });
+  expect(saved.accounts.user_N?.free).toEqual({ day: new Date(clock.now).toISOString().slice(0, 10), used: 12, limit: 50 });
+});

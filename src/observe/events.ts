@@ -30,8 +30,6 @@ export interface ProxyEventMap {
   };
   /** What a person's enable-key cleared besides the key's failures and cooldown. */
   "account.rests-cleared": { account: string; keyId: string; cleared: string[] };
-  /** A background GET /key answered (or failed) for a key. */
-  "key.looked-up": { keyId: string; ok: boolean };
   /** A client key's request refused before it went upstream (a model outside --models, a limit, expiry). */
   "client.refused": { client: string; code: string };
 }

@@ -133,7 +133,7 @@ export function startLogging({
 
   const unsubscribes = [
     events.on("request.done", onRequest),
-    ...(["key.cooldown", "key.recovered", "key.failure", "key.disabled", "key.added", "key.removed", "key.enabled", "account.rest"] as const).map((name) =>
+    ...(["key.cooldown", "key.recovered", "key.failure", "key.disabled", "key.added", "key.removed", "key.enabled", "account.rest", "account.rests-cleared"] as const).map((name) =>
       events.on(name, (event: ProxyEventMap[typeof name]) => onKeyEvent(name, event)),
     ),
     events.on("store.error", ({ message }) => onError({ kind: "key-store", message })),
@@ -188,6 +188,7 @@ function keyFields(event: object): Record<string, unknown> {
 function describeKeyEvent(fields: Record<string, unknown>): string {
   if (fields.until) return ` until ${String(fields.until)} (${String(fields.source)}): ${String(fields.reason ?? "")}`;
   if (fields.reason) return `: ${String(fields.reason)}`;
+  if (Array.isArray(fields.cleared)) return `: cleared ${fields.cleared.join("; ")}`;
   return "";
 }
 
