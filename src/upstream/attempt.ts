@@ -19,6 +19,8 @@ export class Attempt implements Slotted, RelayEnds {
   readonly silence: SilenceWatch;
   /** The upstream's answer, once its headers have come. */
   response: Response | undefined;
+  /** The answer is relayed as the upstream encoded it (encoded-answers.ts): its bytes are not read. */
+  encoded = false;
 
   constructor(
     readonly lease: KeyLease,
@@ -98,6 +100,8 @@ export type Failure =
       headers: Headers;
       /** An error answer larger than what was read: the rest, relayed if it is the client's answer. */
       rest?: ChunkReader;
+      /** The bytes are as the upstream encoded them (gzip, br): not read, relayed with their encoding. */
+      encoded?: boolean;
       /** An error event before a stream's content: the stream, relayed as it came if the request is at fault. */
       stream?: { reader: ChunkReader; held: Uint8Array[] };
     };

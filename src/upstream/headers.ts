@@ -23,9 +23,13 @@ const notForwarded = [...hopByHop, "host", "authorization", "x-api-key", "conten
 
 /** A native copy, then the few names that must not cross deleted: a third of the cost of a
  * JavaScript callback per header (0.6 µs against 1.8 µs for an OpenAI SDK request's 15 headers). */
-export function upstreamRequestHeaders(client: Headers, secret: string): Headers {
+export function upstreamRequestHeaders(client: Headers, secret: string, keepEncoding = false): Headers {
   const headers = new Headers(client);
+  const acceptEncoding = keepEncoding ? client.get("accept-encoding") : null;
   for (const name of notForwarded) headers.delete(name);
+  // An answer relayed encoded (encoded-answers.ts) is encoded as the client accepts, or not at all:
+  // without a header of ours, fetch would ask for gzip on the client's behalf.
+  if (keepEncoding) headers.set("accept-encoding", acceptEncoding ?? "identity");
   const connection = client.get("connection");
   if (connection !== null) dropConnectionOptions(headers, connection);
   headers.set("authorization", `Bearer ${secret}`);
@@ -53,11 +57,12 @@ function dropConnectionOptions(headers: Headers, connection: string): void {
  * The upstream's response headers made fit for the client. Changes them in place: the upstream
  * Response is ours alone and dropped right after, and a copy per request is measurable at load.
  */
-export function clientResponseHeaders(upstream: Headers, extra: Record<string, string>): Headers {
+export function clientResponseHeaders(upstream: Headers, extra: Record<string, string>, encoded = false): Headers {
   for (const name of hopByHop) upstream.delete(name);
   // `fetch` has already decoded a compressed body, so the encoding and its length no longer
-  // describe the bytes we send on (the same reason hono's proxy helper drops them).
-  if (upstream.has("content-encoding")) {
+  // describe the bytes we send on (the same reason hono's proxy helper drops them); `encoded`:
+  // the body is relayed as the upstream encoded it, and they still do.
+  if (!encoded && upstream.has("content-encoding")) {
     upstream.delete("content-encoding");
     upstream.delete("content-length");
   }

@@ -17,6 +17,8 @@ export type LastFailure =
       headers: Headers;
       bytes: Uint8Array;
       outcome: Outcome;
+      /** The bytes are as the upstream encoded them: relayed with their Content-Encoding. */
+      encoded: boolean;
       /** An error answer larger than what was read: the rest, and the attempt it belongs to. */
       rest?: { reader: ChunkReader; attempt: Attempt } | undefined;
     }

@@ -34,7 +34,10 @@ function brokeOff(attempt: Attempt, status: number, what: string, error: unknown
 }
 
 export function judgeAnswer(response: Response, attempt: Attempt, context: JudgeContext): Promise<Judged> | Judged {
+  // Encoded bytes cannot be read: relayed as they came (a served answer), or judged by the status alone.
+  attempt.encoded = attempt.encoded && response.headers.has("content-encoding");
   if (response.status >= 400) return judgeErrorAnswer(response, attempt, context);
+  if (attempt.encoded && response.body) return { kind: "relay", reader: response.body.getReader(), held: [], isStream: false };
   if (!response.body) {
     attempt.release();
     return { kind: "whole", body: null };
@@ -110,7 +113,9 @@ async function judgeStream(body: NonNullable<Response["body"]>, response: Respon
  * one keeps the rest unread, relayed only if this answer is the one the client gets.
  */
 async function judgeErrorAnswer(response: Response, attempt: Attempt, context: JudgeContext): Promise<Judged> {
-  const reader = response.body ? new ScrubbedReader(response.body.getReader(), attempt.lease.secret) : undefined;
+  const { encoded } = attempt;
+  const raw = response.body?.getReader();
+  const reader = raw && !encoded ? new ScrubbedReader(raw, attempt.lease.secret) : raw;
   let head: BodyHead;
   try {
     head = reader ? await readHead(reader, ERROR_HEAD_BYTES, attempt.silence) : { chunks: [], bytes: 0, complete: true };
@@ -123,9 +128,10 @@ async function judgeErrorAnswer(response: Response, attempt: Attempt, context: J
     kind: "answer",
     status: response.status,
     answerStatus: response.status,
-    facts: readErrorBody(decoder.decode(bytes)),
+    facts: encoded ? {} : readErrorBody(decoder.decode(bytes)),
     bytes,
     headers: response.headers,
+    encoded,
     ...(head.complete || !reader ? {} : { rest: reader }),
   };
 }

@@ -31,9 +31,9 @@ export function newRequestRecord(request: ProxyRequest, startedAt: number, logBo
 }
 
 /** What a relayed answer's end adds to its record: the usage, a late error, how it ended. */
-export function recordRelayEnd(record: RequestRecord, end: RelayEnd, tap: UsageTap, isStream: boolean, redactUrl: (text: string) => string): void {
-  const captured = tap.capturedBody();
-  const { usage, lateError } = tap.finish(isStream);
+export function recordRelayEnd(record: RequestRecord, end: RelayEnd, tap: UsageTap | undefined, isStream: boolean, redactUrl: (text: string) => string): void {
+  const captured = tap?.capturedBody();
+  const { usage, lateError } = tap?.finish(isStream) ?? {};
   if (captured) record.responseBody = bodyForLog(captured);
   if (usage) record.usage = usage;
   record.aborted = end.kind === "client-gone";

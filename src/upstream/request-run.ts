@@ -20,6 +20,7 @@ import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { clientClosedError, dropRest, shuttingDownError, mayTellWhenKeysReturn, onlyWaitingHelps, rateLimitMessage, unreachableError, type LastFailure } from "./last-failure.ts";
 import { noKeyError } from "./no-key-error.ts";
 import { classify, classifyError, type ErrorBodyFacts, type Outcome } from "./policy.ts";
+import { keepsEncoding } from "./encoded-answers.ts";
 import { judgeAnswer, type Judged } from "./read-answer.ts";
 import { relay, type RelayEnd, type RelayEnds } from "./relay.ts";
 import { newRequestRecord, recordRelayEnd } from "./record-filling.ts";
@@ -37,7 +38,7 @@ const round = (ms: number) => Math.round(ms * 100) / 100;
 interface Relayed {
   attempt: Attempt;
   status: number;
-  tap: UsageTap;
+  tap: UsageTap | undefined;
   isStream: boolean;
 }
 
@@ -93,9 +94,11 @@ export class RequestRun implements RetryHost, RelayEnds {
   private async send(attempt: Attempt): Promise<Judged> {
     const { secret } = attempt.lease;
     const { request } = this;
+    attempt.encoded = keepsEncoding(request.method, request.path);
     const init: BunFetchInit = {
       method: request.method,
-      headers: upstreamRequestHeaders(request.headers, secret),
+      headers: upstreamRequestHeaders(request.headers, secret, attempt.encoded),
+      decompress: !attempt.encoded,
       body: request.body,
       signal: attempt.controller.signal,
       redirect: "manual",
@@ -139,7 +142,7 @@ export class RequestRun implements RetryHost, RelayEnds {
     }
     const rest = failure.rest ? { reader: failure.rest, attempt } : undefined;
     dropRest(this.last);
-    this.last = { kind: "response", keyId: attempt.keyId, status: failure.answerStatus, headers: failure.headers, bytes: failure.bytes, outcome, rest };
+    this.last = { kind: "response", keyId: attempt.keyId, status: failure.answerStatus, headers: failure.headers, bytes: failure.bytes, outcome, encoded: failure.encoded === true, rest };
     return this.decide(outcome, attempt.lease);
   }
 
@@ -175,7 +178,7 @@ export class RequestRun implements RetryHost, RelayEnds {
       "x-proxy-key-id": attempt.keyId,
       "x-proxy-attempts": String(this.record.attempts.length),
       "server-timing": serverTiming(this.record.attempts, elapsed),
-    });
+    }, attempt.encoded);
     const record = this.record;
     record.keyId = attempt.keyId;
     record.ttfbMs = round(elapsed);
@@ -205,7 +208,8 @@ export class RequestRun implements RetryHost, RelayEnds {
   }
 
   private relayed(attempt: Attempt, status: number, reader: ChunkReader, held: Uint8Array[], pending: Promise<ReadResult> | undefined, isStream: boolean): ReadableStream<Uint8Array> {
-    const tap = new UsageTap(this.context.logBodies ? BODY_LOG_LIMIT + 1 : 0);
+    // Encoded bytes say nothing readable: no usage tap for them.
+    const tap = attempt.encoded ? undefined : new UsageTap(this.context.logBodies ? BODY_LOG_LIMIT + 1 : 0);
     this.relaying = { attempt, status, tap, isStream };
     return relay(reader, { upstream: attempt.controller, silence: attempt.silence, tap, held, pending, onEnd: this });
   }
@@ -238,7 +242,7 @@ export class RequestRun implements RetryHost, RelayEnds {
     this.finish(last.status);
     const rest = last.rest;
     const body = rest ? relay(rest.reader, { upstream: rest.attempt.controller, silence: rest.attempt.silence, held: [last.bytes], onEnd: rest.attempt }) : last.bytes;
-    return new Response(body, { status: last.status, headers: clientResponseHeaders(last.headers, extraHeaders) });
+    return new Response(body, { status: last.status, headers: clientResponseHeaders(last.headers, extraHeaders, last.encoded) });
   }
 
   /** The client left, or the shutdown grace ran out: either way nobody waits for this answer any more. */
