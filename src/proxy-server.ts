@@ -21,6 +21,7 @@ import { hasClients, startClients, type Clients } from "./clients/clients.ts";
 import { abortableSleep, createForwarder } from "./upstream/forward.ts";
 import { checkKey } from "./upstream/key-info.ts";
 import { createSessionAffinity } from "./upstream/session-affinity.ts";
+import { openRedisBackend, type RedisBackend } from "./store/redis/redis-backend.ts";
 
 export interface ProxyOverrides {
   fetch?: typeof fetch;
@@ -57,6 +58,8 @@ export interface RunningProxy {
   discovery: Promise<void>;
   /** GET /key in the background after startup; absent when account lookups are off. */
   refresher?: AccountRefresher;
+  /** With REDIS_URL: the shared state this instance runs on. */
+  redis?: RedisBackend;
   keyCount: number;
   /** Graceful stop: drain within the grace period, then flush key state. */
   stop(graceMs?: number): Promise<void>;
@@ -70,7 +73,14 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const now = overrides.now ?? Date.now;
   // The logging subscribes to the bus, so it starts later; a listener can only fail once it has.
   const events = overrides.events ?? createEventBus({ onListenerError: (name, error) => logging.internalError(error, { event: name }) });
-  const store = overrides.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
+  // With REDIS_URL the key list and the state are shared through Redis (store/redis/redis-backend.ts).
+  let redis: RedisBackend | undefined;
+  if (config.REDIS_URL !== undefined && overrides.store === undefined) {
+    const opened = await openRedisBackend({ config, url: config.REDIS_URL, now, out: (line) => (overrides.logOut ?? ((text) => process.stdout.write(text)))(`${line}\n`) });
+    if (!opened.ok) return opened;
+    redis = opened.backend;
+  }
+  const store = overrides.store ?? redis?.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
   const loaded = await store.load();
   if (onlyClientKeysGuard && !(loaded.ok && hasClients(loaded.doc))) {
     return {
@@ -97,6 +107,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const pool = createKeyPool({ rotation: config.ROTATION, failureThreshold: config.FAILURE_THRESHOLD, now, events, holdAddedKeys: lookUpKeys });
   pool.replaceKeys(loaded.doc.records);
   pool.loadAccounts(loaded.doc.accounts);
+  const redisWiring = redis?.attach({ pool, events, fetch: overrides.fetch ?? globalThis.fetch });
   const sync = startKeySync({
     pool,
     store,
@@ -117,7 +128,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     defaultCooldownMs: config.COOLDOWN_SECONDS * 1000,
     upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_SECONDS * 1000,
     retryBackoffMs: config.RETRY_BACKOFF_MS,
-    fetch: overrides.fetch ?? globalThis.fetch,
+    fetch: redisWiring?.fetch ?? overrides.fetch ?? globalThis.fetch,
     now,
     sleep: overrides.sleep ?? abortableSleep,
     events,
@@ -205,6 +216,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       logging,
       clients,
       discovery,
+      ...(redis ? { redis } : {}),
       ...(refresher ? { refresher } : {}),
       keyCount: loaded.doc.records.length,
       async stop(graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000) {
@@ -215,6 +227,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
         );
         await clients.stop();
         await sync.stop();
+        await redis?.stop();
         await logging.close();
       },
     },

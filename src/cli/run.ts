@@ -7,6 +7,7 @@ import { processIO } from "./io.ts";
 import { clientCommandFlags, runClientCommand } from "./client-commands.ts";
 import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, removeKeyCommand, type KeyCommandContext } from "./key-commands.ts";
 import { serve } from "./serve.ts";
+import { redisCliStore } from "../store/redis/cli-store.ts";
 import { commandHelp, usage, version } from "./usage.ts";
 import { loadConfig, parseDotenv, type Config, type EnvInput } from "../config.ts";
 // Errors below echo what was typed through echoInput: a key pasted as a command or an argument
@@ -31,7 +32,12 @@ interface CommandSpec {
   run: (config: Config, args: Parsed) => Promise<number>;
 }
 
-const keyContext = (config: Config): KeyCommandContext => ({ config, io });
+// With REDIS_URL every key subcommand works on the key list in Redis (store/redis/cli-store.ts).
+const keyContext = (config: Config): KeyCommandContext => ({
+  config,
+  io,
+  ...(config.REDIS_URL === undefined ? {} : { store: redisCliStore(config, config.REDIS_URL) }),
+});
 const flagValue = (args: Parsed, name: string) => {
   const value = args.flags.get(name);
   return typeof value === "string" ? value : undefined;

@@ -11,6 +11,8 @@ import { accountIdOf, classOfModel, type AccountState } from "./account-state.ts
 import { viewAccounts, type AccountView } from "./key-view.ts";
 import { createChooser } from "./rotation.ts";
 import { applyPayment, applyRateLimit, clearOnEnable, describeCleared, KEY_LOOKUP_WAIT_MS } from "./outcome-rests.ts";
+import { applyToPool } from "./pool-apply.ts";
+import type { StateChange } from "./pool-state.ts";
 import type { KeyLimit, KeyRecord } from "./schema.ts";
 
 export interface KeyLease {
@@ -95,6 +97,8 @@ export interface KeyPool {
   statusOf(record: KeyRecord): KeyStatus;
   /** Subscribes to "state changed, persist me"; returns an unsubscribe. */
   onChange(listener: () => void): () => void;
+  /** A change another instance made (issue 14, pool-apply.ts); emits none of the pool's events. */
+  apply(change: StateChange): void;
 }
 
 export interface KeyFacts {
@@ -404,6 +408,10 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     onChange(listener) {
       changeListeners.add(listener);
       return () => changeListeners.delete(listener);
+    },
+
+    apply(change) {
+      if (applyToPool(change, { byId, keys, book, dropped: (keyId) => chooser.dropped(keyId), now })) changed();
     },
   };
 }

@@ -1,0 +1,71 @@
+/**
+ * What `serve` runs on when REDIS_URL is set (issue 14), in one place so proxy-server.ts only
+ * asks for it: the shared state (shared-state.ts), the key list as the store (redis-key-store.ts),
+ * the pool bridge (shared-pool.ts), the free-model reservation in front of the upstream fetch
+ * (free-reservation.ts), and the one line on stdout when Redis becomes unreachable and the one
+ * when it is back.
+ *
+ * The clients section stays in KEYS_FILE (it is read from there, as without Redis).
+ */
+import type { Config } from "../../config.ts";
+import { createJsonFileStore } from "../../keys/json-file-store.ts";
+import type { KeyPool } from "../../keys/key-pool.ts";
+import type { EventBus } from "../../observe/events.ts";
+import { reservingFetch } from "./free-reservation.ts";
+import { createRedisKeyStore, type RedisKeyStore } from "./redis-key-store.ts";
+import { startSharedPool, type SharedPool } from "./shared-pool.ts";
+import { openSharedState, type SharedState } from "./shared-state.ts";
+
+export interface RedisBackend {
+  shared: SharedState;
+  store: RedisKeyStore;
+  /** Wires a pool to the shared state; the returned fetch reserves free-model slots. */
+  attach(input: { pool: KeyPool; events: EventBus; fetch: typeof fetch }): { fetch: typeof fetch; sharedPool: SharedPool };
+  /** Redis is unreachable now (the instance serves from memory). */
+  readonly degraded: boolean;
+  stop(): Promise<void>;
+}
+
+export interface RedisBackendOptions {
+  config: Pick<Config, "REDIS_URL" | "REDIS_PREFIX" | "KEYS_ENCRYPTION_KEY" | "KEYS_FILE" | "FAILURE_THRESHOLD">;
+  url: string;
+  now: () => number;
+  /** Where the degraded/recovered lines go (stdout). */
+  out: (line: string) => void;
+}
+
+export async function openRedisBackend({ config, url, now, out }: RedisBackendOptions): Promise<{ ok: true; backend: RedisBackend } | { ok: false; message: string }> {
+  const opened = await openSharedState({ url, prefix: config.REDIS_PREFIX, encryptionKey: config.KEYS_ENCRYPTION_KEY, failureThreshold: config.FAILURE_THRESHOLD });
+  if (!opened.ok) return opened;
+  const { shared } = opened;
+  const file = await createJsonFileStore({ path: config.KEYS_FILE, now }).load();
+  const store = createRedisKeyStore({ shared, url, now, extraTopLevel: file.ok ? file.doc.extraTopLevel : {} });
+  const offDegraded = shared.connection.onChange(({ degraded, reason }) =>
+    out(
+      degraded
+        ? `Redis unreachable (${reason}): serving from memory, changes queued until it is back`
+        : "Redis reachable again: queued changes replayed, state resynced",
+    ),
+  );
+  if (shared.connection.degraded) out("Redis unreachable at startup: serving from memory, changes queued until it is back");
+  let sharedPool: SharedPool | undefined;
+  return {
+    ok: true,
+    backend: {
+      shared,
+      store,
+      get degraded() {
+        return shared.connection.degraded;
+      },
+      attach({ pool, events, fetch }) {
+        sharedPool = startSharedPool({ pool, shared, store, events, now });
+        return { fetch: reservingFetch({ fetch, pool, shared, now }), sharedPool };
+      },
+      async stop() {
+        offDegraded();
+        await sharedPool?.stop();
+        await shared.close();
+      },
+    },
+  };
+}

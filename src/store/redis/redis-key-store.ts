@@ -1,0 +1,160 @@
+/**
+ * The key list in Redis behind the `KeyStore` interface, so the server's sync, the admin API and
+ * every CLI subcommand work on it unchanged when REDIS_URL is set. Only the key list (what people
+ * edit) goes through here: a person's change (`update`) is turned into key-list edits (add, remove,
+ * enable, disable, label: key-list.ts numbers and merges them) and published, and every instance
+ * reloads the list when it hears one. What the pool learns (cooldowns, failures, rests, counts)
+ * travels as changes through shared-pool.ts, so `save` writes nothing: it hands back the stored
+ * list merged with the pool's memory, as the file store does.
+ *
+ * A record's `resetAt` here is the key's switch version (its last add/enable/disable by a person),
+ * not a time: the pool only compares it, and runtime facts name it as their basis.
+ */
+import { displayUrl } from "../../domain/redact.ts";
+import type { AccountState } from "../../keys/account-state.ts";
+import { mergeKeyLists, type KeyStore, type StoreLoad } from "../../keys/key-store.ts";
+import type { KeyEdit, KeyListEntry } from "../../keys/pool-state.ts";
+import type { KeyFileDocument, KeyRecord } from "../../keys/schema.ts";
+import { readSharedSnapshot, type SharedSnapshot } from "./shared-snapshot.ts";
+import type { SharedState } from "./shared-state.ts";
+import { utcDayOf } from "../../keys/account-state.ts";
+
+export interface RedisKeyStoreOptions {
+  shared: SharedState;
+  url: string;
+  now?: () => number;
+  /** Top-level fields of the document kept outside Redis (the clients section of KEYS_FILE). */
+  extraTopLevel?: Record<string, unknown>;
+}
+
+export interface RedisKeyStore extends KeyStore {
+  /** The switch version of each key as last loaded: the basis of the pool's facts about it. */
+  switchVersion(keyId: string): number;
+  /** Disabled by a person (not by failures): only a person's enable ends it. */
+  personDisabled(keyId: string): boolean;
+}
+
+export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel = {} }: RedisKeyStoreOptions): RedisKeyStore {
+  const name = `Redis at ${displayUrl(url)} (key list ${shared.keys.keyList})`;
+  let entries = new Map<string, KeyListEntry>();
+  let cached: KeyFileDocument = { records: [], accounts: new Map(), extraTopLevel };
+
+  const failed = (message: string): StoreLoad => ({ ok: false, kind: "io", message: `cannot read the key list from ${name}: ${message}` });
+
+  const load = async (): Promise<StoreLoad> => {
+    const list = await shared.keyList.load();
+    if (!list.ok) return list.failure === "secret" ? { ok: false, kind: "invalid", message: list.message } : failed(list.message);
+    const present = list.value.filter((entry) => !entry.removed);
+    const snapshot = await readSharedSnapshot(shared.connection, shared.keys, { keyIds: present.map((entry) => entry.id), day: utcDayOf(now()) });
+    if (!snapshot.ok) return failed(snapshot.message);
+    entries = new Map(list.value.map((entry) => [entry.id, entry]));
+    cached = { records: present.map((entry) => recordOf(entry, snapshot.value, now())), accounts: new Map(), extraTopLevel };
+    return { ok: true, doc: cached, exists: present.length > 0 };
+  };
+
+  return {
+    name,
+    load,
+    switchVersion: (keyId) => entries.get(keyId)?.switchVersion ?? 0,
+    personDisabled: (keyId) => entries.get(keyId)?.personDisabled !== undefined,
+
+    async save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>): Promise<StoreLoad> {
+      // Runtime state is not saved here (shared-pool.ts sends it as changes): the stored list wins
+      // for which keys exist, the pool's memory for what it learned, as in the file store.
+      return { ok: true, doc: { ...cached, records: mergeKeyLists(cached.records, ours), accounts: new Map(accounts ?? []) }, exists: true };
+    },
+
+    async update(change) {
+      const before = await load();
+      if (!before.ok) return before;
+      const after = change(before.doc);
+      for (const [keyId, edit] of editsBetween(before.doc.records, after.records, now())) {
+        const result = await shared.keyList.edit(keyId, edit);
+        if (!result.ok) return result.failure === "secret" ? { ok: false, kind: "invalid", message: result.message } : { ok: false, kind: "io", message: `cannot change the key list in ${name}: ${result.message}` };
+        if (result.value.applied) await shared.publish(result.value.change);
+      }
+      return load();
+    },
+
+    watch(onChange) {
+      let reloading: Promise<void> | undefined;
+      let again = false;
+      const reload = (): void => {
+        if (reloading) {
+          again = true;
+          return;
+        }
+        reloading = load()
+          .then(onChange)
+          .finally(() => {
+            reloading = undefined;
+            if (again) {
+              again = false;
+              reload();
+            }
+          });
+      };
+      const offChange = shared.onRemoteChange((remote) => {
+        if (remote.kind === "key-edit") reload();
+      });
+      const offResync = shared.onResync(reload);
+      return () => {
+        offChange();
+        offResync();
+      };
+    },
+  };
+}
+
+/** A stored entry as the pool holds a key, with what Redis knows of its runtime state. */
+function recordOf(entry: KeyListEntry, snapshot: SharedSnapshot, at: number): KeyRecord {
+  const basisOk = (basis: number): boolean => basis >= entry.switchVersion;
+  let cooldown: { until: number; source: string; reason: string } | undefined;
+  let disabled: { reason: string; at: number } | undefined = entry.personDisabled;
+  for (const instant of snapshot.instants) {
+    if (instant.kind === "key-cooldown" && instant.keyId === entry.id && basisOk(instant.basis) && instant.until > at) cooldown = instant;
+    if (instant.kind === "key-disabled" && instant.keyId === entry.id && basisOk(instant.basis) && disabled === undefined) disabled = { reason: instant.reason, at: instant.since };
+  }
+  const totals = snapshot.totals.get(entry.id);
+  const source = cooldown?.source;
+  return {
+    id: entry.id,
+    secret: entry.secret,
+    ...(entry.label === undefined ? {} : { label: entry.label }),
+    addedAt: entry.addedAt,
+    resetAt: entry.switchVersion,
+    ...(entry.account === undefined ? {} : { account: entry.account }),
+    cooldownUntil: cooldown?.until ?? 0,
+    ...(source === "header" || source === "body" || source === "retry-after" || source === "default" ? { cooldownSource: source } : {}),
+    ...(cooldown ? { cooldownReason: cooldown.reason } : {}),
+    consecutiveFailures: snapshot.streaks.get(entry.id) ?? 0,
+    ...(disabled ? { disabled } : {}),
+    lastUsedAt: totals?.lastUsedAt ?? 0,
+    requests: totals?.requests ?? 0,
+    successes: totals?.successes ?? 0,
+    failures: totals?.failures ?? 0,
+    extra: {},
+    extraState: {},
+  };
+}
+
+/** The person's edits that turn `before` into `after` (what a pure document change did). */
+export function editsBetween(before: readonly KeyRecord[], after: readonly KeyRecord[], at: number): Array<[string, KeyEdit]> {
+  const edits: Array<[string, KeyEdit]> = [];
+  const old = new Map(before.map((record) => [record.id, record]));
+  const next = new Set(after.map((record) => record.id));
+  for (const record of after) {
+    const was = old.get(record.id);
+    if (!was) {
+      edits.push([record.id, { edit: "add", secret: record.secret, addedAt: record.addedAt || at, ...(record.label === undefined ? {} : { label: record.label }), ...(record.account === undefined ? {} : { account: record.account }) }]);
+      continue;
+    }
+    // enable-key and disable-key move resetAt (key-admin.ts): a person's switch.
+    if (record.resetAt !== was.resetAt || (record.disabled === undefined) !== (was.disabled === undefined)) {
+      edits.push([record.id, record.disabled ? { edit: "disable", at: record.disabled.at, reason: record.disabled.reason } : { edit: "enable" }]);
+    }
+    if (record.label !== was.label) edits.push([record.id, { edit: "label", ...(record.label === undefined ? {} : { label: record.label }) }]);
+  }
+  for (const id of old.keys()) if (!next.has(id)) edits.push([id, { edit: "remove" }]);
+  return edits;
+}

@@ -1,0 +1,227 @@
+/**
+ * Several proxy processes on one pool through a real redis-server (issue 14), each rule a test:
+ * the instances are `bun run src/main.ts serve` with REDIS_URL, the upstream a fake on loopback,
+ * the CLI the real one. Every wait is on something observable (an admin view, a count), never a
+ * fixed sleep.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { keyIdOf } from "../src/domain/key-identity.ts";
+import { createOutputLog, runCli } from "./helpers/cli.ts";
+import { startFakeAccounts, type FakeAccounts } from "./helpers/fake-accounts.ts";
+import { chatCompletion, errorReply, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { killAllProxies, startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
+import { redisServerPath, startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { eventually, tempDir, testKeys } from "./helpers/test-proxy.ts";
+
+const ADMIN = "admin-token-for-redis-tests-0123456789";
+const hasRedis = redisServerPath() !== null;
+const log = createOutputLog();
+
+let redis: RedisServer;
+let dir: string;
+let cleanup: () => Promise<void>;
+let prefixCount = 0;
+
+beforeAll(async () => {
+  if (!hasRedis) return;
+  redis = await startRedisServer();
+  ({ dir, cleanup } = await tempDir());
+});
+
+afterEach(async () => {
+  await killAllProxies();
+});
+
+afterAll(async () => {
+  await killAllProxies();
+  if (hasRedis) {
+    await redis.stop();
+    await cleanup();
+  }
+});
+
+/** Each test has its own pool in the one Redis (REDIS_PREFIX), as several pools would share a server. */
+const freshPrefix = (): string => `t${++prefixCount}:`;
+
+function envFor(prefix: string, upstream: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    REDIS_URL: redis.url,
+    REDIS_PREFIX: prefix,
+    KEYS_FILE: join(dir, `${prefix.replace(":", "")}-keys.json`),
+    LOG_DIR: join(dir, "logs"),
+    OPENROUTER_BASE_URL: upstream,
+    ADMIN_TOKEN: ADMIN,
+    RETRY_BACKOFF_MS: "0",
+    ROTATION: "round-robin",
+    ...extra,
+  };
+}
+
+async function cli(env: Record<string, string>, ...args: string[]) {
+  return runCli(args, { cwd: dir, env, log, limitMs: 10_000 });
+}
+
+async function startInstances(count: number, env: Record<string, string>): Promise<ProxyProcess[]> {
+  return Promise.all(Array.from({ length: count }, () => startProxyProcess({ cwd: dir, env })));
+}
+
+interface KeyViewLite {
+  id: string;
+  status: string;
+}
+
+async function keysOf(instance: ProxyProcess): Promise<KeyViewLite[]> {
+  const response = await fetch(`${instance.url}/admin/keys`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const body = (await response.json()) as { keys: KeyViewLite[] };
+  return body.keys;
+}
+
+async function statusEverywhere(instances: ProxyProcess[], keyId: string): Promise<Array<string | undefined>> {
+  return Promise.all(instances.map(async (instance) => (await keysOf(instance)).find((key) => key.id === keyId)?.status));
+}
+
+async function chat(instance: ProxyProcess, model = "openai/gpt-4o-mini"): Promise<Response> {
+  return fetch(`${instance.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }] }),
+  });
+}
+
+describe.skipIf(!hasRedis)("several instances through Redis", () => {
+  test("add-key / remove-key with REDIS_URL reach every instance within 1 s", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      const instances = await startInstances(3, env);
+      const added = await cli(env, "add-key", testKeys[0] as string, "--label", "shared");
+      expect(added.code).toBe(0);
+      const id = keyIdOf(testKeys[0] as string);
+      const addedAt = Date.now();
+      await eventually(async () => (await statusEverywhere(instances, id)).every((status) => status === "active"), { timeoutMs: 1_000, what: "the added key on every instance" });
+      expect(Date.now() - addedAt).toBeLessThanOrEqual(1_000);
+
+      const removed = await cli(env, "remove-key", id);
+      expect(removed.code).toBe(0);
+      await eventually(async () => (await statusEverywhere(instances, id)).every((status) => status === undefined), { timeoutMs: 1_000, what: "the removal on every instance" });
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+
+  test("a 429 seen by instance A: B and C never use that key before its reset (after at most the one request each had in flight)", async () => {
+    const fake: FakeOpenRouter = startFakeOpenRouter();
+    const [limited, other] = [testKeys[0] as string, testKeys[1] as string];
+    let limitedAt = Infinity;
+    /** The 429's place among the requests the upstream received. */
+    let limitedIndex = -1;
+    const reset = Date.now() + 120_000;
+    fake.reply((request) => {
+      if (request.key === limited && limitedAt === Infinity && request.path.endsWith("/chat/completions")) {
+        limitedAt = Date.now();
+        limitedIndex = fake.requests.indexOf(request);
+        return errorReply(429, "Rate limit exceeded", { headers: { "X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": String(reset) } });
+      }
+      return chatCompletion("ok");
+    });
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      expect((await cli(env, "add-key", limited)).code).toBe(0);
+      expect((await cli(env, "add-key", other)).code).toBe(0);
+      const [a, b, c] = (await startInstances(3, env)) as [ProxyProcess, ProxyProcess, ProxyProcess];
+      await eventually(async () => (await keysOf(c)).length === 2, { what: "both keys on C" });
+
+      // B and C under load while A meets the 429: each may have one request on the key in flight.
+      let running = true;
+      const load = async (instance: ProxyProcess) => {
+        while (running) expect((await chat(instance)).status).toBe(200);
+      };
+      const loads = [load(b), load(c)];
+      while (limitedAt === Infinity) expect((await chat(a)).status).toBe(200);
+      // A's retry went to the other key: the 429 is learned; now B and C run on for a while.
+      const after = fake.requests.length;
+      await eventually(() => fake.requests.length >= after + 60, { what: "60 more requests from B and C" });
+      running = false;
+      await Promise.all(loads);
+
+      // After the 429: at most one request each from B and C that was already on its way.
+      const sinceThe429 = fake.requests.slice(limitedIndex + 1).filter((request) => request.key === limited);
+      expect(limitedIndex).toBeGreaterThanOrEqual(0);
+      expect(sinceThe429.length).toBeLessThanOrEqual(2);
+      const lateOnes = fake.requests.slice(after).filter((request) => request.key === limited);
+      expect(lateOnes.length).toBe(0);
+      for (const instance of [a, b, c]) expect((await keysOf(instance)).find((key) => key.id === keyIdOf(limited))?.status).toBe("cooling");
+      expect(await redis.cli("ZSCORE", `${env.REDIS_PREFIX}key:cooldown`, keyIdOf(limited))).toBe(String(reset));
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+
+  test("five 401s spread over three instances disable the key everywhere; enable-key through any instance or the CLI re-enables it everywhere within 1 s", async () => {
+    const fake = startFakeOpenRouter();
+    const [broken, good] = [testKeys[0] as string, testKeys[1] as string];
+    let brokenAnswers401 = true;
+    fake.reply((request) => (request.key === broken && brokenAnswers401 && request.path.endsWith("/chat/completions") ? errorReply(401, "User not found.") : chatCompletion("ok")));
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      expect((await cli(env, "add-key", broken)).code).toBe(0);
+      expect((await cli(env, "add-key", good)).code).toBe(0);
+      const instances = (await startInstances(3, env)) as [ProxyProcess, ProxyProcess, ProxyProcess];
+      const brokenId = keyIdOf(broken);
+      const brokenCalls = () => fake.requests.filter((request) => request.key === broken && request.path.endsWith("/chat/completions")).length;
+      // 2 + 2 + 1: no instance alone sees FAILURE_THRESHOLD (5) failures.
+      for (const [instance, upTo] of [
+        [instances[0], 2],
+        [instances[1], 4],
+        [instances[2], 5],
+      ] as const) {
+        while (brokenCalls() < upTo) expect((await chat(instance)).status).toBe(200);
+      }
+      expect(brokenCalls()).toBe(5);
+      await eventually(async () => (await statusEverywhere(instances, brokenId)).every((status) => status === "disabled"), { timeoutMs: 1_000, what: "the key disabled everywhere" });
+      for (const instance of instances) for (let i = 0; i < 4; i++) expect((await chat(instance)).status).toBe(200);
+      expect(brokenCalls()).toBe(5);
+
+      // Re-enabled by the CLI: everywhere within 1 s.
+      brokenAnswers401 = false;
+      const enabled = await cli(env, "enable-key", brokenId);
+      expect(enabled.code).toBe(0);
+      await eventually(async () => (await statusEverywhere(instances, brokenId)).every((status) => status === "active"), { timeoutMs: 1_000, what: "the CLI's enable everywhere" });
+
+      // Broken again, disabled again, then re-enabled through instance B's admin API.
+      brokenAnswers401 = true;
+      const before = brokenCalls();
+      for (let round = 0; brokenCalls() < before + 5; round++) expect((await chat(instances[round % 3] as ProxyProcess)).status).toBe(200);
+      await eventually(async () => (await statusEverywhere(instances, brokenId)).every((status) => status === "disabled"), { timeoutMs: 1_000, what: "disabled again everywhere" });
+      brokenAnswers401 = false;
+      const viaAdmin = await fetch(`${instances[1].url}/admin/keys/${brokenId}/enable`, { method: "POST", headers: { authorization: `Bearer ${ADMIN}` } });
+      expect(viaAdmin.status).toBe(200);
+      await eventually(async () => (await statusEverywhere(instances, brokenId)).every((status) => status === "active"), { timeoutMs: 1_000, what: "the admin API's enable everywhere" });
+    } finally {
+      await fake.stop();
+    }
+  }, 40_000);
+
+  test("an account with a daily free limit of 10 across 3 instances under concurrent load receives at most 10 free requests (plus at most one teaching 429)", async () => {
+    const accounts: FakeAccounts = startFakeAccounts({ accounts: [{ id: "user_free", keys: [testKeys[0] as string, testKeys[1] as string], freePerDay: 10, freePerMinute: 1_000 }] });
+    try {
+      const env = envFor(freshPrefix(), accounts.url);
+      expect((await cli(env, "add-key", testKeys[0] as string)).code).toBe(0);
+      expect((await cli(env, "add-key", testKeys[1] as string)).code).toBe(0);
+      const instances = await startInstances(3, env);
+      // Each instance has asked GET /key about both keys (the account and its limit).
+      await eventually(() => accounts.calls.filter((call) => call.kind === "key-info").length >= 2 + 6, { what: "every instance's GET /key" });
+      const answers = await Promise.all(Array.from({ length: 45 }, (_, i) => chat(instances[i % 3] as ProxyProcess, "meta-llama/llama-3.3-70b-instruct:free")));
+      const statuses = answers.map((answer) => answer.status);
+      const free = accounts.chatCalls().filter((call) => call.account === "user_free");
+      expect(free.filter((call) => call.kind === "served").length).toBeLessThanOrEqual(10);
+      expect(free.filter((call) => call.kind === "free-per-day").length).toBeLessThanOrEqual(1);
+      expect(free.length).toBeLessThanOrEqual(11);
+      expect(statuses.filter((status) => status === 200).length).toBe(free.filter((call) => call.kind === "served").length);
+      expect(statuses.every((status) => status === 200 || status === 429)).toBe(true);
+    } finally {
+      await accounts.stop();
+    }
+  }, 40_000);
+});
