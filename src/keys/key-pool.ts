@@ -155,13 +155,8 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       let fallback: KeyRecord[] | undefined;
       let tried = false;
       let nextAt = Infinity;
-      let nextKnown = false;
-      const returnsAt = (until: number, known: boolean) => {
-        if (until < nextAt || (until === nextAt && known)) {
-          nextAt = until;
-          nextKnown = known;
-        }
-      };
+      /** The first return whose time the upstream announced: equal to nextAt when that one was. */
+      let nextKnownAt = Infinity;
       let cooling = 0;
       let budget = 0;
       let unpaid = 0;
@@ -170,7 +165,8 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
         if (key.disabled) continue;
         if (!isAvailable(key, at)) {
           cooling++;
-          returnsAt(key.cooldownUntil, key.cooldownSource !== undefined && key.cooldownSource !== "default");
+          nextAt = Math.min(nextAt, key.cooldownUntil);
+          if (key.cooldownSource !== undefined && key.cooldownSource !== "default") nextKnownAt = Math.min(nextKnownAt, key.cooldownUntil);
           continue;
         }
         // Most pools serving paid models never rest an account: skip building the account id then.
@@ -184,13 +180,16 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
           cooling++;
           if (block.why === "budget") budget++;
           if (block.why === "unpaid") unpaid++;
-          else returnsAt(block.until, block.known);
+          else {
+            nextAt = Math.min(nextAt, block.until);
+            if (block.known) nextKnownAt = Math.min(nextKnownAt, block.until);
+          }
           if (block.why !== "rest") (blockedAccounts ??= new Set()).add(accountIdOf(key));
           continue;
         }
         if (modelClass === "free" && pending.size > 0 && pending.has(key.id)) {
           cooling++;
-          returnsAt(at + KEY_LOOKUP_WAIT_MS, false);
+          nextAt = Math.min(nextAt, at + KEY_LOOKUP_WAIT_MS);
           continue;
         }
         if (exclude?.has(key.id) || (excludeAccounts !== undefined && excludeAccounts.has(accountIdOf(key)))) {
@@ -207,7 +206,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
         const accounts = blockedAccounts?.size ?? 0;
         if (budget === cooling) return { ok: false, reason: "free-budget-exhausted", accounts, resetAt: nextAt, total: keys.length };
         if (unpaid === cooling) return { ok: false, reason: "out-of-credits", accounts, total: keys.length };
-        return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, resetKnown: nextKnown, total: keys.length };
+        return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, resetKnown: nextKnownAt === nextAt, total: keys.length };
       }
       const preferred = prefer === undefined ? undefined : candidates.find((key) => key.id === prefer);
       if (dryRun) {
