@@ -262,3 +262,16 @@ test("add-key with no server running stores the account, the key's cap and the a
   expect(saved.keys[0]).toMatchObject({ account: "user_N", keyLimit: { limit: 5, remaining: 3, reset: "weekly", checkedAt: new Date(clock.now).toISOString() } });
   expect(saved.accounts.user_N?.free).toEqual({ day: new Date(clock.now).toISOString().slice(0, 10), used: 12, limit: 50 });
 });
+
+test("a key added at runtime whose GET /key fails is released for free-model requests all the same", async () => {
+  const upstream = startFake([{ id: "user_A", keys: [a1] }]);
+  const proxy = await start(upstream, [a1]);
+  // No account owns this key in the double: GET /key answers 401, the lookup has failed.
+  const stranger = orKey("zz");
+  const added = await admin(proxy, "/keys", { method: "POST", body: JSON.stringify({ key: stranger, verify: false }) });
+  expect(added.status).toBe(201);
+  await proxy.refresher?.idle();
+  expect(upstream.calls.filter((call) => call.path === "/key" && call.key === stranger).map((call) => call.status)).toEqual([401]);
+  expect(proxy.pool.pendingLookups()).toEqual([]);
+  expect(proxy.pool.acquire({ model: FREE, exclude: new Set([id(a1)]), dryRun: true })).toMatchObject({ ok: true, lease: { keyId: id(stranger) } });
+});

@@ -86,3 +86,42 @@ describe("what an upstream status means", () => {
     expect(classify({ status: 200, headers: new Headers({ "x-ratelimit-remaining": "3" }), now, defaultCooldownMs: minute })).toEqual({ kind: "ok" });
   });
 });
+
+describe("402 by cause, never by the status alone", () => {
+  const payment = (metadata: Record<string, string> | undefined, message: string, model: string, headers: Record<string, string> = {}) =>
+    classify({
+      status: 402,
+      headers: new Headers(headers),
+      body: readErrorBody(JSON.stringify({ error: { message, code: 402, ...(metadata ? { metadata } : {}) } })),
+      now,
+      defaultCooldownMs: minute,
+      model,
+    });
+  const PAID = "openai/gpt-4o-mini";
+  const FREE = "meta-llama/llama-3.3-70b-instruct:free";
+  test.each([
+    ["limit_source openrouter_in_flight_budget is in flight", { limit_source: "openrouter_in_flight_budget" }, "x", PAID, {}, "in-flight"],
+    ["reason in_flight_budget_exhausted is in flight", { reason: "in_flight_budget_exhausted" }, "x", PAID, {}, "in-flight"],
+    ["any 402 with Retry-After is in flight", { limit_source: "openrouter_credits" }, "Insufficient credits", PAID, { "retry-after": "3" }, "in-flight"],
+    ["reason weight_exceeds_budget is the request's own", { reason: "weight_exceeds_budget", limit_source: "openrouter_credits" }, "x", PAID, {}, "request-too-big"],
+    ["a message saying the request would exceed the credits is the request's own", undefined, "This request would exceed your available credits", PAID, {}, "request-too-big"],
+    ["limit_source openrouter_key_limit is the key's cap", { limit_source: "openrouter_key_limit" }, "Key limit exceeded", PAID, {}, "key-limit"],
+    ["limit_source openrouter_credits on a paid model is the account's credits", { limit_source: "openrouter_credits" }, "Insufficient credits", PAID, {}, "credits"],
+    ["an unlabelled 402 on a paid model is the account's credits", undefined, "Payment required", PAID, {}, "credits"],
+    ["a 402 on a free model is a negative balance", { limit_source: "openrouter_credits" }, "Insufficient credits", FREE, {}, "negative-balance"],
+  ])("%s", (_rule, metadata, message, model, headers, cause) => {
+    expect(payment(metadata, message, model, headers)).toMatchObject({ kind: "payment", cause });
+  });
+
+  test("an in-flight 402 carries the announced wait, and no other 402 carries one", () => {
+    expect(payment({ limit_source: "openrouter_in_flight_budget" }, "x", PAID, { "retry-after": "2" })).toMatchObject({ until: now + 2000, source: "retry-after" });
+    expect(payment({ limit_source: "openrouter_in_flight_budget" }, "x", PAID)).not.toHaveProperty("until");
+  });
+
+  test("a privacy 404 rests the model, any other 404 is the request's own", () => {
+    const notFound = (message: string) =>
+      classify({ status: 404, headers: new Headers(), body: readErrorBody(JSON.stringify({ error: { message, code: 404 } })), now, defaultCooldownMs: minute, model: "x/y" });
+    expect(notFound("No endpoints found matching your data policy (Free model publication)")).toMatchObject({ kind: "privacy", model: "x/y" });
+    expect(notFound("Model not found")).toEqual({ kind: "request-error" });
+  });
+});
