@@ -138,12 +138,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     ...(config.SESSION_AFFINITY ? { affinity: createSessionAffinity({ now }) } : {}),
   });
   const ledger = createUsageLedger({ now });
-  const metrics = createMetrics({
-    keysByState: () => {
-      const availability = pool.availability();
-      return { active: availability.available, cooling: availability.cooling, disabled: availability.disabled };
-    },
-  });
+  const metrics = createMetrics({ keysByState: () => pool.keysByState() });
   events.on("request.done", (record) => {
     ledger.record(record);
     metrics.record(record);

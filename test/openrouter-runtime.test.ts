@@ -93,8 +93,10 @@ describe("enable-key", () => {
     const { proxy } = await restedThreeWays();
     const response = await admin(proxy, `/keys/${id(a1)}/enable`, { method: "POST" });
     expect(response.status).toBe(200);
-    const body = (await response.json()) as { key: { status: string; consecutiveFailures: number }; cleared: string[] };
-    expect(body.key).toMatchObject({ status: "active", consecutiveFailures: 0 });
+    const body = (await response.json()) as { key: { status: string; limits: string[]; consecutiveFailures: number }; cleared: string[] };
+    // The known daily limit stays: the key serves paid models again, free ones after midnight (key-status.ts).
+    expect(body.key).toMatchObject({ status: "limited", consecutiveFailures: 0 });
+    expect(body.key.limits).toEqual([expect.stringMatching(/^free models until \S+T00:00:00\.000Z \(free-per-day/)]);
     expect(body.cleared).toHaveLength(2);
     expect(body.cleared.join("\n")).toContain("paid models (credits): Insufficient credits");
     expect(body.cleared.join("\n")).toContain(`model ${BUSY} (provider)`);

@@ -228,6 +228,15 @@ describe.skipIf(!chromiumPath())(`the status page in headless Chromium${why}`, (
       );
       expect(accountColumn).toEqual(Object.fromEntries(keys.map((key) => [idOf.get(key), accountOf.get(key) ?? "unknown"])));
 
+      // The Status column asks key-status.ts too: a key of user_a that neither cools nor is disabled
+      // is limited (free models rest on its account), and says until when.
+      const statusColumn = await browser.evaluate<Record<string, string>>(
+        "Object.fromEntries([...document.querySelectorAll('#keys tbody tr')].map(r => [r.cells[0].textContent, r.cells[4].textContent]))",
+      );
+      const limitedOnA = idsOn("user_a").filter((id) => id !== cooled && id !== disabled);
+      expect(limitedOnA.length).toBeGreaterThan(0);
+      for (const id of limitedOnA) expect(statusColumn[id as string]).toMatch(/^limitedfree models until \S+T00:00:00\.000Z \(free-per-day, daily free limit used up\)$/);
+
       // The countdown is live: with polling stalled (no fresh data) and the page's clock moved
       // 2 minutes on, the next tick shows about 2 minutes less left.
       await browser.evaluate("window.fetch = () => { window.__polled = true; return new Promise(() => {}); }");

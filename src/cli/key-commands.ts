@@ -124,7 +124,7 @@ export async function listKeysCommand(context: KeyCommandContext, { json }: { js
     context.io.err(`list-keys: ${loaded.message}`);
     return 1;
   }
-  const views = loaded.doc.records.map((record) => viewKey(record, now));
+  const views = loaded.doc.records.map((record) => viewKey(record, loaded.doc.accounts, now));
   const accounts = viewAccounts(loaded.doc.records, loaded.doc.accounts, now);
   if (json) {
     context.io.out(JSON.stringify({ keys: views, accounts }, null, 2));

@@ -11,7 +11,7 @@ import { addKey, enableKey, removeKey, type AddOutcome } from "../keys/key-admin
 import { keyIdOf } from "../domain/key-identity.ts";
 import type { KeyFacts, KeyPool } from "../keys/key-pool.ts";
 import type { KeyStore, StoreLoad } from "../keys/key-store.ts";
-import { echoInput, viewKey } from "../keys/key-view.ts";
+import { echoInput } from "../keys/key-view.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 import type { KeyCheck } from "../upstream/key-info.ts";
 import { requireAdminToken } from "./admin-auth.ts";
@@ -52,12 +52,12 @@ export function adminRoutes({ adminToken, pool, store, checkKey, now = Date.now 
     return result.doc;
   };
   const viewOf = (id: string) => {
-    const record = pool.records().find((candidate) => candidate.id === id);
-    if (!record) throw new ProxyError(500, `key ${id} vanished during the change`, { type: "internal_error", code: "internal_error" });
-    return viewKey(record, now());
+    const view = pool.keyViews().find((candidate) => candidate.id === id);
+    if (!view) throw new ProxyError(500, `key ${id} vanished during the change`, { type: "internal_error", code: "internal_error" });
+    return view;
   };
 
-  admin.get("/keys", (c) => c.json({ keys: pool.records().map((record) => viewKey(record, now())), accounts: pool.accountViews() }));
+  admin.get("/keys", (c) => c.json({ keys: pool.keyViews(), accounts: pool.accountViews() }));
 
   admin.post("/keys", async (c) => {
     const body = await readJson(c);

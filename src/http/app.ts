@@ -97,7 +97,7 @@ export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, 
   });
 
   app.get("/healthz", healthHandler());
-  app.get("/readyz", readinessHandler(pool, now));
+  app.get("/readyz", readinessHandler(pool));
   // The page first: it must load without the token, which its script then asks for.
   app.get("/admin", statusPage(adminToken));
   app.get("/admin/", statusPage(adminToken));

@@ -1,6 +1,9 @@
-/** `GET /healthz`: 200 while the process serves. `GET /readyz`: 200 when a key can serve now. */
+/**
+ * `GET /healthz`: 200 while the process serves. `GET /readyz`: 200 when a key can serve some
+ * request now (its status, keys/key-status.ts, is `active` or `limited`: the same answer acquire obeys).
+ */
 import type { Context } from "hono";
-import type { KeyPool } from "../keys/key-pool.ts";
+import type { Availability, KeyPool } from "../keys/key-pool.ts";
 
 export function healthHandler() {
   return function health(c: Context): Response {
@@ -8,16 +11,20 @@ export function healthHandler() {
   };
 }
 
-export function readinessHandler(pool: KeyPool, now: () => number = Date.now) {
+export function readinessHandler(pool: KeyPool) {
   return function ready(c: Context): Response {
     const availability = pool.availability();
     if (availability.available > 0) return c.json({ status: "ready", ...availability });
-    const reason =
-      availability.total === 0
-        ? "no keys configured: add one with `openrouter-proxy add-key`"
-        : availability.cooling > 0
-          ? `all available keys are cooling down; the first returns at ${new Date(availability.nextAvailableAt ?? now()).toISOString()}`
-          : `all ${availability.total} keys are disabled: re-enable one with \`openrouter-proxy enable-key <id>\``;
-    return c.json({ status: "unavailable", reason, ...availability }, 503);
+    return c.json({ status: "unavailable", reason: unreadyReason(availability), ...availability }, 503);
   };
+}
+
+function unreadyReason(availability: Availability): string {
+  const { total, cooling, resting, nextAvailableAt } = availability;
+  if (total === 0) return "no keys configured: add one with `openrouter-proxy add-key`";
+  if (cooling + resting === 0) return `all ${total} keys are disabled: re-enable one with \`openrouter-proxy enable-key <id>\``;
+  if (nextAvailableAt === undefined) return "every key's account waits for credits: add credits at OpenRouter, or clear the rest with `openrouter-proxy enable-key <id>`";
+  const returns = `the first returns at ${new Date(nextAvailableAt).toISOString()}`;
+  if (resting === 0) return `all available keys are cooling down; ${returns}`;
+  return `no key can serve now (${cooling} cooling down, ${resting} resting on their account's limits); ${returns}`;
 }

@@ -1,28 +1,13 @@
 /**
  * The pool's memory of accounts: rests (of an account, of one model on it, or of one of its keys)
- * and each account's daily free-model budget. The key pool is its only user; it is split out so
- * the pool's file holds choosing and reporting, and this one what the accounts owe and when.
+ * and each account's daily free-model budget. The key pool is its only user; what the rests mean
+ * for a key now is key-status.ts's to say (it reads `raw()`), this file only keeps them.
  */
 import type { EventBus } from "../observe/events.ts";
-import { accountIdOf, nextUtcMidnight, utcDayOf, type AccountRest, type AccountState, type FreeBudget, type ModelClass } from "./account-state.ts";
-import { restApplies } from "./rests.ts";
+import { accountIdOf, utcDayOf, type AccountRest, type AccountState, type FreeBudget } from "./account-state.ts";
 import type { KeyRecord } from "./schema.ts";
 
-/**
- * Why a key's account cannot take a request now. `budget`: the known daily free-model limit is
- * used up (until 00:00 UTC); `unpaid`: it rests until credits come back (no known time); `rest`:
- * anything else with a known end.
- */
-export interface AccountBlock {
-  until: number;
-  /** `soft`: only a privacy 404 says no; used when nothing else is left (settings change, and the upstream's own 404 is the truthful answer). */
-  why: "rest" | "budget" | "unpaid" | "soft";
-  /** The end was announced (a reset, Retry-After, 00:00 UTC), not the proxy's default guess. */
-  known: boolean;
-}
-
 export interface AccountBook {
-  blockOf(key: KeyRecord, at: number, model: string | undefined, modelClass: ModelClass): AccountBlock | undefined;
   /** Adds (or extends) a rest; the key names the account. */
   addRest(key: KeyRecord, rest: AccountRest): void;
   /** Removes the rests of `key`'s account (and of the key itself) that `which` picks; returns them. */
@@ -60,35 +45,6 @@ export function createAccountBook({ now, events }: { now: () => number; events?:
       return accounts.size;
     },
     raw: () => accounts,
-
-    blockOf(key, at, model, modelClass) {
-      const state = accounts.get(accountIdOf(key));
-      if (!state) return undefined;
-      let until = 0;
-      let unpaid = false;
-      let soft = 0;
-      let known = false;
-      for (const rest of state.rests) {
-        if (rest.until <= at || !restApplies(rest, key.id, model, modelClass)) continue;
-        if (rest.untilCleared) unpaid = true;
-        else if (rest.cause === "privacy") soft = Math.max(soft, rest.until);
-        else if (rest.until >= until) {
-          known = rest.source !== "default";
-          until = rest.until;
-        }
-      }
-      // The budget is looked at before the rests: a free-models-per-day 429 leaves both a rest and a
-      // used-up budget, and only "budget" lets acquire say the daily limit is used up on every
-      // account (instead of "all keys are cooling down").
-      if (modelClass === "free" && state.free && state.free.day === utcDayOf(at) && state.free.limit !== undefined && state.free.used >= state.free.limit) {
-        return { until: Math.max(until, nextUtcMidnight(at)), why: "budget", known: true };
-      }
-      // Waiting on credits outweighs a rest with a known end: that end would not bring the key back.
-      if (unpaid) return { until: Infinity, why: "unpaid", known: false };
-      if (until > 0) return { until, why: "rest", known };
-      if (soft > 0) return { until: soft, why: "soft", known: false };
-      return undefined;
-    },
 
     addRest(key, rest) {
       const state = stateOf(key);

@@ -1,10 +1,12 @@
 /** How a key is shown to people (CLI, admin API): its id and masked form, never the key. */
 import { maskKey } from "../domain/key-identity.ts";
 import { accountIdOf, utcDayOf, type AccountState, type RestClass } from "./account-state.ts";
+import { endOf, keyStatus, type Hold, type KeyState, type KeyStatus } from "./key-status.ts";
 import { restTarget } from "./rests.ts";
 import type { KeyRecord } from "./schema.ts";
 
-export type KeyStatusName = "active" | "cooling" | "disabled";
+/** The state names of key-status.ts: active, limited, resting, cooling, disabled. */
+export type KeyStatusName = KeyState;
 
 export interface KeyView {
   id: string;
@@ -13,6 +15,13 @@ export interface KeyView {
   account: string | null;
   masked: string;
   status: KeyStatusName;
+  /**
+   * For `limited` and `resting`: what the key cannot serve now and until when, one phrase each
+   * ("free models until 2026-11-26T00:00:00.000Z (daily free limit used up)"); empty otherwise.
+   */
+  limits: string[];
+  /** For `resting`: when it first serves something again; null while it waits on credits, or not resting. */
+  restingUntil: string | null;
   cooldownUntil: string | null;
   cooldownReason: string | null;
   consecutiveFailures: number;
@@ -27,14 +36,17 @@ export interface KeyView {
 
 const iso = (ms: number | undefined): string | null => (ms ? new Date(ms).toISOString() : null);
 
-export function viewKey(record: KeyRecord, now: number): KeyView {
-  const cooling = record.cooldownUntil > now;
+export function viewKey(record: KeyRecord, accounts: ReadonlyMap<string, AccountState>, now: number): KeyView {
+  const status = keyStatus(record, accounts, now);
+  const cooling = status.state === "cooling";
   return {
     id: record.id,
     label: record.label ?? null,
     account: record.account ?? null,
     masked: maskKey(record.secret),
-    status: record.disabled ? "disabled" : cooling ? "cooling" : "active",
+    status: status.state,
+    limits: describeHolds(status, now),
+    restingUntil: status.state === "resting" && Number.isFinite(status.until) ? new Date(status.until).toISOString() : null,
     cooldownUntil: cooling ? iso(record.cooldownUntil) : null,
     cooldownReason: cooling ? (record.cooldownReason ?? null) : null,
     consecutiveFailures: record.consecutiveFailures,
@@ -48,11 +60,32 @@ export function viewKey(record: KeyRecord, now: number): KeyView {
   };
 }
 
-/** One human line of status: "active", "cooling down until …", "disabled: why". */
+function describeHold(what: string, hold: Hold, now: number): string {
+  const causes = new Set<string>(hold.rests.map((rest) => rest.cause ?? "rate-limit"));
+  if (hold.budget) causes.add("daily free limit used up");
+  const refused = hold.unpaid || hold.budget || hold.until > 0;
+  const when = hold.unpaid ? "until credits return" : refused ? `until ${new Date(endOf(hold, now)).toISOString()}` : `tried last until ${new Date(hold.soft).toISOString()}`;
+  return `${what} ${when} (${[...causes].join(", ")})`;
+}
+
+/** What a limited or resting key cannot serve now, one phrase each. */
+export function describeHolds(status: KeyStatus, now: number): string[] {
+  if (status.state !== "limited" && status.state !== "resting") return [];
+  const phrases: string[] = [];
+  if (status.free) phrases.push(describeHold("free models", status.free, now));
+  if (status.paid) phrases.push(describeHold("paid models", status.paid, now));
+  for (const [model, hold] of status.models ?? []) phrases.push(describeHold(`model ${model}`, hold, now));
+  return phrases;
+}
+
+/** One human line of status: "active", "limited: …", "resting: …", "cooling down until …", "disabled: why". */
 export function describeStatus(view: KeyView): string {
   switch (view.status) {
     case "active":
       return "active";
+    case "limited":
+    case "resting":
+      return `${view.status}: ${view.limits.join("; ")}`;
     case "cooling":
       return `cooling down until ${view.cooldownUntil}${view.cooldownReason ? ` (${view.cooldownReason})` : ""}`;
     case "disabled":

@@ -1,15 +1,8 @@
 /**
- * Pure rules about rests: which requests a rest keeps off a key, which rests a person's
- * `enable-key` may clear, and when a key's own spending cap resets. No state lives here.
+ * Pure rules about rests: which rests a person's `enable-key` may clear, when a key's own spending
+ * cap resets, how a rest is named. Which requests a rest keeps off a key is key-status.ts's to say.
  */
-import { nextUtcMidnight, type AccountRest, type ModelClass } from "./account-state.ts";
-
-/** Whether `rest` keeps this key off a request for `model` (of `modelClass`). */
-export function restApplies(rest: AccountRest, keyId: string, model: string | undefined, modelClass: ModelClass): boolean {
-  if (rest.scope === "model") return rest.model !== undefined && rest.model === model;
-  if (rest.scope === "key" && rest.keyId !== keyId) return false;
-  return rest.modelClass === "all" || rest.modelClass === modelClass;
-}
+import { nextUtcMidnight, type AccountRest } from "./account-state.ts";
 
 /**
  * A known daily limit (the account's free-models-per-day, or a key cap that resets daily) is

@@ -1,0 +1,81 @@
+/**
+ * A person's decisions and the stored list: adopting a new list (keys join and leave, a person's
+ * enable or disable from outside wins over what the server held), and the rests a person's
+ * enable-key or a background GET /key showing credits again may end.
+ */
+import { accountIdOf } from "./account-state.ts";
+import { clearOnEnable, describeCleared } from "./outcome-rests.ts";
+import type { PoolCore } from "./pool-core.ts";
+import type { KeyRecord } from "./schema.ts";
+
+/** A person's enable-key: the rests of the key's account that are not a known daily limit end; says which. */
+export function clearRests(core: PoolCore, keyId: string): string[] {
+  const key = core.byId.get(keyId);
+  if (!key) return [];
+  const cleared = clearOnEnable(core.book, key);
+  if (cleared.length === 0) return [];
+  const described = cleared.map(describeCleared);
+  core.events?.emit("account.rests-cleared", { account: accountIdOf(key), keyId, cleared: described });
+  core.changed();
+  return described;
+}
+
+/** A background GET /key shows the account can pay again: its credit rests end. */
+export function paidAgain(core: PoolCore, keyId: string): void {
+  const key = core.byId.get(keyId);
+  if (!key) return;
+  const cleared = core.book.clearRests(key, (rest) => rest.cause === "credits" || rest.cause === "negative-balance");
+  if (cleared.length === 0) return;
+  core.events?.emit("account.rests-cleared", { account: accountIdOf(key), keyId, cleared: cleared.map(describeCleared) });
+  core.changed();
+}
+
+/** Adopts a stored list: new keys join, missing ones leave, known ones keep runtime state. */
+export function replaceKeys(core: PoolCore, records: readonly KeyRecord[]): void {
+  const { events } = core;
+  const previous = core.byId;
+  const firstLoad = !core.loaded; // the keys found at startup were not "added"
+  core.loaded = true;
+  const enabledByPerson: KeyRecord[] = [];
+  core.keys = records.map((record) => {
+    const known = previous.get(record.id);
+    if (!known) {
+      if (!firstLoad) {
+        if (core.holdAddedKeys) core.pending.add(record.id);
+        events?.emit("key.added", { keyId: record.id, ...(record.label ? { label: record.label } : {}) });
+      }
+      return { ...record };
+    }
+    if (known.resetAt !== record.resetAt) {
+      // A person's decision from outside (CLI, admin API, check-keys): theirs wins.
+      if (record.disabled) events?.emit("key.disabled", { keyId: record.id, reason: record.disabled.reason });
+      else {
+        events?.emit("key.enabled", { keyId: record.id });
+        enabledByPerson.push(record);
+      }
+      // What GET /key and error bodies taught the server stays, even if the file has not caught up.
+      return {
+        ...record,
+        ...(record.account === undefined && known.account !== undefined ? { account: known.account } : {}),
+        ...(record.keyLimit || !known.keyLimit ? {} : { keyLimit: known.keyLimit }),
+      };
+    }
+    // Same key, no reset by a person: keep the runtime state held here, adopt the rest.
+    known.label = record.label;
+    known.extra = record.extra;
+    if (record.keyLimit && record.keyLimit.checkedAt > (known.keyLimit?.checkedAt ?? 0)) known.keyLimit = record.keyLimit;
+    if (record.account !== undefined && known.account === undefined) core.book.setAccount(known, record.account);
+    return known;
+  });
+  core.byId = new Map(core.keys.map((key) => [key.id, key]));
+  for (const id of previous.keys()) {
+    if (core.byId.has(id)) continue;
+    core.pending.delete(id);
+    core.chooser.dropped(id);
+    events?.emit("key.removed", { keyId: id });
+  }
+  core.lastStamp = Math.max(core.lastStamp, ...core.keys.map((key) => key.lastUsedAt));
+  // An enable-key from outside (the CLI edits the file) clears the account's rests here too:
+  // the server's memory is what gets written back.
+  for (const record of enabledByPerson) clearRests(core, record.id);
+}
