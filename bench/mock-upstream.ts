@@ -96,6 +96,7 @@ function buildModels(count: number): ModelEntry[] {
 }
 
 const MODELS_BODY = encoder.encode(JSON.stringify({ data: buildModels(MODEL_COUNT) }));
+const MODELS_GZIP = Bun.gzipSync(MODELS_BODY);
 
 // ---------------------------------------------------------------- chat completions
 
@@ -245,13 +246,17 @@ const server = Bun.serve({
       return new Response(completionBody(model), { headers: { "content-type": "application/json" } });
     }
     if (path.endsWith("/models") && req.method === "GET") {
+      // Like OpenRouter: gzip for a client that accepts it (compressed once, at startup).
+      if (/\bgzip\b/.test(req.headers.get("accept-encoding") ?? "")) {
+        return new Response(MODELS_GZIP, { headers: { "content-type": "application/json", "content-encoding": "gzip" } });
+      }
       return new Response(MODELS_BODY, { headers: { "content-type": "application/json" } });
     }
     return Response.json({ error: { code: 404, message: `no route ${req.method} ${path}` } }, { status: 404 });
   },
 });
 
-process.stdout.write(`${JSON.stringify({ ready: true, port: server.port, modelsBytes: MODELS_BODY.byteLength })}\n`);
+process.stdout.write(`${JSON.stringify({ ready: true, port: server.port, modelsBytes: MODELS_BODY.byteLength, modelsGzipBytes: MODELS_GZIP.byteLength })}\n`);
 
 const stop = (): void => {
   void server.stop(true);

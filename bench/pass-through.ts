@@ -44,6 +44,8 @@ const server = Bun.serve({
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : await req.arrayBuffer(),
+      // Bytes as they came, compressed or not: the thinnest forwarder does not decode.
+      decompress: false,
     });
     return new Response(upstream.body, { status: upstream.status, headers: upstream.headers });
   },

@@ -4,3 +4,5 @@ dofile(dir .. "report.lua")
 
 wrk.method = "GET"
 wrk.headers["Authorization"] = os.getenv("BENCH_CLIENT_AUTH") or "Bearer sk-client-bench"
+-- As OpenAI SDKs (fetch) do: the mock then answers gzip, as OpenRouter does.
+wrk.headers["Accept-Encoding"] = "gzip"
