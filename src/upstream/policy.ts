@@ -62,6 +62,11 @@ export function readErrorBody(text: string): ErrorBodyFacts {
   } catch {
     return {};
   }
+  return errorFactsOf(parsed);
+}
+
+/** The same facts from an error answer already parsed (read once, where it was parsed for another reason). */
+export function errorFactsOf(parsed: unknown): ErrorBodyFacts {
   const error = field(parsed, "error");
   const message = field(error, "message");
   const metadata = field(error, "metadata");

@@ -8,9 +8,9 @@ import { redactBytes, ScrubbedReader, type ChunkReader, type ReadResult } from "
 import type { Attempt, Failure } from "./attempt.ts";
 import { claimsJsonButIsNot, describeFetchError } from "./answer-checks.ts";
 import { ANSWER_HEAD_BYTES, declaredWithin, ERROR_HEAD_BYTES, joinChunks, readHead, type BodyHead } from "./bounded-read.ts";
-import { readErrorBody } from "./policy.ts";
+import { errorFactsOf, readErrorBody } from "./policy.ts";
 import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
-import { readAnswerTail, type Usage } from "./usage-tap.ts";
+import { readJsonAnswerTail, type Usage } from "./usage-tap.ts";
 
 export type Judged =
   /** Served, read whole: `body` is the answer (null: none). */
@@ -63,11 +63,11 @@ async function judgeWholeAnswer(body: NonNullable<Response["body"]>, response: R
     return brokeOff(attempt, response.status, "the upstream's answer", error, context);
   }
   const view = joinChunks(head.chunks);
-  const tail = head.complete ? readAnswerTail(view, false) : undefined;
+  const tail = head.complete ? readJsonAnswerTail(view) : undefined;
   if (head.complete) attempt.release();
   if (tail?.lateError !== undefined) {
     // A 200 that carries an error (OpenRouter does this): judged like the status it stands for.
-    const facts = readErrorBody(decoder.decode(view));
+    const facts = tail.errorAnswer !== undefined ? errorFactsOf(tail.errorAnswer) : readErrorBody(decoder.decode(view));
     return { kind: "answer", status: statusOfCode(facts.code), answerStatus: response.status, facts, bytes: view, headers: response.headers };
   }
   if (claimsJsonButIsNot(response.headers, view, context.method, response.status, head.complete)) {

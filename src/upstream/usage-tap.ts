@@ -15,6 +15,9 @@ export interface TapResult {
   lateError?: string;
 }
 
+/** A whole JSON answer's tail read, and, when it carries `error`, the answer as parsed (its facts need no second parse). */
+export type JsonAnswerTail = TapResult & { errorAnswer?: unknown };
+
 const TAIL_BYTES = 16 * 1024;
 /** How much of a stream's end is read first (see `UsageTap.finish`). */
 const FIRST_LOOK_BYTES = 4 * 1024;
@@ -79,6 +82,11 @@ export function readAnswerTail(bytes: Uint8Array, isEventStream: boolean): TapRe
   return isEventStream ? readStreamTail(bytes, from) : readJsonTail(bytes, from);
 }
 
+/** A whole JSON answer (as `readAnswerTail`), keeping the parsed answer when it carries an error. */
+export function readJsonAnswerTail(bytes: Uint8Array): JsonAnswerTail {
+  return readJsonTail(bytes, bytes.byteLength > TAIL_BYTES ? bytes.byteLength - TAIL_BYTES : 0, true);
+}
+
 /** The last place `key` starts at or after `from`, or -1: a search of the tail only, not of a whole large answer. */
 function lastIndexIn(buffer: Buffer, key: Uint8Array, from: number): number {
   const at = buffer.subarray(from).lastIndexOf(key);
@@ -128,22 +136,29 @@ function readStreamLines(tail: string): TapResult {
  * A whole JSON answer, searched as bytes (natively) for its last `"usage"`; only the text from
  * there on is decoded and parsed, not the answer: `usage` is the last thing in the body.
  */
-function readJsonTail(bytes: Uint8Array, from: number): TapResult {
+function readJsonTail(bytes: Uint8Array, from: number, keepErrorAnswer = false): JsonAnswerTail {
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const usageAt = lastIndexIn(buffer, USAGE_KEY, from);
   const usage = usageAt !== -1 ? usageOf(lastObjectAfter(decoder.decode(bytes.subarray(usageAt)), '"usage"')) : undefined;
   // A 200 that carries an error (OpenRouter does this) has a top-level "error"; rare, so the
   // parse of the tail happens only when the word is there at all.
   let error: string | undefined;
+  let parsed: unknown;
   if (buffer.indexOf(ERROR_KEY, from) !== -1) {
     try {
-      error = errorText(field(JSON.parse(decoder.decode(bytes.subarray(from))), "error"));
+      parsed = JSON.parse(decoder.decode(bytes.subarray(from)));
+      error = errorText(field(parsed, "error"));
     } catch {
       // larger than the tail, or not JSON: nothing to say
     }
   }
-  if (usage === undefined) return error === undefined ? {} : { lateError: error };
-  return error === undefined ? { usage } : { usage, lateError: error };
+  const result: JsonAnswerTail = {};
+  if (usage !== undefined) result.usage = usage;
+  if (error !== undefined) {
+    result.lateError = error;
+    if (keepErrorAnswer && from === 0) result.errorAnswer = parsed; // the whole answer, not a piece of it
+  }
+  return result;
 }
 
 /** The JSON object that follows the last occurrence of `key`, parsed; undefined if there is none. */
