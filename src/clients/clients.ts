@@ -3,7 +3,7 @@
  * proxy handler asks, the sync that saves counters and adopts people's changes, and the charge of
  * every finished request's usage to its client. proxy-server.ts builds this once.
  */
-import type { EventBus } from "../observe/events.ts";
+import type { EventBus } from "../domain/events.ts";
 import { createJsonFileStore } from "../keys/json-file-store.ts";
 import type { KeyStore } from "../keys/key-store.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";

@@ -3,7 +3,7 @@
  * and each account's daily free-model budget. The key pool is its only user; what the rests mean
  * for a key now is key-status.ts's to say (it reads `raw()`), this file only keeps them.
  */
-import type { EventBus } from "../observe/events.ts";
+import type { EventBus } from "../domain/events.ts";
 import { accountIdOf, utcDayOf, type AccountRest, type AccountState, type FreeBudget } from "./account-state.ts";
 import type { KeyRecord } from "./schema.ts";
 

@@ -9,7 +9,7 @@
  * `tick()` does what is due at the pool's clock; a timer calls it in production, tests call it
  * after moving the injected clock, so nothing waits in real time.
  */
-import type { EventBus } from "../observe/events.ts";
+import type { EventBus } from "../domain/events.ts";
 import { utcDay } from "../domain/time-text.ts";
 import type { KeyCheck } from "../domain/key-check.ts";
 import { discoverAccounts, factsOf, mayPay } from "./account-discovery.ts";

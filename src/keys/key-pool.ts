@@ -9,7 +9,7 @@
  */
 import type { Rotation } from "../config.ts";
 import type { Outcome } from "../domain/outcome.ts";
-import type { EventBus } from "../observe/events.ts";
+import type { EventBus } from "../domain/events.ts";
 import { createAccountBook } from "./account-book.ts";
 import type { AccountState } from "./account-state.ts";
 import { acquire, type AcquireOptions, type AcquireResult } from "./key-acquire.ts";

@@ -3,7 +3,7 @@
  * `saveDelayMs` at most, never one per request), and changes someone else makes to the store are
  * adopted by the pool. The hot path only sets a timer; all I/O happens here, off the request.
  */
-import type { EventBus } from "../observe/events.ts";
+import type { EventBus } from "../domain/events.ts";
 import type { KeyPool } from "./key-pool.ts";
 import type { KeyStore, StoreFailure, StoreLoad } from "./key-store.ts";
 

@@ -4,7 +4,7 @@
  * stored list (key-edits.ts), and what is shown (pool-views.ts). key-pool.ts builds it and is the
  * only way in from outside: nothing else holds a `PoolCore`.
  */
-import type { EventBus } from "../observe/events.ts";
+import type { EventBus } from "../domain/events.ts";
 import type { AccountBook } from "./account-book.ts";
 import type { Chooser } from "./rotation.ts";
 import type { KeyRecord } from "./schema.ts";

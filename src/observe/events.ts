@@ -1,46 +1,12 @@
 /**
- * A small typed event bus. The pool and the forward loop announce what happened; logs, metrics
- * and tests subscribe. Emitting is synchronous and cheap; listeners must not throw or block.
+ * The small typed event bus. The pool and the forward loop announce what happened; logs, metrics
+ * and tests subscribe. Emitting is synchronous and cheap; listeners must not throw or block. The
+ * events' names and shapes are a leaf (domain/events.ts), so the announcers need not import this.
  */
-import type { ResetSource } from "../domain/outcome.ts";
-import type { RequestRecord } from "../domain/request-record.ts";
+import type { EventBus, ProxyEventMap, ProxyEventName } from "../domain/events.ts";
 
-export interface ProxyEventMap {
-  "key.cooldown": { keyId: string; until: number; source: ResetSource; reason: string };
-  "key.failure": { keyId: string; consecutiveFailures: number; reason: string };
-  "key.disabled": { keyId: string; reason: string };
-  "key.recovered": { keyId: string };
-  "request.done": RequestRecord;
-  "key.added": { keyId: string; label?: string };
-  "key.removed": { keyId: string };
-  "key.enabled": { keyId: string };
-  "store.error": { message: string };
-  /** The store problem last reported is over (the file loads, or can be written, again). */
-  "store.recovered": { message: string };
-  "account.rest": {
-    account: string;
-    keyId: string;
-    scope: "account" | "model" | "key";
-    modelClass: string;
-    model?: string;
-    until: number;
-    source: string;
-    reason: string;
-    cause?: string;
-  };
-  /** What a person's enable-key cleared besides the key's failures and cooldown. */
-  "account.rests-cleared": { account: string; keyId: string; cleared: string[] };
-  /** A client key's request refused before it went upstream (a model outside --models, a limit, expiry). */
-  "client.refused": { client: string; code: string };
-}
-
-export type ProxyEventName = keyof ProxyEventMap;
+export type { EventBus, ProxyEventMap, ProxyEventName } from "../domain/events.ts";
 type Listener<K extends ProxyEventName> = (event: ProxyEventMap[K]) => void;
-
-export interface EventBus {
-  on<K extends ProxyEventName>(name: K, listener: Listener<K>): () => void;
-  emit<K extends ProxyEventName>(name: K, event: ProxyEventMap[K]): void;
-}
 
 export interface EventBusOptions {
   /**

@@ -4,7 +4,7 @@
  */
 import type { LiveSet } from "../domain/live-set.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
-import type { EventBus } from "../observe/events.ts";
+import type { EventBus } from "../domain/events.ts";
 import type { Attempt } from "./attempt.ts";
 import type { SessionAffinity } from "./session-affinity.ts";
 import type { SilenceWatcher } from "./silence-watch.ts";
