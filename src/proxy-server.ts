@@ -22,6 +22,7 @@ import { abortableSleep, createForwarder } from "./upstream/forward.ts";
 import { checkKey } from "./upstream/key-info.ts";
 import { createSessionAffinity } from "./upstream/session-affinity.ts";
 import { openRedisBackend, type RedisBackend } from "./store/redis/redis-backend.ts";
+import { openSharedClients } from "./store/redis/shared-clients.ts";
 
 export interface ProxyOverrides {
   fetch?: typeof fetch;
@@ -82,7 +83,14 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   }
   const store = overrides.store ?? redis?.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
   const loaded = await store.load();
-  if (onlyClientKeysGuard && !(loaded.ok && hasClients(loaded.doc))) {
+  // With REDIS_URL the client keys and their counters are shared through Redis too (store/redis/shared-clients.ts).
+  const out = (line: string) => (overrides.logOut ?? ((text) => process.stdout.write(text)))(`${line}\n`);
+  const sharedClients = redis && config.REDIS_URL !== undefined
+    ? await openSharedClients({ connection: redis.shared.connection, prefix: config.REDIS_PREFIX, url: config.REDIS_URL, keysFile: config.KEYS_FILE, now, out })
+    : undefined;
+  if (sharedClients && !sharedClients.ok) return sharedClients;
+  const clientDoc = sharedClients?.clients.doc ?? (loaded.ok ? loaded.doc : undefined);
+  if (onlyClientKeysGuard && !(clientDoc && hasClients(clientDoc))) {
     return {
       ok: false,
       message:
@@ -92,9 +100,10 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   }
   if (!loaded.ok) return { ok: false, message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message };
   const started = startClients({
-    doc: loaded.doc,
+    doc: clientDoc ?? loaded.doc,
     keysFile: config.KEYS_FILE,
-    store: overrides.store,
+    store: overrides.store ?? sharedClients?.clients.store,
+    sharedCounters: sharedClients?.clients.counters,
     events,
     requireClientKey: onlyClientKeysGuard,
     saveDelayMs: overrides.saveDelayMs,

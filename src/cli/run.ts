@@ -8,6 +8,7 @@ import { clientCommandFlags, runClientCommand } from "./client-commands.ts";
 import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, removeKeyCommand, type KeyCommandContext } from "./key-commands.ts";
 import { serve } from "./serve.ts";
 import { redisCliStore } from "../store/redis/cli-store.ts";
+import { redisClientCliStore } from "../store/redis/client-cli-store.ts";
 import { commandHelp, usage, version } from "./usage.ts";
 import { loadConfig, parseDotenv, type Config, type EnvInput } from "../config.ts";
 // Errors below echo what was typed through echoInput: a key pasted as a command or an argument
@@ -38,6 +39,12 @@ const keyContext = (config: Config): KeyCommandContext => ({
   io,
   ...(config.REDIS_URL === undefined ? {} : { store: redisCliStore(config, config.REDIS_URL) }),
 });
+// With REDIS_URL every client subcommand works on the clients in Redis (store/redis/client-cli-store.ts).
+const clientContext = (config: Config) => ({
+  config,
+  io,
+  ...(config.REDIS_URL === undefined ? {} : { store: redisClientCliStore(config, config.REDIS_URL) }),
+});
 const flagValue = (args: Parsed, name: string) => {
   const value = args.flags.get(name);
   return typeof value === "string" ? value : undefined;
@@ -65,7 +72,7 @@ const commands: Record<string, CommandSpec> = {
   ...Object.fromEntries(
     Object.entries(clientCommandFlags).map(([name, flags]): [string, CommandSpec] => [
       name,
-      { flags, positional: name === "list-clients" ? [0, 0] : [1, 1], run: (config, args) => runClientCommand(name, { config, io }, args.positional, args.flags) },
+      { flags, positional: name === "list-clients" ? [0, 0] : [1, 1], run: (config, args) => runClientCommand(name, clientContext(config), args.positional, args.flags) },
     ]),
   ),
 };

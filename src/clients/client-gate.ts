@@ -12,7 +12,8 @@
 import { ProxyError } from "../domain/errors.ts";
 import { hashClientKey } from "./client-key.ts";
 import type { ClientDirectory, LiveClient } from "./client-directory.ts";
-import { refusalFor } from "./usage-windows.ts";
+import { hasLimits, type SharedClientCounters } from "./shared-counters.ts";
+import { refusalFor, type Refusal } from "./usage-windows.ts";
 
 export interface ClientGate {
   /** True once callers need a client key (a client exists, or only client keys guard a public HOST). */
@@ -25,9 +26,10 @@ export interface ClientGate {
   identify(token: string | undefined): LiveClient | "unknown" | "off";
   /**
    * Checks the request's model(s) and the client's limits, and counts it; returns the client's
-   * name for the request record. Throws 403 `model_not_allowed` or 429.
+   * name for the request record. Throws (or rejects with) 403 `model_not_allowed` or 429. A
+   * promise only for a client with limits when counters are shared (one atomic Redis call).
    */
-  admit(client: LiveClient, request: { method: string; model?: string | undefined; models?: unknown }): string;
+  admit(client: LiveClient, request: { method: string; model?: string | undefined; models?: unknown }): string | Promise<string>;
 }
 
 export interface ClientGateOptions {
@@ -37,6 +39,8 @@ export interface ClientGateOptions {
   now?: () => number;
   /** Told of every refusal of a known client (for metrics); never of unknown keys. */
   onRefused?: (client: string, code: string) => void;
+  /** With REDIS_URL: the counters every instance shares (shared-counters.ts). */
+  shared?: SharedClientCounters | undefined;
 }
 
 /** 401 for a bearer that is no client's key (and no PROXY_API_KEYS entry). */
@@ -46,7 +50,7 @@ export const unknownClientKey = () =>
     code: "invalid_api_key",
   });
 
-export function createClientGate({ directory, requireClientKey = false, now = Date.now, onRefused }: ClientGateOptions): ClientGate {
+export function createClientGate({ directory, requireClientKey = false, now = Date.now, onRefused, shared }: ClientGateOptions): ClientGate {
   const refuse = (client: string, error: ProxyError): never => {
     onRefused?.(client, error.code);
     throw error;
@@ -76,21 +80,29 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
         if (refusal) refuse(record.name, refusal);
       }
       const at = now();
-      const refusal = refusalFor(record, record.usage, at);
-      if (refusal) {
-        const seconds = Math.max(1, Math.ceil((refusal.until - at) / 1000));
-        const budget = refusal.code === "client_budget_exceeded";
-        refuse(record.name, new ProxyError(
-          429,
-          `client ${record.name} reached its ${budget ? "budget" : "limit"} of ${refusal.reasons.join(" and ")}; ` +
-            `it comes back at ${new Date(refusal.until).toISOString()} (in ${seconds} s)`,
-          { type: budget ? "insufficient_quota" : "rate_limit_error", code: refusal.code, headers: { "retry-after": String(seconds) } },
-        ));
+      // Shared counters: a limited client's check and count are one atomic step in Redis.
+      if (shared && hasLimits(record)) {
+        return shared.reserve(record, at).then((refusal) => (refusal ? refuse(record.name, limitError(record.name, refusal, at)) : record.name));
       }
+      const refusal = refusalFor(record, record.usage, at);
+      if (refusal) refuse(record.name, limitError(record.name, refusal, at));
       directory.countRequest(client, at);
+      shared?.counted(record, at);
       return record.name;
     },
   };
+}
+
+/** 429 for a limit or budget hit, with the truthful wait until the latest boundary among them. */
+function limitError(name: string, refusal: Refusal, at: number): ProxyError {
+  const seconds = Math.max(1, Math.ceil((refusal.until - at) / 1000));
+  const budget = refusal.code === "client_budget_exceeded";
+  return new ProxyError(
+    429,
+    `client ${name} reached its ${budget ? "budget" : "limit"} of ${refusal.reasons.join(" and ")}; ` +
+      `it comes back at ${new Date(refusal.until).toISOString()} (in ${seconds} s)`,
+    { type: budget ? "insufficient_quota" : "rate_limit_error", code: refusal.code, headers: { "retry-after": String(seconds) } },
+  );
 }
 
 /**

@@ -22,11 +22,13 @@ export interface ClientSyncOptions {
   directory: ClientDirectory;
   store: KeyStore;
   saveDelayMs?: number;
+  /** false: counters are kept elsewhere (Redis); only people's changes are adopted. */
+  saveCounters?: boolean;
   now?: () => number;
   onError?: (message: string) => void;
 }
 
-export function startClientSync({ directory, store, saveDelayMs = 500, now = Date.now, onError }: ClientSyncOptions): ClientSync {
+export function startClientSync({ directory, store, saveDelayMs = 500, saveCounters = true, now = Date.now, onError }: ClientSyncOptions): ClientSync {
   let timer: Timer | undefined;
   let saving: Promise<void> | undefined;
   let again = false;
@@ -66,7 +68,7 @@ export function startClientSync({ directory, store, saveDelayMs = 500, now = Dat
   };
 
   const unsubscribe = directory.onChange(() => {
-    if (timer === undefined) {
+    if (saveCounters && timer === undefined) {
       timer = setTimeout(save, saveDelayMs);
       timer.unref?.();
     }

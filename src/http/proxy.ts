@@ -86,7 +86,7 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
       // The body is read once, as bytes, checked, and sent upstream untouched on every attempt.
       const checked = await readCheckedBody(raw, limits);
       // Models and limits are checked before anything goes upstream.
-      const client = typeof caller === "object" ? clients?.admit(caller, { method: raw.method, model: checked.model, models: checked.models }) : undefined;
+      const client = typeof caller === "object" ? await clients?.admit(caller, { method: raw.method, model: checked.model, models: checked.models }) : undefined;
       response = await forward({
         requestId,
         method: raw.method,

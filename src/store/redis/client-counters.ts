@@ -1,0 +1,142 @@
+/**
+ * Client counters shared by every instance through Redis (issue 15 with REDIS_URL): atomic
+ * increments on keys naming the window (client-counter-keys.ts), expiring after it.
+ *
+ * Why the rpm check is an atomic reservation in Redis, and only for clients with a limit: "two
+ * instances enforce one --rpm together" is exact only if the check and the count are one step
+ * where all instances meet; counts shared after the fact (pub/sub, polling) let each instance
+ * admit up to N in the same minute. The price is one Redis round-trip (sub-millisecond on a LAN,
+ * bounded by the connection's timeout) before such a client's request is sent. A client without
+ * limits has nothing to decide: it is counted in memory and its increment written without waiting.
+ *
+ * Redis down (breaker open, timeout): the decision is made from memory (fail open: the counts last
+ * seen in Redis plus this instance's own since), the request is counted there, and the increment
+ * waits in the connection's queue to be replayed when Redis is back (dropped instead when a call
+ * timed out, since Redis may have applied it: a lost count, never a double one).
+ */
+import { countRequest, refusalFor, windowStart, type Refusal, type WindowKind } from "../../clients/usage-windows.ts";
+import type { ClientDirectory } from "../../clients/client-directory.ts";
+import type { ClientRecord } from "../../clients/client-schema.ts";
+import type { SharedClientCounters } from "../../clients/shared-counters.ts";
+import type { RedisConnection } from "./connection.ts";
+import { countsOf, windowExpiry, windowKinds, type ClientCounterKeys } from "./client-counter-keys.ts";
+import { evalWrite, luaScript, runScript } from "./scripts.ts";
+
+// KEYS: minute, day, month windows. ARGV: rpm, rpd, tpm, usdPerDay, usdPerMonth ('' = none), then
+// the three expiries. Same rules as usage-windows.ts refusalFor. Returns admitted (1/0) and the
+// nine counts after it (requests, tokens, cost of each window) as text: floats survive.
+const RESERVE_REQUEST = luaScript(`
+local function counts(key)
+  local v = redis.call('HMGET', key, 'requests', 'tokens', 'cost')
+  return { tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0 }
+end
+local w = { counts(KEYS[1]), counts(KEYS[2]), counts(KEYS[3]) }
+local function over(limit, value) return limit ~= '' and value >= tonumber(limit) end
+local refused = over(ARGV[1], w[1][1]) or over(ARGV[2], w[2][1]) or over(ARGV[3], w[1][2]) or over(ARGV[4], w[2][3]) or over(ARGV[5], w[3][3])
+if not refused then
+  for i = 1, 3 do
+    redis.call('HINCRBY', KEYS[i], 'requests', 1)
+    redis.call('EXPIREAT', KEYS[i], ARGV[5 + i])
+    w[i][1] = w[i][1] + 1
+  end
+end
+local out = { refused and 0 or 1 }
+for i = 1, 3 do for j = 1, 3 do table.insert(out, tostring(w[i][j])) end end
+return out
+`);
+
+// KEYS: minute, day, month windows. ARGV: requests, tokens, cost, then the three expiries.
+const ADD_TO_WINDOWS = luaScript(`
+for i = 1, 3 do
+  if ARGV[1] ~= '0' then redis.call('HINCRBY', KEYS[i], 'requests', ARGV[1]) end
+  if ARGV[2] ~= '0' then redis.call('HINCRBY', KEYS[i], 'tokens', ARGV[2]) end
+  if ARGV[3] ~= '0' then redis.call('HINCRBYFLOAT', KEYS[i], 'cost', ARGV[3]) end
+  redis.call('EXPIREAT', KEYS[i], ARGV[3 + i])
+end
+return 1
+`);
+
+export interface RedisClientCountersOptions {
+  connection: RedisConnection;
+  keys: ClientCounterKeys;
+  directory: ClientDirectory;
+  now?: () => number;
+  /** How often the shared counts of every client are read into memory (status page, list). */
+  refreshMs?: number;
+}
+
+export function createRedisClientCounters({ connection, keys, directory, now = Date.now, refreshMs = 2_000 }: RedisClientCountersOptions): SharedClientCounters {
+  const windowKeys = (record: ClientRecord, at: number) => windowKinds.map((kind) => keys.window(record.name, record.createdAt, kind, at));
+  const expiries = (at: number) => windowKinds.map((kind) => String(windowExpiry(kind, at)));
+  const add = (record: ClientRecord, requests: number, tokens: number, cost: number, at: number): void => {
+    void connection.write(evalWrite(ADD_TO_WINDOWS, windowKeys(record, at), [String(requests), String(Math.round(tokens)), String(cost), ...expiries(at)]));
+  };
+
+  /** Takes shared counts into memory; the larger count wins (this instance's own may not have landed yet). */
+  const adoptCounts = (record: ClientRecord, kind: WindowKind, at: number, counts: { requests: number; tokens: number; cost: number }): void => {
+    const window = record.usage[kind];
+    const start = windowStart(kind, at);
+    if (window.start !== start) Object.assign(window, { start, requests: 0, tokens: 0, cost: 0 });
+    window.requests = Math.max(window.requests, counts.requests);
+    window.tokens = Math.max(window.tokens, counts.tokens);
+    window.cost = Math.max(window.cost, counts.cost);
+  };
+
+  const refresh = async (): Promise<void> => {
+    if (connection.degraded) return;
+    const at = now();
+    await Promise.all(
+      directory.records().map(async (record) => {
+        const reads = await Promise.all(windowKeys(record, at).map((key) => connection.send("HMGET", [key, "requests", "tokens", "cost"])));
+        reads.forEach((result, index) => {
+          const kind = windowKinds[index];
+          if (result.ok && kind) adoptCounts(record, kind, at, countsOf(result.value));
+        });
+      }),
+    );
+  };
+  let refreshing: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    refreshing ??= refresh().finally(() => {
+      refreshing = undefined;
+    });
+  }, refreshMs);
+  timer.unref?.();
+
+  return {
+    async reserve(record, at): Promise<Refusal | undefined> {
+      const limit = (value: number | undefined) => (value === undefined ? "" : String(value));
+      const result = await runScript(connection, RESERVE_REQUEST, windowKeys(record, at), [
+        limit(record.rpm),
+        limit(record.rpd),
+        limit(record.tpm),
+        limit(record.usdPerDay),
+        limit(record.usdPerMonth),
+        ...expiries(at),
+      ]);
+      if (result.ok && Array.isArray(result.value)) {
+        const [admitted, ...counts] = result.value as unknown[];
+        windowKinds.forEach((kind, index) => adoptCounts(record, kind, at, countsOf(counts.slice(index * 3, index * 3 + 3))));
+        if (Number(admitted) === 1) return undefined;
+        // Refused in Redis: memory now holds the same counts, so it words the same refusal.
+        return refusalFor(record, record.usage, at);
+      }
+      // Fail open: decide from memory, count there, and replay the increment later.
+      const refusal = refusalFor(record, record.usage, at);
+      if (refusal) return refusal;
+      countRequest(record.usage, at);
+      // Not sent at all (breaker open, no connection): queued for replay. Sent without an answer:
+      // Redis may have counted it, so it is not sent again.
+      if (!result.ok && result.failure === "open") add(record, 1, 0, 0, at);
+      return undefined;
+    },
+    counted: (record, at) => add(record, 1, 0, 0, at),
+    charged(record, tokens, cost, at) {
+      if (tokens !== 0 || cost !== 0) add(record, 0, tokens, cost, at);
+    },
+    async stop() {
+      clearInterval(timer);
+      await refreshing;
+    },
+  };
+}

@@ -1,0 +1,221 @@
+/**
+ * Client keys on several proxy processes sharing one real redis-server (issue 15 with REDIS_URL),
+ * each rule a test: the instances are `bun run src/main.ts serve`, the client subcommands the real
+ * CLI, the upstream a fake on loopback. Waits are on observable things (an answer's status, a line
+ * on stdout, a count in Redis), never a fixed sleep.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { createOutputLog, runCli } from "./helpers/cli.ts";
+import { startFakeOpenRouter } from "./helpers/fake-openrouter.ts";
+import { killAllProxies, startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
+import { redisServerPath, startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { eventually, tempDir, testKeys } from "./helpers/test-proxy.ts";
+
+const ADMIN = "admin-token-for-redis-client-tests-0123456789";
+const hasRedis = redisServerPath() !== null;
+const log = createOutputLog();
+
+let redis: RedisServer;
+let dir: string;
+let cleanup: () => Promise<void>;
+let prefixCount = 0;
+
+beforeAll(async () => {
+  if (!hasRedis) return;
+  redis = await startRedisServer();
+  ({ dir, cleanup } = await tempDir());
+});
+
+afterEach(async () => {
+  await killAllProxies();
+});
+
+afterAll(async () => {
+  await killAllProxies();
+  if (hasRedis) {
+    await redis.stop();
+    await cleanup();
+  }
+});
+
+const freshPrefix = (): string => `c${++prefixCount}:`;
+
+function envFor(prefix: string, upstream: string): Record<string, string> {
+  return {
+    REDIS_URL: redis.url,
+    REDIS_PREFIX: prefix,
+    KEYS_FILE: join(dir, `${prefix.replace(":", "")}-keys.json`),
+    LOG_DIR: join(dir, "logs"),
+    OPENROUTER_BASE_URL: upstream,
+    ADMIN_TOKEN: ADMIN,
+    RETRY_BACKOFF_MS: "0",
+  };
+}
+
+async function cli(env: Record<string, string>, ...args: string[]) {
+  return runCli(args, { cwd: dir, env, log, limitMs: 10_000 });
+}
+
+/** add-client through the CLI; its key is the one line on stdout. */
+async function addClient(env: Record<string, string>, name: string, ...flags: string[]): Promise<string> {
+  const added = await cli(env, "add-client", name, ...flags);
+  expect(added.code).toBe(0);
+  const key = added.stdout.trim();
+  expect(key).toStartWith("sk-orp-");
+  return key;
+}
+
+async function chat(instance: ProxyProcess, key: string): Promise<Response> {
+  return fetch(`${instance.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model: "openai/gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }),
+  });
+}
+
+async function statusOf(instance: ProxyProcess, key: string): Promise<number> {
+  const response = await chat(instance, key);
+  await response.arrayBuffer();
+  return response.status;
+}
+
+async function startInstances(count: number, env: Record<string, string>): Promise<ProxyProcess[]> {
+  return Promise.all(Array.from({ length: count }, () => startProxyProcess({ cwd: dir, env })));
+}
+
+/** Fixed one-minute windows: a sequence that must fall in one minute starts at least `needMs` before its end. */
+async function awayFromMinuteEnd(needMs = 15_000): Promise<void> {
+  const left = 60_000 - (Date.now() % 60_000);
+  if (left < needMs) await Bun.sleep(left + 50);
+}
+
+describe.skipIf(!hasRedis)("client keys through Redis", () => {
+  test("a removed or rotated-away key gets 401 at once, also on another instance with Redis", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      expect((await cli(env, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const oldKey = await addClient(env, "alice");
+      // Another client stays: with none left, client keys are no longer in use (the proxy is open on loopback).
+      await addClient(env, "keeper");
+      const [a, b] = (await startInstances(2, env)) as [ProxyProcess, ProxyProcess];
+      expect(await statusOf(a, oldKey)).toBe(200);
+      expect(await statusOf(b, oldKey)).toBe(200);
+
+      const rotated = await cli(env, "rotate-client", "alice");
+      expect(rotated.code).toBe(0);
+      const newKey = rotated.stdout.trim();
+      const rotatedAt = Date.now();
+      await eventually(async () => (await statusOf(a, oldKey)) === 401 && (await statusOf(b, oldKey)) === 401, { timeoutMs: 1_000, what: "the rotated-away key refused on both instances" });
+      expect(Date.now() - rotatedAt).toBeLessThanOrEqual(1_000);
+      const refused = await chat(b, oldKey);
+      expect(refused.status).toBe(401);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("invalid_api_key");
+      expect(await statusOf(a, newKey)).toBe(200);
+      expect(await statusOf(b, newKey)).toBe(200);
+
+      expect((await cli(env, "remove-client", "alice")).code).toBe(0);
+      const removedAt = Date.now();
+      await eventually(async () => (await statusOf(a, newKey)) === 401 && (await statusOf(b, newKey)) === 401, { timeoutMs: 1_000, what: "the removed client's key refused on both instances" });
+      expect(Date.now() - removedAt).toBeLessThanOrEqual(1_000);
+      // Nothing refused ever reached the upstream with a client key.
+      expect(fake.requests.every((request) => !request.key.startsWith("sk-orp-"))).toBe(true);
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+
+  test("client records live in Redis: every subcommand and every instance sees the same clients", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      expect((await cli(env, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const [a, b] = (await startInstances(2, env)) as [ProxyProcess, ProxyProcess];
+      const key = await addClient(env, "bob", "--models", "openai/*");
+      // No keys file holds the client: Redis does.
+      expect(await Bun.file(env.KEYS_FILE as string).exists()).toBe(false);
+      await eventually(async () => (await statusOf(a, key)) === 200 && (await statusOf(b, key)) === 200, { timeoutMs: 1_000, what: "the new client on both instances" });
+      expect((await cli(env, "set-client", "bob", "--models", "anthropic/*")).code).toBe(0);
+      await eventually(async () => (await statusOf(a, key)) === 403 && (await statusOf(b, key)) === 403, { timeoutMs: 1_000, what: "the narrowed models on both instances" });
+      const listed = await cli(env, "list-clients", "--json");
+      expect(listed.code).toBe(0);
+      const clients = (JSON.parse(listed.stdout) as { clients: Array<{ name: string; models?: string[] }> }).clients;
+      expect(clients.map((client) => client.name)).toEqual(["bob"]);
+      expect(clients[0]?.models).toEqual(["anthropic/*"]);
+      // The admin API of one instance changes the clients of all.
+      const patched = await fetch(`${a.url}/admin/clients/bob`, { method: "PATCH", headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" }, body: JSON.stringify({ models: null }) });
+      expect(patched.status).toBe(200);
+      await eventually(async () => (await statusOf(b, key)) === 200, { timeoutMs: 1_000, what: "the admin API's change on the other instance" });
+      // A second add of the same name loses: one client, one key.
+      expect((await cli(env, "add-client", "bob")).code).toBe(1);
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+
+  test("two instances sharing Redis enforce one --rpm together", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      expect((await cli(env, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const key = await addClient(env, "carol", "--rpm", "3");
+      const [a, b] = (await startInstances(2, env)) as [ProxyProcess, ProxyProcess];
+      await awayFromMinuteEnd();
+      const minute = Math.floor(Date.now() / 60_000);
+      expect(await statusOf(a, key)).toBe(200);
+      expect(await statusOf(b, key)).toBe(200);
+      expect(await statusOf(a, key)).toBe(200);
+      const fourth = await chat(b, key);
+      expect(Math.floor(Date.now() / 60_000)).toBe(minute);
+      expect(fourth.status).toBe(429);
+      const retryAfter = Number(fourth.headers.get("retry-after"));
+      expect(retryAfter).toBeGreaterThanOrEqual(1);
+      expect(retryAfter).toBeLessThanOrEqual(60);
+      expect(((await fourth.json()) as { error: { code: string } }).error.code).toBe("client_rate_limited");
+      expect(await statusOf(a, key)).toBe(429);
+      // Three reached the upstream, not six.
+      expect(fake.requests.filter((request) => request.path.endsWith("/chat/completions"))).toHaveLength(3);
+    } finally {
+      await fake.stop();
+    }
+  }, 90_000);
+
+  test("Redis down: clients are served from memory, counted locally, and the counts replay when it is back", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      expect((await cli(env, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const limited = await addClient(env, "dora", "--rpm", "3");
+      const open = await addClient(env, "eve");
+      const createdAt = (name: string) => cli(env, "list-clients", "--json").then((listed) => Date.parse((JSON.parse(listed.stdout) as { clients: Array<{ name: string; createdAt: string }> }).clients.find((client) => client.name === name)?.createdAt ?? ""));
+      const [doraCreated, eveCreated] = [await createdAt("dora"), await createdAt("eve")];
+      expect(Number.isNaN(doraCreated) || Number.isNaN(eveCreated)).toBe(false);
+      const [instance] = (await startInstances(1, env)) as [ProxyProcess];
+      await awayFromMinuteEnd(30_000);
+      const minuteStart = Math.floor(Date.now() / 60_000) * 60_000;
+
+      await redis.kill();
+      await instance.waitForStdout(/Redis unreachable/, 10_000);
+      // Served from memory: the limited client up to its limit, then refused; the other freely.
+      expect(await statusOf(instance, limited)).toBe(200);
+      expect(await statusOf(instance, limited)).toBe(200);
+      expect(await statusOf(instance, limited)).toBe(200);
+      expect(await statusOf(instance, limited)).toBe(429);
+      expect(await statusOf(instance, open)).toBe(200);
+      expect(await statusOf(instance, open)).toBe(200);
+
+      // Back empty (no persistence): the counts made while it was away are replayed into it, and
+      // the clients it lost are put back by the instance that held them.
+      await redis.restart();
+      await instance.waitForStdout(/Redis reachable again/, 15_000);
+      const counted = async (name: string, created: number) => Number((await redis.cli("HGET", `${env.REDIS_PREFIX}client:${name}:${created}:minute:${minuteStart}`, "requests")) || 0);
+      await eventually(async () => (await counted("dora", doraCreated)) === 3 && (await counted("eve", eveCreated)) === 2, { timeoutMs: 5_000, what: "the replayed counts in Redis" });
+      await eventually(async () => (await redis.cli("HEXISTS", `${env.REDIS_PREFIX}clients`, "dora")) === "1", { timeoutMs: 10_000, what: "the clients put back" });
+      // Shared again: the limited client stays refused this minute.
+      expect(await statusOf(instance, limited)).toBe(429);
+    } finally {
+      await fake.stop();
+    }
+  }, 120_000);
+});
