@@ -229,9 +229,8 @@ describe("methods", () => {
     expect(fake.requests).toHaveLength(0);
   });
 
-  // Known bug, reported, not fixed here (src/upstream/forward.ts is another change's): Bun's fetch
-  // gives a HEAD answer an empty body, which `claimsJsonButIsNot` takes for a broken 200; every
-  // key is tried (3 upstream requests) and the client gets 502. Remove `.failing` once fixed.
+  // Once a known bug: Bun's fetch gives a HEAD answer an empty body, which `claimsJsonButIsNot`
+  // took for a broken 200 (every key tried, then 502); it now knows HEAD answers carry no body.
   test("a HEAD request under /v1 is answered like its GET, without a body, in one upstream request", async () => {
     const response = await fetch(`${proxy.url}/v1/models`, { method: "HEAD" });
     expect(response.status).toBe(200);

@@ -364,8 +364,8 @@ test(`${REQUESTS} fuzzed requests (seed ${SEED}): the proxy never crashes, never
         if (outcome.text.includes(key)) failures.push(`a pool key (${key.slice(0, 12)}…) in the response to ${describe(request)}`);
       }
       if (outcome.status === 502 && request.method === "HEAD") {
-        // Known, reported: forward.ts takes a HEAD answer's empty body for "a 200 claiming JSON
-        // that is not" and retries it into a 502. Pinned by a test.failing in bad-input.test.ts.
+        // Once known: a HEAD answer's empty body taken for "a 200 claiming JSON that is not" and
+        // retried into a 502 (fixed in answer-checks.ts; bad-input.test.ts pins it). Counted, in case.
         knownHead502++;
         continue;
       }

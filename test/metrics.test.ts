@@ -267,9 +267,8 @@ describe("Server-Timing", () => {
     expect(Number(match?.[3])).toBeGreaterThan(0);
   });
 
-  // KNOWN GAP (src/upstream/forward.ts, not ours to change here): the upstream's own error answer,
-  // passed back as it came, gets x-proxy-* headers but no Server-Timing. When forward.ts adds it,
-  // this test starts failing: then drop `.failing`.
+  // Once a known gap (the answer passed back as it came had no Server-Timing); see answerWithLast
+  // in src/upstream/request-run.ts.
   test("an upstream error passed back as it came carries Server-Timing too", async () => {
     const p = await start();
     fake.replyOnce(() => errorReply(400, "bad request"));
