@@ -50,7 +50,6 @@ export function acquire(core: PoolCore, { exclude, avoid, excludeAccounts, prefe
   const { keys } = core;
   const at = core.now();
   if (keys.length === 0) return { ok: false, reason: "no-keys", total: 0 };
-  if (!dryRun) noteRecoveries(core, at);
   const modelClass = classOfModel(model);
   const accounts = core.book.raw();
   const usable: KeyRecord[] = [];
@@ -67,6 +66,7 @@ export function acquire(core: PoolCore, { exclude, avoid, excludeAccounts, prefe
   for (const key of keys) {
     const status = keyStatus(key, accounts, at);
     if (status.state === "disabled") continue;
+    if (!dryRun && key.cooldownUntil !== 0 && status.state !== "cooling") noteRecovery(core, key);
     if (status.state === "cooling") {
       cooling++;
       nextAt = Math.min(nextAt, status.until);
@@ -129,12 +129,9 @@ export function acquire(core: PoolCore, { exclude, avoid, excludeAccounts, prefe
  * used anyway), so the logs say when a key came back. Status never depends on this: an ended
  * cooldown stops counting at its end whether or not it was noted.
  */
-function noteRecoveries(core: PoolCore, at: number): void {
-  for (const key of core.keys) {
-    if (key.disabled || key.cooldownUntil === 0 || key.cooldownUntil > at) continue;
-    key.cooldownUntil = 0;
-    delete key.cooldownSource;
-    delete key.cooldownReason;
-    core.events?.emit("key.recovered", { keyId: key.id });
-  }
+function noteRecovery(core: PoolCore, key: KeyRecord): void {
+  key.cooldownUntil = 0;
+  delete key.cooldownSource;
+  delete key.cooldownReason;
+  core.events?.emit("key.recovered", { keyId: key.id });
 }
