@@ -121,6 +121,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     pool,
     store,
     events,
+    now,
     ...(overrides.saveDelayMs === undefined ? {} : { saveDelayMs: overrides.saveDelayMs }),
     ...(overrides.onStoreError ? { onStoreError: overrides.onStoreError } : {}),
     ...(overrides.onStoreRecovered ? { onStoreRecovered: overrides.onStoreRecovered } : {}),

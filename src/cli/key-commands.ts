@@ -23,7 +23,8 @@ export interface KeyCommandContext {
   fetch?: typeof fetch;
 }
 
-const storeOf = ({ config, store }: KeyCommandContext) => store ?? createJsonFileStore({ path: config.KEYS_FILE });
+// The store writes with the command's clock: a rest it drops as over must be over for the servers too.
+const storeOf = ({ config, store, now }: KeyCommandContext) => store ?? createJsonFileStore({ path: config.KEYS_FILE, ...(now === undefined ? {} : { now }) });
 
 interface KeyInput {
   secret: string;

@@ -20,7 +20,8 @@ import { describeFileProblem, isNotFound, type FileAction } from "./file-problem
 import { withFileLock } from "./file-lock.ts";
 import { fileSignature, resolveTarget, writeTempFile } from "./file-target.ts";
 import { parseKeyFile } from "./key-file-parse.ts";
-import { mergeKeyLists, type KeyStore, type StoreFailure, type StoreLoad } from "./key-store.ts";
+import { countsOf, mergeAccountsForSave, mergeKeysForSave } from "./file-merge.ts";
+import { type KeyStore, type StoreFailure, type StoreLoad } from "./key-store.ts";
 import { fileTextFromDocument, type KeyFileDocument, type KeyRecord } from "./schema.ts";
 import { swapFiles } from "./swap-files.ts";
 
@@ -191,16 +192,17 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
 
   return {
     name,
+    holdsSharedState: true,
     load,
 
     save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>) {
       return readModifyWrite((current) => {
         // Nothing on disk and nothing to remember: do not create a file nobody asked for.
         if (!current.exists && ours.length === 0) return undefined;
+        // Another server may share the file: its news is merged with ours, not written over (file-merge.ts).
         return {
-          records: current.exists ? mergeKeyLists(current.doc.records, ours) : [...ours],
-          // Account state is the server's alone: its memory wins.
-          accounts: new Map(accounts ?? current.doc.accounts),
+          records: current.exists ? mergeKeysForSave(current.doc.records, ours) : ours.map((record) => ({ ...record, synced: countsOf(record) })),
+          accounts: accounts === undefined ? current.doc.accounts : mergeAccountsForSave(current.doc.accounts, accounts, now()),
           extraTopLevel: current.doc.extraTopLevel,
         };
       });

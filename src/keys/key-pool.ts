@@ -11,6 +11,7 @@ import type { Rotation } from "../config.ts";
 import type { Outcome } from "../domain/outcome.ts";
 import type { EventBus } from "../domain/events.ts";
 import { createAccountBook } from "./account-book.ts";
+import { adoptState } from "./adopt-state.ts";
 import type { AccountState } from "./account-state.ts";
 import { acquire, type AcquireOptions, type AcquireResult } from "./key-acquire.ts";
 import { clearRests, paidAgain, replaceKeys } from "./key-edits.ts";
@@ -57,6 +58,8 @@ export interface KeyPool {
   keyViews(): KeyView[];
   /** Adopts a stored list: new keys join, missing ones leave, known ones keep runtime state. */
   replaceKeys(records: readonly KeyRecord[]): void;
+  /** Adopts state another server saved, already merged with this pool's (file-merge.ts): known keys' runtime, all accounts. */
+  adoptState(records: readonly KeyRecord[], accounts: ReadonlyMap<string, AccountState>): void;
   records(): KeyRecord[];
   statusOf(record: KeyRecord): KeyStatus;
   /** Subscribes to "state changed, persist me"; returns an unsubscribe. */
@@ -106,6 +109,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     accountViews: () => accountViews(core),
     keyViews: () => keyViews(core),
     replaceKeys: (list) => replaceKeys(core, list),
+    adoptState: (list, accounts) => adoptState(core, list, accounts),
     records: () => records(core),
     statusOf: (record) => statusOf(core, record),
     onChange(listener) {

@@ -2,10 +2,11 @@
  * Where key state is remembered. The pool decides; a store remembers. The JSON file is the first
  * implementation (json-file-store.ts); a shared one (Redis) can follow without touching the pool.
  *
- * Two writers share a store: people (an editor, `add-key`, the admin API) change the key list,
- * the server changes runtime state. `mergeKeyLists` keeps both: the stored list wins for which keys
- * exist and their labels, the server's memory wins for runtime state, except for a key a person
- * has reset since (its `resetAt` differs), where the person's reset wins.
+ * Several writers share a store: people (an editor, `add-key`, the admin API) change the key list,
+ * servers (one or more on the same file) change runtime state. A save merges (file-merge.ts): the
+ * stored list wins for which keys exist and their labels, instants merge by max, counters add
+ * each server's deltas to the stored totals, and a key a person has reset since (its `resetAt`
+ * differs) keeps the person's reset.
  */
 import type { AccountState } from "./account-state.ts";
 import type { KeyFileDocument, KeyRecord } from "./schema.ts";
@@ -22,11 +23,18 @@ export type StoreFailure = { ok: false; kind: "invalid" | "io"; message: string 
 export interface KeyStore {
   /** A human name for messages, e.g. the file path. */
   readonly name: string;
+  /**
+   * The store holds runtime state that other servers write too (the JSON file): saves merge with
+   * it and the pool adopts it from what is read or written (file-merge.ts). Unset when runtime
+   * state travels another way (Redis: as changes), and the pool takes only the key list from it.
+   */
+  readonly holdsSharedState?: boolean;
   load(): Promise<StoreLoad>;
   /**
-   * Persists the server's records merged with whatever the store holds now. Returns the merged
-   * list (so the pool can adopt outside changes), or an error when the stored data is unreadable:
-   * then nothing is written over it.
+   * Persists the server's records merged with whatever the store holds now (file-merge.ts): each
+   * record's counters count beyond its `synced` base, each account beyond the `synced` it carries
+   * (`accountsWithBase`). Returns what was written (so the pool can adopt outside changes), or an
+   * error when the stored data is unreadable: then nothing is written over it.
    */
   save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>): Promise<StoreLoad>;
   /**
@@ -39,6 +47,11 @@ export interface KeyStore {
   watch(onChange: (result: StoreLoad) => void): () => void;
 }
 
+/**
+ * For a store that keeps no runtime state of its own (Redis: runtime state travels as changes):
+ * the stored list wins for which keys exist and their labels, the server's memory for the rest,
+ * except for a key a person has reset since (its `resetAt` differs).
+ */
 export function mergeKeyLists(theirs: readonly KeyRecord[], ours: readonly KeyRecord[]): KeyRecord[] {
   const oursById = new Map(ours.map((record) => [record.id, record]));
   return theirs.map((stored) => {

@@ -2,10 +2,19 @@
  * Keeps the pool and the store in step: the pool's changes are saved coalesced (one write per
  * `saveDelayMs` at most, never one per request), and changes someone else makes to the store are
  * adopted by the pool. The hot path only sets a timer; all I/O happens here, off the request.
+ *
+ * Another server may share the store (two servers on one keys file): a save merges with what it
+ * holds and the pool adopts what others saved, by file-merge.ts's rules. The base of that merge
+ * is what the store held when this process last read or wrote it: for keys each record carries it
+ * (`synced`), for accounts it is kept here. Each adoption happens in one synchronous step (read
+ * the pool, merge, hand back), so no request's change can fall between.
  */
 import type { EventBus } from "../domain/events.ts";
+import type { AccountState } from "./account-state.ts";
+import { accountsWithBase, countsOf, mergeAccounts, mergeKey, withoutBase } from "./file-merge.ts";
 import type { KeyPool } from "./key-pool.ts";
 import type { KeyStore, StoreFailure, StoreLoad } from "./key-store.ts";
+import type { KeyFileDocument, KeyRecord } from "./schema.ts";
 
 export interface KeySync {
   /** Writes any pending state now and waits for it (shutdown, tests). */
@@ -25,9 +34,16 @@ export interface KeySyncOptions {
   onStoreError?: (message: string) => void;
   /** Called when that problem has ended (the file loads again, a write went through again). */
   onStoreRecovered?: (message: string) => void;
+  now?: () => number;
 }
 
-export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 5000, events, onStoreError, onStoreRecovered }: KeySyncOptions): KeySync {
+/** What a save sent: the pool's state then, the base of adopting what was written. */
+interface Sent {
+  records: ReadonlyMap<string, KeyRecord>;
+  accounts: ReadonlyMap<string, AccountState>;
+}
+
+export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 5000, events, onStoreError, onStoreRecovered, now = Date.now }: KeySyncOptions): KeySync {
   let timer: Timer | undefined;
   let retryTimer: Timer | undefined;
   let saving: Promise<void> | undefined;
@@ -40,6 +56,10 @@ export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 50
    * save, or that state would stay unwritten until the next request.
    */
   let unsaved = false;
+  /** The accounts as the store held them when this process last read or wrote them. */
+  let baseAccounts = pool.accounts();
+  /** The store changed while a save was in flight: read it again after, so no news is skipped. */
+  let changedWhileSaving = false;
 
   const report = (failure: StoreFailure) => {
     if (failure.message === problem?.message) return;
@@ -64,13 +84,33 @@ export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 50
     onStoreRecovered?.(message);
   };
 
-  const adopt = (result: StoreLoad, by: "read" | "write") => {
+  const adopt = (result: StoreLoad, by: "read" | "write", sent?: Sent) => {
     if (!result.ok) {
       report(result);
       return;
     }
     settle(by);
-    pool.replaceKeys(result.doc.records);
+    adoptDoc(result.doc, sent);
+  };
+
+  /**
+   * The pool takes in `doc`: the key list as it is, runtime state merged with the pool's own. After
+   * a save, what the pool counted since the snapshot it sent is its news; after another's write,
+   * what it counted since its base.
+   */
+  const adoptDoc = (doc: KeyFileDocument, sent?: Sent) => {
+    pool.replaceKeys(doc.records);
+    if (!store.holdsSharedState) return;
+    const stored = new Map(doc.records.map((record) => [record.id, record]));
+    const merged: KeyRecord[] = [];
+    for (const mine of pool.records()) {
+      const theirs = stored.get(mine.id);
+      if (theirs === undefined) continue;
+      const before = sent?.records.get(mine.id);
+      merged.push(mergeKey(theirs, mine, before === undefined ? mine.synced : countsOf(before)));
+    }
+    pool.adoptState(merged, mergeAccounts(doc.accounts, pool.accounts(), sent?.accounts ?? baseAccounts, now()));
+    baseAccounts = withoutBase(doc.accounts);
   };
 
   /** After a failed write nothing else may ask for a save (an idle pool): try again by itself. */
@@ -90,8 +130,11 @@ export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 50
       return saving;
     }
     dirty = false;
+    const records = pool.records();
+    const accounts = pool.accounts();
+    const sent: Sent = { records: new Map(records.map((record) => [record.id, record])), accounts };
     saving = store
-      .save(pool.records(), pool.accounts())
+      .save(records, store.holdsSharedState ? accountsWithBase(accounts, baseAccounts) : accounts)
       .then(
         (result) => result,
         // A store is not supposed to throw; one that does is a failed write all the same.
@@ -99,13 +142,20 @@ export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 50
       )
       .then((result) => {
         unsaved = !result.ok;
-        adopt(result, "write");
+        adopt(result, "write", sent);
         if (!result.ok && result.kind === "io") retryLater();
       })
       .finally(() => {
         saving = undefined;
       });
     await saving;
+    if (changedWhileSaving) {
+      changedWhileSaving = false;
+      // Adopting what is stored is harmless when it is our own write: it equals the base then.
+      const reread = await store.load();
+      if (saving === undefined) adopt(reread, "read");
+      else changedWhileSaving = true;
+    }
     if (dirty) await save();
   };
 
@@ -117,6 +167,12 @@ export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 50
   };
   const unsubscribeChanges = pool.onChange(scheduleSave);
   const unwatch = store.watch((result) => {
+    if (saving !== undefined && result.ok) {
+      // Adopted now, the save's result would count this news a second time; adopted after, it could
+      // be older than what the save wrote. Read the store again once the save is done.
+      changedWhileSaving = true;
+      return;
+    }
     adopt(result, "read");
     if (result.ok && unsaved) scheduleSave();
   });

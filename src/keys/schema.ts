@@ -62,8 +62,15 @@ export interface KeyLimit {
   checkedAt: number;
 }
 
+/** A key's counters, as the file totals them (file-merge.ts adds each server's deltas to them). */
+export interface KeyCounts {
+  requests: number;
+  successes: number;
+  failures: number;
+}
+
 /** A key as the pool holds it: times as epoch milliseconds, the user's extra fields kept aside. */
-export interface KeyRecord {
+export interface KeyRecord extends KeyCounts {
   id: string;
   secret: string;
   label?: string;
@@ -77,9 +84,11 @@ export interface KeyRecord {
   consecutiveFailures: number;
   disabled?: { reason: string; at: number };
   lastUsedAt: number;
-  requests: number;
-  successes: number;
-  failures: number;
+  /**
+   * The counters as the file held them when this process last read or wrote it: what the record
+   * counts beyond them is this process's own, still to be added to the file's totals. Never written.
+   */
+  synced?: KeyCounts;
   /** Fields of the entry (and of its state) that the proxy does not know; written back as they were. */
   extra: Record<string, unknown>;
   extraState: Record<string, unknown>;
@@ -147,6 +156,7 @@ export function recordsFromFile(parsed: z.infer<typeof KeyFileSchema>, now: numb
       requests: state?.requests ?? 0,
       successes: state?.successes ?? 0,
       failures: state?.failures ?? 0,
+      synced: { requests: state?.requests ?? 0, successes: state?.successes ?? 0, failures: state?.failures ?? 0 },
       extra: pick(raw, knownEntryFields),
       extraState: state ? pick(state, knownStateFields) : {},
     });
