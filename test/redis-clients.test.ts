@@ -181,6 +181,45 @@ describe.skipIf(!hasRedis)("client keys through Redis", () => {
     }
   }, 90_000);
 
+  test("with Redis, a budget spent through one instance refuses the next request on another, and every view shows the shared counts", async () => {
+    const fake = startFakeOpenRouter();
+    fake.reply(() =>
+      Response.json({
+        id: "gen-cost",
+        object: "chat.completion",
+        created: 1_780_000_000,
+        model: "openai/gpt-4o-mini",
+        choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
+        usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8, cost: 0.02 },
+      }),
+    );
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      expect((await cli(env, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const key = await addClient(env, "frank", "--usd-per-day", "0.01");
+      const [a, b] = (await startInstances(2, env)) as [ProxyProcess, ProxyProcess];
+      expect(await statusOf(a, key)).toBe(200);
+      // The cost is added when the answer ends, in the background: the CLI reads it from Redis.
+      type Listed = { clients: Array<{ name: string; usage: { today: { requests: number; tokens: number; cost: number } } }> };
+      const today = async () => ((JSON.parse((await cli(env, "list-clients", "--json")).stdout) as Listed).clients.find((client) => client.name === "frank")?.usage.today);
+      await eventually(async () => (await today())?.cost === 0.02, { timeoutMs: 3_000, what: "the cost in Redis" });
+      expect(await today()).toEqual({ requests: 1, tokens: 8, cost: 0.02 });
+      const refused = await chat(b, key);
+      expect(refused.status).toBe(429);
+      const body = (await refused.json()) as { error: { code: string; type: string } };
+      expect(body.error).toMatchObject({ code: "client_budget_exceeded", type: "insufficient_quota" });
+      // The other instance's admin view shows what was spent through the first.
+      const adminToday = async () => {
+        const response = await fetch(`${b.url}/admin/clients`, { headers: { authorization: `Bearer ${ADMIN}` } });
+        return ((await response.json()) as Listed).clients.find((client) => client.name === "frank")?.usage.today;
+      };
+      await eventually(async () => (await adminToday())?.cost === 0.02, { timeoutMs: 5_000, what: "the shared counts on the other instance" });
+      expect(fake.requests.filter((request) => request.path.endsWith("/chat/completions"))).toHaveLength(1);
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+
   test("Redis down: clients are served from memory, counted locally, and the counts replay when it is back", async () => {
     const fake = startFakeOpenRouter();
     try {

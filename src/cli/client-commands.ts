@@ -164,14 +164,15 @@ async function editCommand(context: ClientCommandContext, command: string, chang
 /** `list-clients [--json]`: limits and use, as the server last saved them. */
 export async function listClientsCommand(context: ClientCommandContext, { json }: { json: boolean }): Promise<number> {
   const now = (context.now ?? Date.now)();
-  const loaded = await (context.store ?? createJsonFileStore({ path: context.config.KEYS_FILE })).load();
+  const store = context.store ?? createJsonFileStore({ path: context.config.KEYS_FILE });
+  const loaded = await store.load();
   if (!loaded.ok) {
     context.io.err(`list-clients: ${loaded.message}`);
     return 1;
   }
   const clients = clientsFromDocument(loaded.doc, now);
   if (!clients.ok) {
-    context.io.err(`list-clients: ${context.config.KEYS_FILE}: ${clients.message}`);
+    context.io.err(`list-clients: ${store.name}: ${clients.message}`);
     return 1;
   }
   const views = [...clients.clients.values()].map((client) => viewClient(client, now));
@@ -180,7 +181,7 @@ export async function listClientsCommand(context: ClientCommandContext, { json }
     return 0;
   }
   if (views.length === 0) {
-    context.io.out(`no clients in ${context.config.KEYS_FILE}: add one with \`openrouter-proxy add-client NAME\``);
+    context.io.out(`no clients in ${store.name}: add one with \`openrouter-proxy add-client NAME\``);
     return 0;
   }
   const rows = views.map(clientRow);
