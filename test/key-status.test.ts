@@ -142,6 +142,21 @@ describe("one key status", () => {
     expect((await listKeys(proxy)).table.join("\n")).toContain(`resting: free models until ${midnight} (daily free limit used up); paid models until ${at(600_000)} (in-flight)`);
   });
 
+  test("a key's own spending cap limits that key only; the account's other keys stay active, and every view says so", async () => {
+    const idA = keyIdOf(keyA);
+    const proxy = await startWith({ account: { rests: [rest({ scope: "key", keyId: idA, modelClass: "paid", cause: "key-limit", source: "limit_reset:daily" })] } }, [keyA, keyB]);
+    const admin = JSON.parse((await get(proxy, "/admin/keys")).text) as { keys: Array<{ id: string; status: string }> };
+    expect(admin.keys.map((key) => [key.id, key.status])).toEqual([
+      [idA, "limited"],
+      [keyIdOf(keyB), "active"],
+    ]);
+    expect((await listKeys(proxy)).json.keys.map((key) => key.status)).toEqual(["limited", "active"]);
+    expect(gaugeOf((await get(proxy, "/metrics")).text)).toEqual({ active: 1, limited: 1, resting: 0, cooling: 0, disabled: 0 });
+    // A paid request goes to the other key, a free one may use either.
+    expect(proxy.pool.acquire({ model: PAID, dryRun: true, prefer: idA })).toMatchObject({ ok: true, lease: { keyId: keyIdOf(keyB) } });
+    expect(proxy.pool.acquire({ model: FREE, dryRun: true, prefer: idA })).toMatchObject({ ok: true, lease: { keyId: idA } });
+  });
+
   test("/readyz says a key waiting for credits has no known return", async () => {
     const proxy = await startWith({ account: rows.find((row) => row.what.startsWith("account waiting for credits"))?.account ?? {} });
     const readyz = JSON.parse((await get(proxy, "/readyz")).text) as { reason: string; nextAvailableAt?: number };
