@@ -82,7 +82,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     redis = opened.backend;
   }
   const store = overrides.store ?? redis?.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
-  const loaded = await store.load();
+  const loaded = redis ? await redis.initialLoad() : await store.load();
   // With REDIS_URL the client keys and their counters are shared through Redis too (store/redis/shared-clients.ts).
   const out = (line: string) => (overrides.logOut ?? ((text) => process.stdout.write(text)))(`${line}\n`);
   const sharedClients = redis && config.REDIS_URL !== undefined
@@ -148,7 +148,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     ...(config.SESSION_AFFINITY ? { affinity: createSessionAffinity({ now }) } : {}),
   });
   const ledger = createUsageLedger({ now });
-  const metrics = createMetrics({ keysByState: () => pool.keysByState() });
+  const sharedState = redis ? (): "connected" | "degraded" => (redis.degraded ? "degraded" : "connected") : undefined;
+  const metrics = createMetrics({ keysByState: () => pool.keysByState(), ...(sharedState ? { sharedState } : {}) });
   events.on("request.done", (record) => {
     ledger.record(record);
     metrics.record(record);
@@ -182,6 +183,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     listenHost: config.HOST,
     clients,
     now,
+    ...(sharedState ? { sharedState } : {}),
   });
 
   let server: HttpServer;

@@ -44,6 +44,8 @@ export interface AppDeps {
   /** Client keys: the gate for the API, and what the admin API changes. */
   clients?: Clients;
   now?: () => number;
+  /** With REDIS_URL: whether Redis is reachable (/readyz says degraded while it is not). */
+  sharedState?: () => "connected" | "degraded";
   /** Errors that are the proxy's own fault go here (the error log) before a 500 is sent. */
   reportInternalError: (error: unknown, requestId: string) => void;
 }
@@ -86,7 +88,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
   };
 }
 
-export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, clients, now = Date.now, reportInternalError }: AppDeps): Hono<AppEnv> {
+export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, clients, now = Date.now, reportInternalError, sharedState }: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async function requestId(c, next) {
@@ -97,7 +99,7 @@ export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, 
   });
 
   app.get("/healthz", healthHandler());
-  app.get("/readyz", readinessHandler(pool));
+  app.get("/readyz", readinessHandler(pool, sharedState));
   // The page first: it must load without the token, which its script then asks for.
   app.get("/admin", statusPage(adminToken));
   app.get("/admin/", statusPage(adminToken));

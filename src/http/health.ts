@@ -11,11 +11,13 @@ export function healthHandler() {
   };
 }
 
-export function readinessHandler(pool: KeyPool) {
+/** `sharedState` (REDIS_URL): while Redis is unreachable the proxy still serves, from memory, and says `degraded`. */
+export function readinessHandler(pool: KeyPool, sharedState?: () => "connected" | "degraded") {
   return function ready(c: Context): Response {
     const availability = pool.availability();
-    if (availability.available > 0) return c.json({ status: "ready", ...availability });
-    return c.json({ status: "unavailable", reason: unreadyReason(availability), ...availability }, 503);
+    const shared = sharedState?.();
+    if (availability.available > 0) return c.json({ status: shared === "degraded" ? "degraded" : "ready", ...(shared ? { redis: shared } : {}), ...availability });
+    return c.json({ status: "unavailable", reason: unreadyReason(availability), ...(shared ? { redis: shared } : {}), ...availability }, 503);
   };
 }
 

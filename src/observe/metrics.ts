@@ -86,9 +86,11 @@ export interface MetricsOptions {
    * the pool: observe/ reads the keys' status without importing src/keys (no folder cycle).
    */
   keysByState: () => Readonly<Record<string, number>>;
+  /** With REDIS_URL: "connected", or "degraded" while Redis is unreachable (serving from memory). */
+  sharedState?: () => "connected" | "degraded";
 }
 
-export function createMetrics({ keysByState }: MetricsOptions): Metrics {
+export function createMetrics({ keysByState, sharedState }: MetricsOptions): Metrics {
   // `client`: the client key's name (client keys), empty and so left out otherwise.
   const requests = new LabelledCounter(["route", "status", "client"]);
   const attempts = new LabelledCounter(["outcome"]);
@@ -143,6 +145,11 @@ export function createMetrics({ keysByState }: MetricsOptions): Metrics {
       lines.push("# HELP openrouter_proxy_retries_total Upstream attempts after the first, over all requests.", "# TYPE openrouter_proxy_retries_total counter", `openrouter_proxy_retries_total ${retries}`);
       lines.push("# HELP openrouter_proxy_keys Keys by state.", "# TYPE openrouter_proxy_keys gauge");
       for (const [state, value] of Object.entries(keysByState())) lines.push(`openrouter_proxy_keys{state="${state}"} ${value}`);
+      if (sharedState) {
+        const state = sharedState();
+        lines.push("# HELP openrouter_proxy_shared_state The shared state in Redis: 1 for the state it is in (degraded: unreachable, serving from memory).", "# TYPE openrouter_proxy_shared_state gauge");
+        for (const each of ["connected", "degraded"]) lines.push(`openrouter_proxy_shared_state{state="${each}"} ${each === state ? 1 : 0}`);
+      }
       counter("openrouter_proxy_tokens_total", "Tokens the upstream reported, by model, key, type (prompt, completion) and client.", tokens);
       counter("openrouter_proxy_cost_usd_total", "Cost in USD the upstream reported, by model, key and client.", cost);
       counter("openrouter_proxy_client_refusals_total", "Client keys' requests refused before going upstream, by client and code (model_not_allowed, client_rate_limited, client_budget_exceeded, invalid_api_key when expired).", refusals);

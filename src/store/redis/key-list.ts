@@ -46,6 +46,16 @@ export type KeyListResult<T> = CallResult<T> | { ok: false; failure: "secret"; m
 
 export type EditResult = { applied: false } | { applied: true; change: Extract<StateChange, { kind: "key-edit" }>; entry: KeyListEntry };
 
+// KEYS: the list hash, the version counter, the switch hash. ARGV: key id, entry, its highest
+// version, its switch version. Puts back an entry Redis lost (a restart without persistence), as
+// it was: never over one that is there; the counter only rises.
+export const RESTORE_ENTRY = luaScript(`
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[3]) then redis.call('SET', KEYS[2], ARGV[3]) end
+redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[4])
+return 1
+`);
+
 export interface RedisKeyList {
   /** Every key (tombstones of removed ones included), secrets opened. */
   load(): Promise<KeyListResult<KeyListEntry[]>>;
@@ -55,6 +65,11 @@ export interface RedisKeyList {
    * The change is for publishing.
    */
   edit(keyId: string, edit: KeyEdit): Promise<KeyListResult<EditResult>>;
+  /**
+   * Puts entries back with their versions (an instance that holds the list, after Redis lost it),
+   * so no instance mistakes them for a person's new edits. Entries already there are left alone.
+   */
+  restore(entries: readonly KeyListEntry[]): Promise<KeyListResult<number>>;
 }
 
 export interface RedisKeyListOptions {
@@ -93,6 +108,22 @@ export function createRedisKeyList({ connection, keys, scripts, box, attempts = 
         entries.push({ ...entry, secret: secret.value });
       }
       return { ok: true, value: entries };
+    },
+
+    async restore(list) {
+      let restored = 0;
+      for (const entry of list) {
+        let stored = entry.secret;
+        if (!entry.removed && box.sealing) {
+          const sealedSecret = await box.seal(entry.secret, entry.id);
+          if (!sealedSecret.ok) return { ok: false, failure: "secret", message: sealedSecret.message };
+          stored = sealedSecret.value;
+        }
+        const result = await runScript(connection, RESTORE_ENTRY, [listKey, versionKey, keys.switchVersion], [entry.id, JSON.stringify({ ...entry, secret: stored }), String(entry.version), String(entry.switchVersion)]);
+        if (!result.ok) return result;
+        if (result.value === 1) restored += 1;
+      }
+      return { ok: true, value: restored };
     },
 
     async edit(keyId, plainEdit) {

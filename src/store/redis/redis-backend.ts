@@ -10,6 +10,8 @@
 import type { Config } from "../../config.ts";
 import { createJsonFileStore } from "../../keys/json-file-store.ts";
 import type { KeyPool } from "../../keys/key-pool.ts";
+import type { StoreLoad } from "../../keys/key-store.ts";
+import { createLease } from "./lease.ts";
 import type { EventBus } from "../../observe/events.ts";
 import { reservingFetch } from "./free-reservation.ts";
 import { createRedisKeyStore, type RedisKeyStore } from "./redis-key-store.ts";
@@ -21,6 +23,12 @@ export interface RedisBackend {
   store: RedisKeyStore;
   /** Wires a pool to the shared state; the returned fetch reserves free-model slots. */
   attach(input: { pool: KeyPool; events: EventBus; fetch: typeof fetch }): { fetch: typeof fetch; sharedPool: SharedPool };
+  /**
+   * The keys to start with: Redis's list; when Redis holds none and KEYS_FILE has keys, the file
+   * imported once (under a lease, so one instance does it) and said so; when Redis cannot be
+   * reached, KEYS_FILE's keys, served from memory until it is back.
+   */
+  initialLoad(): Promise<StoreLoad>;
   /** Redis is unreachable now (the instance serves from memory). */
   readonly degraded: boolean;
   stop(): Promise<void>;
@@ -47,7 +55,6 @@ export async function openRedisBackend({ config, url, now, out }: RedisBackendOp
         : "Redis reachable again: queued changes replayed, state resynced",
     ),
   );
-  if (shared.connection.degraded) out("Redis unreachable at startup: serving from memory, changes queued until it is back");
   let sharedPool: SharedPool | undefined;
   return {
     ok: true,
@@ -56,6 +63,24 @@ export async function openRedisBackend({ config, url, now, out }: RedisBackendOp
       store,
       get degraded() {
         return shared.connection.degraded;
+      },
+      async initialLoad() {
+        const fromRedis = await store.load();
+        if (fromRedis.ok && fromRedis.exists) return fromRedis;
+        if (!fromRedis.ok) {
+          if (fromRedis.kind === "invalid") return fromRedis; // KEYS_ENCRYPTION_KEY wrong or missing: one line, no start
+          out(`Redis unreachable at startup: serving the keys in ${config.KEYS_FILE} from memory until it is back`);
+          return file.ok ? file : { ok: true, doc: { records: [], accounts: new Map(), extraTopLevel: {} }, exists: false };
+        }
+        if (!file.ok || file.doc.records.length === 0) return fromRedis;
+        // Redis holds no keys and KEYS_FILE has some: the first instance to take the lease imports them, once.
+        const lease = createLease({ connection: shared.connection, key: shared.keys.lease("import"), holder: shared.instanceId, ttlMs: 30_000 });
+        const held = await lease.take();
+        if (!held.ok || !held.value) return fromRedis; // another instance imports: its edits reach this one
+        const records = file.doc.records;
+        const imported = await store.update((doc) => ({ ...doc, records: [...doc.records, ...records.filter((record) => !doc.records.some((known) => known.id === record.id))] }));
+        if (imported.ok) out(`Redis held no keys: imported ${records.length} key${records.length === 1 ? "" : "s"} from ${config.KEYS_FILE} (once; Redis is where keys live now)`);
+        return imported;
       },
       attach({ pool, events, fetch }) {
         sharedPool = startSharedPool({ pool, shared, store, events, now });

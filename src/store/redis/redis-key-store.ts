@@ -25,6 +25,8 @@ export interface RedisKeyStoreOptions {
   now?: () => number;
   /** Top-level fields of the document kept outside Redis (the clients section of KEYS_FILE). */
   extraTopLevel?: Record<string, unknown>;
+  /** How often the list is reloaded even when no edit was heard. */
+  backstopMs?: number;
 }
 
 export interface RedisKeyStore extends KeyStore {
@@ -34,7 +36,7 @@ export interface RedisKeyStore extends KeyStore {
   personDisabled(keyId: string): boolean;
 }
 
-export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel = {} }: RedisKeyStoreOptions): RedisKeyStore {
+export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel = {}, backstopMs = 5_000 }: RedisKeyStoreOptions): RedisKeyStore {
   const name = `Redis at ${displayUrl(url)} (key list ${shared.keys.keyList})`;
   let entries = new Map<string, KeyListEntry>();
   let cached: KeyFileDocument = { records: [], accounts: new Map(), extraTopLevel };
@@ -84,8 +86,21 @@ export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel
           again = true;
           return;
         }
+        const held = [...entries.values()];
         reloading = load()
-          .then(onChange)
+          .then(async (result) => {
+            // Redis came back empty (restarted without persistence): put the list back as this
+            // instance holds it, versions and all, rather than dropping every key.
+            if (!result.ok || entries.size > 0) return result;
+            // An empty Redis and nothing held from it (this instance started on KEYS_FILE while
+            // Redis was away): keep serving the keys in memory, adopt nothing.
+            if (held.length === 0) return undefined;
+            const restored = await shared.keyList.restore(held);
+            return restored.ok ? load() : result;
+          })
+          .then((result) => {
+            if (result !== undefined) onChange(result);
+          })
           .finally(() => {
             reloading = undefined;
             if (again) {
@@ -98,7 +113,11 @@ export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel
         if (remote.kind === "key-edit") reload();
       });
       const offResync = shared.onResync(reload);
+      // The backstop for an edit whose message was missed (published while this one resubscribed).
+      const timer = setInterval(reload, backstopMs);
+      timer.unref?.();
       return () => {
+        clearInterval(timer);
         offChange();
         offResync();
       };
