@@ -2,13 +2,12 @@
  * The key store a CLI subcommand uses when REDIS_URL is set: the Redis key list
  * (redis-key-store.ts), opened on first use and without listening to the change channel (a
  * command publishes its edits and ends). A Redis that cannot be reached is the command's one-line
- * error, as a keys file that cannot be read is.
+ * error, as a keys file that cannot be read is. The Redis modules are imported on first use.
  */
 import type { Config } from "../../config.ts";
 import type { KeyStore, StoreLoad } from "../../keys/key-store.ts";
 import { displayUrl } from "../../domain/redact.ts";
-import { createRedisKeyStore, type RedisKeyStore } from "./redis-key-store.ts";
-import { openSharedState } from "./shared-state.ts";
+import type { RedisKeyStore } from "./redis-key-store.ts";
 
 type CliConfig = Pick<Config, "REDIS_PREFIX" | "KEYS_ENCRYPTION_KEY" | "FAILURE_THRESHOLD">;
 
@@ -16,6 +15,8 @@ export function redisCliStore(config: CliConfig, url: string, timeoutMs = 2_000)
   let opening: Promise<RedisKeyStore | StoreLoad> | undefined;
   const open = (): Promise<RedisKeyStore | StoreLoad> =>
     (opening ??= (async () => {
+      // Loaded only when REDIS_URL is set: every other command starts as fast as before.
+      const [{ openSharedState }, { createRedisKeyStore }] = await Promise.all([import("./shared-state.ts"), import("./redis-key-store.ts")]);
       const opened = await openSharedState({ url, prefix: config.REDIS_PREFIX, encryptionKey: config.KEYS_ENCRYPTION_KEY, failureThreshold: config.FAILURE_THRESHOLD, timeoutMs, listen: false });
       if (!opened.ok) return { ok: false, kind: "invalid", message: opened.message };
       if (opened.shared.connection.degraded) return { ok: false, kind: "io", message: `cannot reach Redis at ${displayUrl(url)}` };
