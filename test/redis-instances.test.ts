@@ -342,3 +342,59 @@ describe.skipIf(!hasRedis)("Redis down never stops serving", () => {
     }
   }, 60_000);
 });
+
+describe.skipIf(!hasRedis)("moving keys between a keys file and Redis", () => {
+  test("import-keys FILE merges by key id into Redis (every instance has them); export-keys FILE writes Redis's list back into a keys file with mode 0600", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      const instance = (await startInstances(1, env))[0] as ProxyProcess;
+      expect((await cli(env, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const file = join(dir, "import-me.json");
+      await Bun.write(file, JSON.stringify({ keys: [{ key: testKeys[0], label: "in both" }, { key: testKeys[1], label: "only in the file" }] }));
+      const imported = await cli(env, "import-keys", file);
+      expect(imported.code).toBe(0);
+      expect(imported.stdout).toContain("imported 1 key from");
+      expect(imported.stdout).toContain("1 already there");
+      expect(await redis.cli("HLEN", `${env.REDIS_PREFIX}keys`)).toBe("2");
+      await eventually(async () => (await keysOf(instance)).length === 2, { timeoutMs: 1_000, what: "the imported key on the running instance" });
+
+      const out = join(dir, "exported.json");
+      const exported = await cli(env, "export-keys", out);
+      expect(exported.code).toBe(0);
+      const written = (await Bun.file(out).json()) as { keys: Array<{ key: string; label?: string }> };
+      expect(written.keys.map((entry) => entry.key).sort()).toEqual([testKeys[0], testKeys[1]].sort() as string[]);
+      expect(written.keys.find((entry) => entry.key === testKeys[1])?.label).toBe("only in the file");
+      expect((await Bun.file(out).stat()).mode & 0o777).toBe(0o600);
+      // The secrets went to the file, never to the terminal.
+      for (const key of testKeys) expect(exported.stdout + exported.stderr + imported.stdout + imported.stderr).not.toContain(key);
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+
+  test("import-keys and export-keys without REDIS_URL exit 2 naming the variable", async () => {
+    const plain = { KEYS_FILE: join(dir, "plain.json") };
+    for (const command of ["import-keys", "export-keys"]) {
+      const result = await runCli([command, join(dir, "x.json")], { cwd: dir, env: plain, log });
+      expect(result.code).toBe(2);
+      expect(result.stderr).toContain("REDIS_URL");
+    }
+  });
+
+  test("when Redis holds no keys and KEYS_FILE exists, the first instance imports it once (under a lease) and says so", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      await Bun.write(env.KEYS_FILE as string, JSON.stringify({ keys: [testKeys[0], testKeys[1]] }));
+      const instances = await startInstances(3, env);
+      await eventually(async () => (await Promise.all(instances.map(keysOf))).every((keys) => keys.length === 2), { what: "both keys on every instance" });
+      const said = instances.filter((instance) => /imported 2 keys from/.test(instance.stdout()));
+      expect(said.length).toBe(1);
+      expect(await redis.cli("HLEN", `${env.REDIS_PREFIX}keys`)).toBe("2");
+      for (const instance of instances) expect((await chat(instance)).status).toBe(200);
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+});

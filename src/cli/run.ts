@@ -7,6 +7,7 @@ import { processIO } from "./io.ts";
 import { clientCommandFlags, runClientCommand } from "./client-commands.ts";
 import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, removeKeyCommand, type KeyCommandContext } from "./key-commands.ts";
 import { serve } from "./serve.ts";
+import { exportKeysCommand, importKeysCommand } from "./key-transfer-commands.ts";
 import { redisCliStore } from "../store/redis/cli-store.ts";
 import { redisClientCliStore } from "../store/redis/client-cli-store.ts";
 import { commandHelp, usage, version } from "./usage.ts";
@@ -45,6 +46,7 @@ const clientContext = (config: Config) => ({
   io,
   ...(config.REDIS_URL === undefined ? {} : { store: redisClientCliStore(config, config.REDIS_URL) }),
 });
+const transferContext = (config: Config) => ({ config, io, redis: config.REDIS_URL === undefined ? undefined : redisCliStore(config, config.REDIS_URL) });
 const flagValue = (args: Parsed, name: string) => {
   const value = args.flags.get(name);
   return typeof value === "string" ? value : undefined;
@@ -67,6 +69,8 @@ const commands: Record<string, CommandSpec> = {
   "list-keys": { flags: { "--json": "switch" }, positional: [0, 0], run: (config, args) => listKeysCommand(keyContext(config), { json: args.flags.has("--json") }) },
   "remove-key": { flags: {}, positional: [1, 1], run: (config, args) => removeKeyCommand(keyContext(config), args.positional[0] as string) },
   "enable-key": { flags: {}, positional: [1, 1], run: (config, args) => enableKeyCommand(keyContext(config), args.positional[0] as string) },
+  "import-keys": { flags: {}, positional: [1, 1], run: (config, args) => importKeysCommand(transferContext(config), args.positional[0] as string) },
+  "export-keys": { flags: {}, positional: [1, 1], run: (config, args) => exportKeysCommand(transferContext(config), args.positional[0] as string) },
   "check-keys": { flags: { "--json": "switch" }, positional: [0, 0], run: (config, args) => checkKeysCommand(keyContext(config), { json: args.flags.has("--json") }) },
   // add-client, list-clients, set-client, remove-client, rotate-client (client-commands.ts)
   ...Object.fromEntries(

@@ -26,6 +26,14 @@ Removes the key with that id (see list-keys) from KEYS_FILE.`,
   "enable-key": `Usage: openrouter-proxy enable-key ID
 
 Re-enables the key with that id: clears its disabled mark, failure count and cooldown.`,
+  "import-keys": `Usage: openrouter-proxy import-keys FILE
+
+With REDIS_URL: adds the keys in FILE (a keys file) that Redis does not hold yet; keys already in
+Redis are left as they are (merged by key id). Every running instance has them within a second.`,
+  "export-keys": `Usage: openrouter-proxy export-keys FILE
+
+With REDIS_URL: writes the key list held in Redis into FILE in the keys-file format (mode 0600),
+keeping the file's other sections. Use it to move back to a keys file, or as a backup.`,
   "check-keys": `Usage: openrouter-proxy check-keys [--json]
 
 Asks the upstream (GET /key) about every key: limit left, usage, free tier, rate limit. Keys the
@@ -66,6 +74,8 @@ Usage:
   openrouter-proxy add-key [KEY] [--label NAME] [--no-verify]
   openrouter-proxy list-keys [--json]
   openrouter-proxy remove-key ID
+  openrouter-proxy import-keys FILE     (with REDIS_URL: a keys file into Redis)
+  openrouter-proxy export-keys FILE     (with REDIS_URL: Redis into a keys file, 0600)
   openrouter-proxy enable-key ID
   openrouter-proxy check-keys [--json]
   openrouter-proxy add-client NAME [--models PATTERNS] [--rpm N] [--rpd N] [--tpm N]
