@@ -8,13 +8,15 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { keyIdOf } from "../src/domain/key-identity.ts";
+import { createJsonFileStore } from "../src/keys/json-file-store.ts";
+import { enableKey } from "../src/keys/key-admin.ts";
 import { utcDay } from "../src/domain/time-text.ts";
 import { runCli } from "./helpers/cli.ts";
 import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";
 import { keyEndpoint } from "./helpers/key-endpoint.ts";
 import { killAllProxies, startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
 import { useSuite } from "./helpers/suite.ts";
-import { eventually, testKeys } from "./helpers/test-proxy.ts";
+import { eventually, startTestProxy, testKeys } from "./helpers/test-proxy.ts";
 
 const [keyA, keyB, keyC] = testKeys as [string, string, string];
 const idA = keyIdOf(keyA);
@@ -22,7 +24,7 @@ const adminToken = "admin-token-two-servers-0123456789";
 const FREE_MODEL = "meta-llama/llama-3.3-70b-instruct:free";
 const ACCOUNT = "user_abc"; // keyInfo's creator_user_id: discovery names the same account
 
-const { fake, log, folder } = useSuite({ secrets: [...testKeys, adminToken] });
+const { fake, log, folder, cleanups } = useSuite({ secrets: [...testKeys, adminToken] });
 afterAll(killAllProxies);
 
 interface StoredFile {
@@ -171,4 +173,41 @@ describe("two servers on one keys file", () => {
     const stored = (await readStored(keysFile)).keys.find((entry) => entry.id === idA);
     expect(stored?.state?.cooldownUntil).toBeUndefined();
   }, 30_000);
+});
+
+describe("a person's reset and the counts a server holds", () => {
+  /** A server that saves only when told, with three requests on keyA counted in memory. */
+  async function countedNotSaved() {
+    const proxy = await startTestProxy({ upstream: fake.url, keys: [keyA, keyB], config: { ADMIN_TOKEN: adminToken }, overrides: { saveDelayMs: 60_000 } });
+    cleanups.push(() => proxy.close());
+    for (let i = 0; i < 3; i++) {
+      const acquired = proxy.pool.acquire({ prefer: idA });
+      if (!acquired.ok) throw new Error(acquired.reason);
+      proxy.pool.report(acquired.lease.keyId, { kind: "ok" });
+    }
+    return proxy;
+  }
+
+  test("a person's enable keeps the requests a server counted and had not saved yet", async () => {
+    const proxy = await countedNotSaved();
+    // Another process (the CLI) enables keyA in the file: the server takes the person's reset.
+    const before = proxy.pool.records().find((record) => record.id === idA)?.resetAt;
+    const enabled = await createJsonFileStore({ path: proxy.keysFile }).update((doc) => enableKey(doc, idA, Date.now()).doc);
+    expect(enabled.ok).toBe(true);
+    await eventually(() => proxy.pool.records().find((record) => record.id === idA)?.resetAt !== before, { what: "the server to take the enable" });
+    await proxy.sync.flush();
+    const stored = (await readStored(proxy.keysFile)).keys.find((entry) => entry.id === idA);
+    expect(stored?.state?.requests).toBe(3);
+    expect(stored?.state?.successes).toBe(3);
+  });
+
+  test("a person's enable through the admin API keeps the requests the server counted and had not saved yet", async () => {
+    const proxy = await countedNotSaved();
+    const response = await fetch(`${proxy.url}/admin/keys/${idA}/enable`, { method: "POST", headers: { authorization: `Bearer ${adminToken}` } });
+    log.record(await response.text());
+    expect(response.status).toBe(200);
+    await proxy.sync.flush();
+    const stored = (await readStored(proxy.keysFile)).keys.find((entry) => entry.id === idA);
+    expect(stored?.state?.requests).toBe(3);
+  });
 });

@@ -66,6 +66,20 @@ export function mergeKey(theirs: KeyRecord, mine: KeyRecord, base: KeyCounts = m
   };
 }
 
+/**
+ * A person's reset replaces a key's record with the file's (key-edits.ts): the counters this
+ * process counted and had not saved yet are carried onto it, its base becomes the file's.
+ */
+export function carryUnsaved(record: KeyRecord, known: KeyRecord): KeyCounts & { synced: KeyCounts } {
+  const base = known.synced ?? zeroCounts;
+  return {
+    requests: addDelta(record.requests, known.requests, base.requests),
+    successes: addDelta(record.successes, known.successes, base.successes),
+    failures: addDelta(record.failures, known.failures, base.failures),
+    synced: record.synced ?? countsOf(record),
+  };
+}
+
 /** Of two "disabled since" facts, the later one (disabled-since merges by max). */
 function latest(a: KeyRecord["disabled"], b: KeyRecord["disabled"]): KeyRecord["disabled"] {
   if (a === undefined) return b;

@@ -4,6 +4,7 @@
  * enable-key or a background GET /key showing credits again may end.
  */
 import { accountIdOf } from "./account-state.ts";
+import { carryUnsaved } from "./file-merge.ts";
 import { clearOnEnable, describeCleared } from "./outcome-rests.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { KeyRecord } from "./schema.ts";
@@ -56,6 +57,7 @@ export function replaceKeys(core: PoolCore, records: readonly KeyRecord[]): void
       // What GET /key and error bodies taught the server stays, even if the file has not caught up.
       return {
         ...record,
+        ...carryUnsaved(record, known), // counters are not a decision: what was counted here stays
         ...(record.account === undefined && known.account !== undefined ? { account: known.account } : {}),
         ...(record.keyLimit || !known.keyLimit ? {} : { keyLimit: known.keyLimit }),
       };

@@ -37,6 +37,8 @@ export interface KeySyncOptions {
   now?: () => number;
 }
 
+const noCounts = { requests: 0, successes: 0, failures: 0 };
+
 /** What a save sent: the pool's state then, the base of adopting what was written. */
 interface Sent {
   records: ReadonlyMap<string, KeyRecord>;
@@ -99,15 +101,18 @@ export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 50
    * what it counted since its base.
    */
   const adoptDoc = (doc: KeyFileDocument, sent?: Sent) => {
+    // What the pool counted, before a person's reset in `doc` replaces a key's record with the file's.
+    const counted = store.holdsSharedState ? new Map(pool.records().map((record) => [record.id, record])) : undefined;
     pool.replaceKeys(doc.records);
-    if (!store.holdsSharedState) return;
+    if (counted === undefined) return;
     const stored = new Map(doc.records.map((record) => [record.id, record]));
     const merged: KeyRecord[] = [];
     for (const mine of pool.records()) {
       const theirs = stored.get(mine.id);
       if (theirs === undefined) continue;
+      const own = counted.get(mine.id) ?? mine;
       const before = sent?.records.get(mine.id);
-      merged.push(mergeKey(theirs, mine, before === undefined ? mine.synced : countsOf(before)));
+      merged.push(mergeKey(theirs, { ...mine, ...countsOf(own) }, before === undefined ? (own.synced ?? noCounts) : countsOf(before)));
     }
     pool.adoptState(merged, mergeAccounts(doc.accounts, pool.accounts(), sent?.accounts ?? baseAccounts, now()));
     baseAccounts = withoutBase(doc.accounts);
