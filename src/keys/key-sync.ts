@@ -172,7 +172,7 @@ export function startKeySync({ pool, store, saveDelayMs = 500, retryDelayMs = 50
   };
   const unsubscribeChanges = pool.onChange(scheduleSave);
   const unwatch = store.watch((result) => {
-    if (saving !== undefined && result.ok) {
+    if (store.holdsSharedState && saving !== undefined && result.ok) {
       // Adopted now, the save's result would count this news a second time; adopted after, it could
       // be older than what the save wrote. Read the store again once the save is done.
       changedWhileSaving = true;
