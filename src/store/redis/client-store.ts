@@ -18,7 +18,7 @@
  * and a reload every `backstopMs`.
  */
 import { displayUrl } from "../../domain/redact.ts";
-import type { KeyStore, StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore, StoreFailure, StoreLoad } from "../../keys/key-store.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { RedisConnection } from "./connection.ts";
 import { readClientUsage, type ClientCounterKeys } from "./client-counter-keys.ts";
@@ -53,13 +53,13 @@ export function createRedisClientStore({ connection, keys, url, now = Date.now, 
   const name = `Redis at ${displayUrl(url)} (clients ${keys.clients})`;
   /** The entries last read from a Redis that had its data, to put back if it comes back without. */
   let held = new Map<string, string>();
-  const failed = (message: string): StoreLoad => ({ ok: false, kind: "io", message: `cannot reach the clients in ${name}: ${message}` });
+  const failed = (message: string): StoreFailure => ({ ok: false, kind: "io", message: `cannot reach the clients in ${name}: ${message}` });
 
   /** The stored entries as text (what compare-and-set compares) and as the clients section. */
-  const read = async (): Promise<{ ok: true; raw: Map<string, string>; wiped: boolean; doc: KeyFileDocument } | Extract<StoreLoad, { ok: false }>> => {
+  const read = async (): Promise<{ ok: true; raw: Map<string, string>; wiped: boolean; doc: KeyFileDocument } | StoreFailure> => {
     const [result, version] = await Promise.all([connection.send("HGETALL", [keys.clients]), connection.send("GET", [keys.clientsVersion])]);
-    if (!result.ok) return failed(result.message) as Extract<StoreLoad, { ok: false }>;
-    if (!version.ok) return failed(version.message) as Extract<StoreLoad, { ok: false }>;
+    if (!result.ok) return failed(result.message);
+    if (!version.ok) return failed(version.message);
     const raw = new Map<string, string>();
     const section: Record<string, unknown> = {};
     for (const [client, text] of Object.entries((result.value ?? {}) as Record<string, unknown>)) {
@@ -71,7 +71,7 @@ export function createRedisClientStore({ connection, keys, url, now = Date.now, 
       }
     }
     const usage = await readClientUsage(connection, keys, section, now());
-    if (!usage.ok) return failed(usage.message) as Extract<StoreLoad, { ok: false }>;
+    if (!usage.ok) return failed(usage.message);
     for (const [client, windows] of usage.value) (section[client] as Record<string, unknown>).usage = windows;
     const wiped = raw.size === 0 && (version.value === null || version.value === undefined);
     if (!wiped) held = raw;
