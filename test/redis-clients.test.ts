@@ -154,6 +154,28 @@ describe.skipIf(!hasRedis)("client keys through Redis", () => {
     }
   }, 30_000);
 
+  test("client keys in KEYS_FILE are imported into Redis once, when it holds none", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const env = envFor(freshPrefix(), fake.url);
+      const { REDIS_URL: _url, ...fileEnv } = env;
+      // Made before Redis was used: the client lives in the keys file.
+      const key = await addClient(fileEnv, "grace", "--rpm", "50");
+      expect(await Bun.file(env.KEYS_FILE as string).text()).toContain('"grace"');
+      expect((await cli(env, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const [a, b] = (await startInstances(2, env)) as [ProxyProcess, ProxyProcess];
+      expect(await statusOf(a, key)).toBe(200);
+      expect(await statusOf(b, key)).toBe(200);
+      // Two instances started together: one imported, the other found them there.
+      expect((a.stdout() + b.stdout()).match(/imported 1 from/g)).toHaveLength(1);
+      expect(await redis.cli("HEXISTS", `${env.REDIS_PREFIX}clients`, "grace")).toBe("1");
+      const listed = JSON.parse((await cli(env, "list-clients", "--json")).stdout) as { clients: Array<{ name: string; limits: { rpm: number | null } }> };
+      expect(listed.clients.map((client) => [client.name, client.limits.rpm])).toEqual([["grace", 50]]);
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+
   test("two instances sharing Redis enforce one --rpm together", async () => {
     const fake = startFakeOpenRouter();
     try {

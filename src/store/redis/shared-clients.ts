@@ -54,8 +54,13 @@ export async function openSharedClients({ connection, prefix, url, keysFile, now
   if (fileClients === undefined || Object.keys(fileClients).length === 0) return { ok: true, clients: { store, doc: stored.doc, counters } };
   // Redis holds no clients and KEYS_FILE has some: imported once (a concurrent import by another
   // instance makes this one's compare-and-set run again, and then it finds them there).
-  const imported = await store.update((doc) => (doc.extraTopLevel.clients === undefined ? { ...doc, extraTopLevel: { ...doc.extraTopLevel, clients: fileClients } } : doc));
+  // The change's last run says whether this instance imported them (or found another's import).
+  let importing = false;
+  const imported = await store.update((doc) => {
+    importing = doc.extraTopLevel.clients === undefined;
+    return importing ? { ...doc, extraTopLevel: { ...doc.extraTopLevel, clients: fileClients } } : doc;
+  });
   if (!imported.ok) return { ok: true, clients: { store, doc: fileDoc, counters } };
-  out(`Redis held no client keys: imported ${Object.keys(fileClients).length} from ${keysFile} (once; Redis is where client keys live now)`);
+  if (importing) out(`Redis held no client keys: imported ${Object.keys(fileClients).length} from ${keysFile} (once; Redis is where client keys live now)`);
   return { ok: true, clients: { store, doc: imported.doc, counters } };
 }
