@@ -51,10 +51,19 @@ export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5
     if (!applying) shared.writer.record(change);
   };
   const basis = (keyId: string): number => store.switchVersion(keyId);
+  /**
+   * Keys with a failure streak in Redis, as far as this instance knows (its own failures, and what
+   * each resync reads): only their successes are written, so a healthy pool's paid requests cost
+   * Redis nothing but their share of the counter batch.
+   */
+  const streaking = new Set<string>();
 
   const offs = [
     events.on("key.cooldown", ({ keyId, until, source, reason }) => record({ kind: "key-cooldown", keyId, basis: basis(keyId), until, source, reason })),
-    events.on("key.failure", ({ keyId }) => record({ kind: "key-failure", keyId, basis: basis(keyId), at: now() })),
+    events.on("key.failure", ({ keyId }) => {
+      streaking.add(keyId);
+      record({ kind: "key-failure", keyId, basis: basis(keyId), at: now() });
+    }),
     events.on("key.disabled", ({ keyId, reason }) => {
       // A person's disable is a key-list edit (the store's); this is the pool's own verdict.
       if (!store.personDisabled(keyId)) record({ kind: "key-disabled", keyId, basis: basis(keyId), since: now(), reason });
@@ -71,7 +80,7 @@ export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5
     events.on("request.done", (done) => {
       if (done.keyId === undefined) return;
       const ok = done.status >= 200 && done.status < 400;
-      if (ok) record({ kind: "key-success", keyId: done.keyId, basis: basis(done.keyId), at: now() });
+      if (ok && streaking.delete(done.keyId)) record({ kind: "key-success", keyId: done.keyId, basis: basis(done.keyId), at: now() });
       record({
         kind: "key-counters",
         keyId: done.keyId,
@@ -97,6 +106,7 @@ export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5
     const snapshot = await readSharedSnapshot(shared.connection, shared.keys, { keyIds: [], day });
     if (!snapshot.ok) return false;
     for (const change of snapshot.value.instants) apply(change);
+    for (const [keyId, count] of snapshot.value.streaks) if (count > 0) streaking.add(keyId);
     const local = pool.accounts();
     for (const [account, { used, limit }] of snapshot.value.free) {
       const mine = local.get(account)?.free;
