@@ -398,3 +398,28 @@ describe.skipIf(!hasRedis)("moving keys between a keys file and Redis", () => {
     }
   }, 30_000);
 });
+
+describe.skipIf(!hasRedis)("secrets in Redis", () => {
+  test("with KEYS_ENCRYPTION_KEY the secrets in Redis are sealed (enc:v1:…), instances serve with them, and an instance with a wrong key stops with one line naming KEYS_ENCRYPTION_KEY", async () => {
+    const fake = startFakeOpenRouter();
+    try {
+      const key = Buffer.alloc(32, 7).toString("base64");
+      const env = envFor(freshPrefix(), fake.url, { KEYS_ENCRYPTION_KEY: key });
+      expect((await cli(env, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const stored = await redis.cli("HGET", `${env.REDIS_PREFIX}keys`, keyIdOf(testKeys[0] as string));
+      expect(stored).toContain("enc:v1:");
+      expect(stored).not.toContain(testKeys[0] as string);
+      const instance = (await startInstances(1, env))[0] as ProxyProcess;
+      expect((await chat(instance)).status).toBe(200);
+      expect(fake.requests.at(-1)?.key).toBe(testKeys[0] as string);
+
+      const wrong = await runCli(["serve", "--port", "0", "--host", "127.0.0.1"], { cwd: dir, env: { ...env, KEYS_ENCRYPTION_KEY: Buffer.alloc(32, 9).toString("base64") }, log, limitMs: 10_000 });
+      expect(wrong.code).not.toBe(0);
+      expect(wrong.stderr).toContain("KEYS_ENCRYPTION_KEY");
+      expect(wrong.stderr.trim().split("\n").length).toBe(1);
+      expect(wrong.stderr).not.toContain(key);
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+});
