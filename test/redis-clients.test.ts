@@ -176,6 +176,22 @@ describe.skipIf(!hasRedis)("client keys through Redis", () => {
     }
   }, 30_000);
 
+  test("a client subcommand that cannot reach Redis says so in one line, changes nothing and never prints the URL's password", async () => {
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const deadPort = probe.port;
+    probe.stop(true);
+    const env: Record<string, string> = { ...envFor(freshPrefix(), "http://127.0.0.1:9"), REDIS_URL: `redis://user:pw-sekrit-123@127.0.0.1:${deadPort}` };
+    for (const args of [["add-client", "henry"], ["list-clients"], ["remove-client", "henry"]]) {
+      const result = await cli(env, ...args);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(`cannot reach Redis at redis://`);
+      expect(result.stderr.trim().split("\n")).toHaveLength(1);
+      expect(result.stdout + result.stderr).not.toContain("pw-sekrit-123");
+      expect(result.stdout).not.toContain("sk-orp-");
+    }
+    expect(await Bun.file(env.KEYS_FILE as string).exists()).toBe(false);
+  }, 30_000);
+
   test("two instances sharing Redis enforce one --rpm together", async () => {
     const fake = startFakeOpenRouter();
     try {
