@@ -192,6 +192,31 @@ describe.skipIf(!hasRedis)("client keys through Redis", () => {
     expect(await Bun.file(env.KEYS_FILE as string).exists()).toBe(false);
   }, 30_000);
 
+  test("Redis unreachable at startup: the client keys in KEYS_FILE are served from memory", async () => {
+    const fake = startFakeOpenRouter();
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const deadPort = probe.port;
+    probe.stop(true);
+    try {
+      const env: Record<string, string> = { ...envFor(freshPrefix(), fake.url), REDIS_URL: `redis://127.0.0.1:${deadPort}` };
+      const { REDIS_URL: _url, ...fileEnv } = env;
+      expect((await cli(fileEnv, "add-key", testKeys[0] as string, "--no-verify")).code).toBe(0);
+      const key = await addClient(fileEnv, "ivy", "--models", "openai/*");
+      const [instance] = (await startInstances(1, env)) as [ProxyProcess];
+      expect(instance.stdout()).toContain("serving the client keys in");
+      expect(await statusOf(instance, key)).toBe(200);
+      expect(await statusOf(instance, "sk-orp-not-a-client-key-0123456789abcdef")).toBe(401);
+      const other = await fetch(`${instance.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+        body: JSON.stringify({ model: "anthropic/claude-3.5-haiku", messages: [{ role: "user", content: "hi" }] }),
+      });
+      expect(other.status).toBe(403);
+    } finally {
+      await fake.stop();
+    }
+  }, 30_000);
+
   test("two instances sharing Redis enforce one --rpm together", async () => {
     const fake = startFakeOpenRouter();
     try {
