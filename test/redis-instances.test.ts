@@ -423,3 +423,23 @@ describe.skipIf(!hasRedis)("secrets in Redis", () => {
     }
   }, 30_000);
 });
+
+describe.skipIf(!hasRedis)("a person's enable-key and the shared rests", () => {
+  test("enable-key with REDIS_URL ends the account's rests in Redis (not its free-model class, where a known daily limit lives), so no resync brings them back", async () => {
+    const accounts = startFakeAccounts({ accounts: [{ id: "user_rest", keys: [testKeys[0] as string], credits: 100 }] });
+    try {
+      const env = envFor(freshPrefix(), accounts.url);
+      expect((await cli(env, "add-key", testKeys[0] as string)).code).toBe(0);
+      const prefix = env.REDIS_PREFIX as string;
+      const until = String(Date.now() + 3_600_000);
+      await redis.cli("ZADD", `${prefix}account:rest`, until, "user_rest|class:paid", until, "user_rest|class:free", until, "user_other|class:paid");
+      const id = keyIdOf(testKeys[0] as string);
+      expect((await cli(env, "enable-key", id)).code).toBe(0);
+      expect(await redis.cli("ZSCORE", `${prefix}account:rest`, "user_rest|class:paid")).toBe("");
+      expect(await redis.cli("ZSCORE", `${prefix}account:rest`, "user_rest|class:free")).toBe(until);
+      expect(await redis.cli("ZSCORE", `${prefix}account:rest`, "user_other|class:paid")).toBe(until);
+    } finally {
+      await accounts.stop();
+    }
+  }, 30_000);
+});

@@ -73,7 +73,13 @@ export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel
       for (const [keyId, edit] of editsBetween(before.doc.records, after.records, now())) {
         const result = await shared.keyList.edit(keyId, edit);
         if (!result.ok) return result.failure === "secret" ? { ok: false, kind: "invalid", message: result.message } : { ok: false, kind: "io", message: `cannot change the key list in ${name}: ${result.message}` };
-        if (result.value.applied) await shared.publish(result.value.change);
+        if (!result.value.applied) continue;
+        // A person's enable also ends the account's rests in Redis (not the free-model class, where
+        // a known daily limit lives), as it does in each pool (key-admin.ts), or the next resync
+        // would bring them back.
+        const account = result.value.entry.account;
+        if (edit.edit === "enable" && account !== undefined) await clearAccountRests(shared, account);
+        await shared.publish(result.value.change);
       }
       return load();
     },
@@ -123,6 +129,13 @@ export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel
       };
     },
   };
+}
+
+async function clearAccountRests(shared: SharedState, account: string): Promise<void> {
+  const members = await shared.connection.send("ZRANGE", [shared.keys.accountRest, "0", "-1"]);
+  if (!members.ok || !Array.isArray(members.value)) return;
+  const ended = members.value.map(String).filter((member) => member.startsWith(`${account}|`) && member !== `${account}|class:free`);
+  if (ended.length > 0) await shared.connection.send("ZREM", [shared.keys.accountRest, ...ended]);
 }
 
 /** A stored entry as the pool holds a key, with what Redis knows of its runtime state. */

@@ -69,7 +69,9 @@ export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5
       if (!store.personDisabled(keyId)) record({ kind: "key-disabled", keyId, basis: basis(keyId), since: now(), reason });
     }),
     events.on("account.rest", (rest) => {
-      if (applying || rest.scope === "key") return;
+      // A rest until credits come back has no end an instant can carry (only a later GET /key
+      // ends it, and an extend-only instant would outlive that): each instance learns it itself.
+      if (applying || rest.scope === "key" || rest.source === "until-credits") return;
       const cause = { until: rest.until, source: rest.source, reason: rest.reason };
       if (rest.scope === "model" && rest.model !== undefined) record({ kind: "model-rest", account: rest.account, model: rest.model, ...cause });
       else if (rest.modelClass === "all" || rest.modelClass === "free" || rest.modelClass === "paid") record({ kind: "account-rest", account: rest.account, modelClass: rest.modelClass, ...cause });
