@@ -5,38 +5,19 @@
  * error, as a keys file that cannot be read is. The Redis modules are imported on first use.
  */
 import type { Config } from "../../config.ts";
-import type { KeyStore, StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore } from "../../keys/key-store.ts";
 import { displayUrl } from "../../domain/redact.ts";
-import type { RedisKeyStore } from "./redis-key-store.ts";
+import { lazyStore } from "./lazy-store.ts";
 
 type CliConfig = Pick<Config, "REDIS_PREFIX" | "KEYS_ENCRYPTION_KEY" | "FAILURE_THRESHOLD">;
 
 export function redisCliStore(config: CliConfig, url: string, timeoutMs = 2_000): KeyStore {
-  let opening: Promise<RedisKeyStore | StoreLoad> | undefined;
-  const open = (): Promise<RedisKeyStore | StoreLoad> =>
-    (opening ??= (async () => {
-      // Loaded only when REDIS_URL is set: every other command starts as fast as before.
-      const [{ openSharedState }, { createRedisKeyStore }] = await Promise.all([import("./shared-state.ts"), import("./redis-key-store.ts")]);
-      const opened = await openSharedState({ url, prefix: config.REDIS_PREFIX, encryptionKey: config.KEYS_ENCRYPTION_KEY, failureThreshold: config.FAILURE_THRESHOLD, timeoutMs, listen: false });
-      if (!opened.ok) return { ok: false, kind: "invalid", message: opened.message };
-      if (opened.shared.connection.degraded) return { ok: false, kind: "io", message: `cannot reach Redis at ${displayUrl(url)}` };
-      return createRedisKeyStore({ shared: opened.shared, url });
-    })());
-  const isStore = (value: RedisKeyStore | StoreLoad): value is RedisKeyStore => "update" in value;
-  return {
-    name: `Redis at ${displayUrl(url)}`,
-    async load() {
-      const store = await open();
-      return isStore(store) ? store.load() : store;
-    },
-    async save(ours, accounts) {
-      const store = await open();
-      return isStore(store) ? store.save(ours, accounts) : store;
-    },
-    async update(change) {
-      const store = await open();
-      return isStore(store) ? store.update(change) : store;
-    },
-    watch: () => () => {},
-  };
+  return lazyStore(`Redis at ${displayUrl(url)}`, async () => {
+    // Loaded only when REDIS_URL is set: every other command starts as fast as before.
+    const [{ openSharedState }, { createRedisKeyStore }] = await Promise.all([import("./shared-state.ts"), import("./redis-key-store.ts")]);
+    const opened = await openSharedState({ url, prefix: config.REDIS_PREFIX, encryptionKey: config.KEYS_ENCRYPTION_KEY, failureThreshold: config.FAILURE_THRESHOLD, timeoutMs, listen: false });
+    if (!opened.ok) return { ok: false, kind: "invalid", message: opened.message };
+    if (opened.shared.connection.degraded) return { ok: false, kind: "io", message: `cannot reach Redis at ${displayUrl(url)}` };
+    return createRedisKeyStore({ shared: opened.shared, url });
+  });
 }

@@ -5,40 +5,21 @@
  * cannot be reached is the command's one-line error, as a keys file that cannot be read is.
  */
 import type { Config } from "../../config.ts";
-import type { KeyStore, StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore } from "../../keys/key-store.ts";
 import { displayUrl } from "../../domain/redact.ts";
 import { clientCounterKeys } from "./client-counter-keys.ts";
 import { createRedisClientStore } from "./client-store.ts";
 import { createRedisConnection } from "./connection.ts";
+import { lazyStore } from "./lazy-store.ts";
 
 export function redisClientCliStore(config: Pick<Config, "REDIS_PREFIX">, url: string, timeoutMs = 2_000): KeyStore {
-  const name = `Redis at ${displayUrl(url)}`;
-  let opening: Promise<KeyStore | StoreLoad> | undefined;
-  const open = (): Promise<KeyStore | StoreLoad> =>
-    (opening ??= (async () => {
-      const connection = createRedisConnection({ url, timeoutMs, connectTimeoutMs: timeoutMs });
-      await connection.ready;
-      if (connection.degraded) {
-        await connection.close();
-        return { ok: false, kind: "io", message: `cannot reach Redis at ${displayUrl(url)}` };
-      }
-      return createRedisClientStore({ connection, keys: clientCounterKeys(config.REDIS_PREFIX), url });
-    })());
-  const isStore = (value: KeyStore | StoreLoad): value is KeyStore => "update" in value;
-  return {
-    name,
-    async load() {
-      const store = await open();
-      return isStore(store) ? store.load() : store;
-    },
-    async save(ours, accounts) {
-      const store = await open();
-      return isStore(store) ? store.save(ours, accounts) : store;
-    },
-    async update(change) {
-      const store = await open();
-      return isStore(store) ? store.update(change) : store;
-    },
-    watch: () => () => {},
-  };
+  return lazyStore(`Redis at ${displayUrl(url)}`, async () => {
+    const connection = createRedisConnection({ url, timeoutMs, connectTimeoutMs: timeoutMs });
+    await connection.ready;
+    if (connection.degraded) {
+      await connection.close();
+      return { ok: false, kind: "io", message: `cannot reach Redis at ${displayUrl(url)}` };
+    }
+    return createRedisClientStore({ connection, keys: clientCounterKeys(config.REDIS_PREFIX), url });
+  });
 }
