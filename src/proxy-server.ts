@@ -203,10 +203,26 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   }
 
   // Accounts and today's free-model use, learned in the background: the first request never waits.
-  const discovery = lookUpKeys ? discoverAccounts({ pool, checkKey: checkUpstreamKey, now }) : Promise.resolve();
+  // With REDIS_URL only the discovery lease's holder asks, and publishes what it learns.
+  const lease = redis?.discovery;
+  const onLearned = redisWiring ? (keyId: string) => redisWiring.sharedPool.publishLearned(keyId) : undefined;
+  const discovery = lookUpKeys
+    ? (async () => {
+        await lease?.ready;
+        if (!lease || lease.holds()) await discoverAccounts({ pool, checkKey: checkUpstreamKey, now, ...(onLearned ? { onLearned } : {}) });
+      })()
+    : Promise.resolve();
   // Keys added while running, the daily and hourly refresh, and credit checks of resting accounts.
   const refresher = lookUpKeys
-    ? startAccountRefresher({ pool, checkKey: checkUpstreamKey, events, now, ...(overrides.refreshTickMs === undefined ? {} : { tickEveryMs: overrides.refreshTickMs }) })
+    ? startAccountRefresher({
+        pool,
+        checkKey: checkUpstreamKey,
+        events,
+        now,
+        ...(overrides.refreshTickMs === undefined ? {} : { tickEveryMs: overrides.refreshTickMs }),
+        ...(lease ? { holdsLease: lease.holds } : {}),
+        ...(onLearned ? { onLearned } : {}),
+      })
     : undefined;
 
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;

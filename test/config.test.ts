@@ -29,6 +29,7 @@ describe("defaults", () => {
     ["LOG_BODIES", false],
     ["REDIS_URL", undefined],
     ["REDIS_PREFIX", "orp:"],
+    ["REDIS_DISCOVERY_LEASE_SECONDS", 60],
     ["KEYS_ENCRYPTION_KEY", undefined],
     ["SESSION_AFFINITY", true],
   ];
@@ -95,6 +96,7 @@ describe("good values", () => {
         LOG_LEVEL: "info",
         LOG_BODIES: false,
         REDIS_PREFIX: "orp:",
+        REDIS_DISCOVERY_LEASE_SECONDS: 60,
         SESSION_AFFINITY: true,
       },
     });

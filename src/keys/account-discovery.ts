@@ -15,6 +15,8 @@ export interface DiscoveryOptions {
   /** Only these keys (default: every key). */
   keyIds?: readonly string[];
   now?: () => number;
+  /** Called after each key's lookup answered (with REDIS_URL the holder publishes what it learned). */
+  onLearned?: (keyId: string) => void;
 }
 
 /** What of a GET /key answer the pool keeps (add-key stores the same in the file). */
@@ -38,7 +40,7 @@ export function mayPay(info: KeyInfo): boolean {
 }
 
 /** Resolves when every key has been asked once (tests await it; `serve` does not). */
-export async function discoverAccounts({ pool, checkKey, concurrency = 2, keyIds, now = Date.now }: DiscoveryOptions): Promise<void> {
+export async function discoverAccounts({ pool, checkKey, concurrency = 2, keyIds, now = Date.now, onLearned }: DiscoveryOptions): Promise<void> {
   // Every key, not only those whose account is unknown: the day's free-model use is news too.
   const wanted = keyIds ? new Set(keyIds) : undefined;
   const queue = pool.records().filter((record) => !wanted || wanted.has(record.id));
@@ -47,6 +49,7 @@ export async function discoverAccounts({ pool, checkKey, concurrency = 2, keyIds
       const check = await checkKey(record.secret).catch(() => undefined);
       // Answered or failed, the key is known now as far as it can be: a failed lookup learns nothing.
       pool.learn(record.id, check?.kind === "valid" ? factsOf(check.info, now()) : {});
+      if (check?.kind === "valid") onLearned?.(record.id);
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));

@@ -36,9 +36,30 @@ export interface AccountRefresherOptions {
   tickEveryMs?: number;
   /** When the keys found at startup were looked up (their first refresh is due an hour later). */
   startedAt?: number;
+  /**
+   * With REDIS_URL: whether this instance holds the discovery lease (store/redis/discovery-lease.ts).
+   * Without it the hourly and daily refresh is left to the holder, and a key that appears is
+   * looked up here only if the holder's facts have not arrived within `factsWaitMs`.
+   */
+  holdsLease?: () => boolean;
+  factsWaitMs?: number;
+  /** Called after a lookup taught the pool about a key (the holder publishes it). */
+  onLearned?: (keyId: string) => void;
 }
 
-export function startAccountRefresher({ pool, checkKey, events, now = Date.now, tickEveryMs = 30_000, startedAt = now() }: AccountRefresherOptions): AccountRefresher {
+export const FACTS_WAIT_MS = 30_000;
+
+export function startAccountRefresher({
+  pool,
+  checkKey,
+  events,
+  now = Date.now,
+  tickEveryMs = 30_000,
+  startedAt = now(),
+  holdsLease = () => true,
+  factsWaitMs = FACTS_WAIT_MS,
+  onLearned,
+}: AccountRefresherOptions): AccountRefresher {
   const running = new Set<Promise<void>>();
   let lastRefresh = startedAt;
   let lastDay = utcDay(startedAt);
@@ -55,11 +76,22 @@ export function startAccountRefresher({ pool, checkKey, events, now = Date.now, 
       (async () => {
         // key.added is announced while the pool swaps its list in: look once the swap is done.
         await Promise.resolve();
-        await discoverAccounts({ pool, checkKey, keyIds, now });
+        await discoverAccounts({ pool, checkKey, keyIds, now, ...(onLearned ? { onLearned } : {}) });
       })().catch(() => {}),
     );
 
-  const unsubscribe = events.on("key.added", ({ keyId }) => void lookUp([keyId]));
+  // Not the holder: the holder's facts usually arrive within a second; if they do not (it died
+  // before asking), the key is looked up here, so it is never kept from free models for long.
+  const waiting = new Set<ReturnType<typeof setTimeout>>();
+  const lookUpUnlessLearned = (keyId: string) => {
+    const timer = setTimeout(() => {
+      waiting.delete(timer);
+      if (pool.pendingLookups().includes(keyId)) void lookUp([keyId]);
+    }, factsWaitMs);
+    timer.unref?.();
+    waiting.add(timer);
+  };
+  const unsubscribe = events.on("key.added", ({ keyId }) => (holdsLease() ? void lookUp([keyId]) : lookUpUnlessLearned(keyId)));
 
   async function creditChecks(at: number): Promise<void> {
     for (const view of pool.accountViews()) {
@@ -75,6 +107,7 @@ export function startAccountRefresher({ pool, checkKey, events, now = Date.now, 
       const check = await checkKey(record.secret).catch(() => undefined);
       if (check?.kind !== "valid") continue;
       pool.learn(record.id, factsOf(check.info, now()));
+      onLearned?.(record.id);
       if (mayPay(check.info)) pool.paidAgain(record.id);
     }
   }
@@ -84,8 +117,11 @@ export function startAccountRefresher({ pool, checkKey, events, now = Date.now, 
     if (utcDay(at) !== lastDay || at - lastRefresh >= REFRESH_EVERY_MS) {
       lastDay = utcDay(at);
       lastRefresh = at;
-      await lookUp(pool.records().map((record) => record.id));
+      // The holder refreshes for every instance; the others hear what it learns.
+      if (holdsLease()) await lookUp(pool.records().map((record) => record.id));
     }
+    // Every instance checks its own accounts resting until credits return: such a rest is not
+    // shared (shared-pool.ts), so only this instance's own check can end it here.
     await creditChecks(at);
   }
 
@@ -104,6 +140,8 @@ export function startAccountRefresher({ pool, checkKey, events, now = Date.now, 
     stop() {
       unsubscribe();
       if (timer) clearInterval(timer);
+      for (const pending of waiting) clearTimeout(pending);
+      waiting.clear();
     },
   };
   return refresher;

@@ -12,6 +12,7 @@ import { createJsonFileStore } from "../../keys/json-file-store.ts";
 import type { KeyPool } from "../../keys/key-pool.ts";
 import type { StoreLoad } from "../../keys/key-store.ts";
 import { createLease } from "./lease.ts";
+import { startDiscoveryLease, type DiscoveryLease } from "./discovery-lease.ts";
 import type { EventBus } from "../../observe/events.ts";
 import { reservingFetch } from "./free-reservation.ts";
 import { createRedisKeyStore, type RedisKeyStore } from "./redis-key-store.ts";
@@ -29,13 +30,15 @@ export interface RedisBackend {
    * reached, KEYS_FILE's keys, served from memory until it is back.
    */
   initialLoad(): Promise<StoreLoad>;
+  /** Whether this instance does the background GET /key work for all (discovery-lease.ts). */
+  discovery: DiscoveryLease;
   /** Redis is unreachable now (the instance serves from memory). */
   readonly degraded: boolean;
   stop(): Promise<void>;
 }
 
 export interface RedisBackendOptions {
-  config: Pick<Config, "REDIS_URL" | "REDIS_PREFIX" | "KEYS_ENCRYPTION_KEY" | "KEYS_FILE" | "FAILURE_THRESHOLD">;
+  config: Pick<Config, "REDIS_URL" | "REDIS_PREFIX" | "KEYS_ENCRYPTION_KEY" | "KEYS_FILE" | "FAILURE_THRESHOLD" | "REDIS_DISCOVERY_LEASE_SECONDS">;
   url: string;
   now: () => number;
   /** Where the degraded/recovered lines go (stdout). */
@@ -56,11 +59,18 @@ export async function openRedisBackend({ config, url, now, out }: RedisBackendOp
     ),
   );
   let sharedPool: SharedPool | undefined;
+  const discovery = startDiscoveryLease({
+    connection: shared.connection,
+    key: shared.keys.lease("discovery"),
+    holder: shared.instanceId,
+    ttlMs: Math.round(config.REDIS_DISCOVERY_LEASE_SECONDS * 1000),
+  });
   return {
     ok: true,
     backend: {
       shared,
       store,
+      discovery,
       get degraded() {
         return shared.connection.degraded;
       },
@@ -88,6 +98,7 @@ export async function openRedisBackend({ config, url, now, out }: RedisBackendOp
       },
       async stop() {
         offDegraded();
+        await discovery.stop();
         await sharedPool?.stop();
         await shared.close();
       },

@@ -34,6 +34,8 @@ export interface SharedPoolOptions {
 export interface SharedPool {
   /** Reads everything Redis holds and applies it (also run by the timer and on every subscribe). */
   resync(): Promise<boolean>;
+  /** The discovery lease holder's GET /key taught the pool about a key: tell the other instances. */
+  publishLearned(keyId: string): void;
   stop(): Promise<void>;
 }
 
@@ -90,12 +92,47 @@ export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5
         lastUsedAt: done.startedAt,
       });
     }),
-    shared.onRemoteChange(apply),
+    shared.onRemoteChange((change) => (change.kind === "key-account" ? learnAccount(change.keyId, change.account) : apply(change))),
     shared.onVerdict(apply),
     shared.onResync(async () => {
       await resync();
     }),
   ];
+
+  /**
+   * Another instance's GET /key named a key's account: learned as if asked here (which also ends
+   * the wait of a key just added). The key list may bring the key a moment after the news: kept
+   * until it does.
+   */
+  const heardAccounts = new Map<string, string>();
+  const learnAccount = (keyId: string, account: string): void => {
+    if (!pool.records().some((record) => record.id === keyId)) {
+      heardAccounts.set(keyId, account);
+      return;
+    }
+    applying = true;
+    try {
+      pool.learn(keyId, { account });
+    } finally {
+      applying = false;
+    }
+  };
+  offs.push(
+    events.on("key.added", ({ keyId }) => {
+      const account = heardAccounts.get(keyId);
+      if (account === undefined) return;
+      heardAccounts.delete(keyId);
+      // key.added is announced while the pool swaps its list in: learn once the swap is done.
+      queueMicrotask(() => learnAccount(keyId, account));
+    }),
+  );
+
+  const publishLearned = (keyId: string): void => {
+    const account = pool.records().find((record) => record.id === keyId)?.account;
+    if (account === undefined) return;
+    record({ kind: "key-account", keyId, account });
+    publishFreeLimit(account);
+  };
 
   const publishFreeLimit = (account: string): void => {
     const free = pool.accounts().get(account)?.free;
@@ -125,6 +162,7 @@ export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5
 
   return {
     resync,
+    publishLearned,
     async stop() {
       clearInterval(timer);
       for (const off of offs) off();
