@@ -4,6 +4,7 @@
  * Starts a mock OpenRouter (bench/mock-upstream.ts), the bare pass-through (bench/pass-through.ts,
  * the floor) and the proxy (command from BENCH_PROXY_CMD, default ./dist/openrouter-proxy), each a
  * separate process, then measures sections (a)-(f) against each in turn and prints one table with
+ * (section (g), the proxy with REDIS_URL against its keys file, runs after them: bench/lib/redis-section.ts)
  * every proxy figure as a ratio to the pass-through's from the same run. Results also go to
  * bench/results/<date>.json. See bench/README.md.
  */
@@ -15,6 +16,7 @@ import type { LoadResult } from "./loadgen.ts";
 import type { StreamClientConfig, StreamOpenEvent, StreamResult } from "./stream-client.ts";
 import { type Child, commandArgv, cpuMs, envOf, forEachLine, freePort, killTree, machineBusy, readReadyLine, rssBytes, sleep, waitForOk } from "./lib/proc.ts";
 import { median, type Percentiles } from "./lib/stats.ts";
+import { redisSection } from "./lib/redis-section.ts";
 import { renderTable, type Row } from "./lib/table.ts";
 
 const BENCH_DIR = import.meta.dir;
@@ -42,7 +44,8 @@ const HELP = `usage: bun run bench/run.ts [options]
   --startup-runs <n>       (f) spawns per binary, median reported      [5, quick 2]
   --threads <n>            wrk threads                                 [1]
   --loadgen <auto|wrk|bun> load generator                              [auto: wrk if installed]
-  --only <a,b,...>         run only these sections
+  --only <a,b,...>         run only these sections ((g): the proxy with REDIS_URL against the
+                           keys file, bench/redis-proxy.ts; skipped without redis-server)
   --fetch-limit <n>        BUN_CONFIG_MAX_HTTP_REQUESTS for the pass-through [4096]
   --pin                    taskset: pass-through/proxy on CPU 1, everything else on CPU 0
                            (less scheduling noise; off by default, all processes share both cores)
@@ -116,9 +119,9 @@ function parseOptions(): Options {
   };
   const loadgen = values.loadgen;
   if (loadgen !== "auto" && loadgen !== "wrk" && loadgen !== "bun") throw new Error(`--loadgen must be auto, wrk or bun`);
-  const sections = "abcdef";
-  const only = new Set((values.only ?? "a,b,c,d,e,f").split(",").map((s) => s.trim().toLowerCase()));
-  for (const s of only) if (!sections.includes(s) || s.length !== 1) throw new Error(`--only takes letters from a-f, got ${s}`);
+  const sections = "abcdefg";
+  const only = new Set((values.only ?? "a,b,c,d,e,f,g").split(",").map((s) => s.trim().toLowerCase()));
+  for (const s of only) if (!sections.includes(s) || s.length !== 1) throw new Error(`--only takes letters from a-g, got ${s}`);
   return {
     quick,
     durationS: Math.round(num(values.duration, 10, 1, 1, 120, "duration")),
@@ -737,7 +740,9 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 }
 let code = 0;
 try {
-  await main(opts, tmp);
+  if ([..."abcdef"].some((s) => opts.only.has(s))) await main(opts, tmp);
+  // After the other sections' processes are gone: (g) starts its own.
+  if (opts.only.has("g")) console.log(`\n${await redisSection(opts.quick)}`);
 } catch (err) {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   code = 1;
