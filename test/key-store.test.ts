@@ -14,6 +14,7 @@ import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createJsonFileStore } from "../src/keys/json-file-store.ts";
 import type { KeyStore } from "../src/keys/key-store.ts";
 import { swapFiles } from "../src/keys/swap-files.ts";
+import { resolveTarget } from "../src/keys/file-target.ts";
 import { newKeyRecord, type KeyFileDocument } from "../src/keys/schema.ts";
 import { useSuite } from "./helpers/suite.ts";
 import { eventually, startTestProxy, tempDir, testKeys, type TestProxy, type TestProxyOptions } from "./helpers/test-proxy.ts";
@@ -546,6 +547,25 @@ describe("the lock", () => {
     expect(loaded.doc.records.map((record) => record.secret).sort()).toEqual(expected);
     expect(await readdir(dir)).toEqual(["keys.json"]);
   }, 15_000); // waiters poll the lock file with a backoff of up to 50 ms: about 2 s here
+
+  test("the lock is taken on the keys file's own name even while another process swaps a new version in", async () => {
+    // Bun's realpath names an open file by asking the kernel what it is called now, so a file
+    // swapped out at that moment came back as the writer's temporary file: the store then locked
+    // and wrote the wrong file, and an add-key that said "added" was lost (seen in CI).
+    const dir = await folder();
+    const path = join(dir, "keys.json");
+    await writeFile(path, JSON.stringify({ keys: [] }));
+    const swapper = Bun.spawn(
+      [process.execPath, "-e", `const { swapFiles } = await import(${JSON.stringify(join(import.meta.dir, "../src/keys/swap-files.ts"))}); const { writeFileSync } = await import("node:fs"); const other = ${JSON.stringify(`${path}.other`)}; writeFileSync(other, "{}"); console.log("swapping"); for (;;) swapFiles(other, ${JSON.stringify(path)});`],
+      { stdout: "pipe", stderr: "inherit" },
+    );
+    cleanups.push(async () => swapper.kill());
+    await new Response(swapper.stdout).body?.getReader().read(); // "swapping": the loop has started
+    const resolved = new Set<string>();
+    for (let i = 0; i < 3000; i++) resolved.add(await resolveTarget(path));
+    swapper.kill();
+    expect([...resolved]).toEqual([path]);
+  });
 
   test("a lock left behind by a dead process is broken, so the next write goes through", async () => {
     const dir = await folder();

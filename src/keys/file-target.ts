@@ -18,12 +18,10 @@ const maxLinks = 40;
  * link to one) the path where it will be created. Throws what the system said otherwise.
  */
 export async function resolveTarget(path: string): Promise<string> {
-  try {
-    return await realpath(path);
-  } catch (error) {
-    if (!isNotFound(error)) throw error;
-  }
-  // No such file, or a link whose target does not exist yet: follow links by hand.
+  // Links are followed by hand, and only the folder goes through realpath. Bun's realpath opens
+  // the file and asks the kernel what that open file is called now: a file another process swaps
+  // out at that instant comes back under the writer's temporary name, and the store would lock
+  // and write that file instead of this one (an add-key's key was lost that way).
   let current = resolve(path);
   for (let hop = 0; hop < maxLinks; hop++) {
     const info = await lstat(current).catch((error: unknown) => {
