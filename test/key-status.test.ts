@@ -96,9 +96,9 @@ describe("one key status", () => {
       const id = keyIdOf(keyA);
       const ready = row.state === "active" || row.state === "limited";
 
-      // acquire: which requests the key serves (a dry run: nothing is marked used).
+      // acquire: which requests the key serves (asked as the pool's outlook: nothing is marked used).
       for (const [model, serves] of Object.entries(row.serves)) {
-        const acquired = proxy.pool.acquire({ model, dryRun: true });
+        const acquired = proxy.pool.outlook({ model });
         expect({ model, ok: acquired.ok }).toEqual({ model, ok: serves });
       }
       expect(proxy.pool.statusOf(proxy.pool.records()[0]!).state).toBe(row.state);
@@ -153,8 +153,8 @@ describe("one key status", () => {
     expect((await listKeys(proxy)).json.keys.map((key) => key.status)).toEqual(["limited", "active"]);
     expect(gaugeOf((await get(proxy, "/metrics")).text)).toEqual({ active: 1, limited: 1, resting: 0, cooling: 0, disabled: 0 });
     // A paid request goes to the other key, a free one may use either.
-    expect(proxy.pool.acquire({ model: PAID, dryRun: true, prefer: idA })).toMatchObject({ ok: true, lease: { keyId: keyIdOf(keyB) } });
-    expect(proxy.pool.acquire({ model: FREE, dryRun: true, prefer: idA })).toMatchObject({ ok: true, lease: { keyId: idA } });
+    expect(proxy.pool.outlook({ model: PAID, prefer: idA })).toMatchObject({ ok: true, keyId: keyIdOf(keyB) });
+    expect(proxy.pool.outlook({ model: FREE, prefer: idA })).toMatchObject({ ok: true, keyId: idA });
   });
 
   test("/readyz says a key waiting for credits has no known return", async () => {
@@ -201,8 +201,8 @@ describe("reads", () => {
     proxy.pool.onChange(() => void changes++);
     const before = { records: proxy.pool.records(), accounts: proxy.pool.accounts() };
 
-    for (const model of [undefined, FREE, OTHER_PAID]) expect(proxy.pool.acquire({ dryRun: true, ...(model ? { model } : {}) }).ok).toBe(true);
-    expect(proxy.pool.acquire({ dryRun: true, model: PAID }).ok).toBe(false);
+    for (const model of [undefined, FREE, OTHER_PAID]) expect(proxy.pool.outlook(model ? { model } : {}).ok).toBe(true);
+    expect(proxy.pool.outlook({ model: PAID }).ok).toBe(false);
     for (const record of proxy.pool.records()) expect(proxy.pool.statusOf(record).state).toBe("limited");
     expect(proxy.pool.availability()).toMatchObject({ total: 2, available: 2, limited: 2 });
     expect(proxy.pool.keysByState()).toEqual({ active: 0, limited: 2, resting: 0, cooling: 0, disabled: 0 });

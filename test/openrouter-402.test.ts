@@ -162,7 +162,7 @@ describe("402 by cause", () => {
     for (let i = 0; i < 4; i++) expect((await ask(proxy, PAID)).status).toBe(200);
     expect(upstream.chatCalls().slice(2).map((call) => call.key.slice(-2))).toEqual(["b1", "a2", "b1", "a2"]);
     // Free models are not spent against the key's cap: the key still takes them.
-    expect(proxy.pool.acquire({ model: FREE, exclude: new Set([id(a2), id(b1)]), dryRun: true })).toMatchObject({ ok: true, lease: { keyId: id(a1) } });
+    expect(proxy.pool.outlook({ model: FREE, exclude: new Set([id(a2), id(b1)]) })).toMatchObject({ ok: true, keyId: id(a1) });
     expect(recordOf(proxy, a1)?.consecutiveFailures).toBe(0);
   });
 

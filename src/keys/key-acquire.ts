@@ -40,13 +40,43 @@ export interface AcquireOptions {
   prefer?: string;
   /** The requested model: only keys whose account may serve it now are candidates. */
   model?: string;
-  /** Only ask whether a key could be had: nothing is marked used, nothing announced. */
-  dryRun?: boolean;
 }
+
+/** What `outlook` answers: the key an acquire would hand out now, or why none. */
+export type Outlook = { ok: true; keyId: string } | Exclude<AcquireResult, { ok: true }>;
 
 const leaseOf = (key: KeyRecord): KeyLease => ({ keyId: key.id, secret: key.secret, account: accountIdOf(key) });
 
-export function acquire(core: PoolCore, { exclude, avoid, excludeAccounts, prefer, model, dryRun = false }: AcquireOptions = {}): AcquireResult {
+/** Hands out a key for a request: marks it used and notes cooldowns that have ended. */
+export function acquire(core: PoolCore, options: AcquireOptions = {}): AcquireResult {
+  const chosen = survey(core, options, true);
+  if (!chosen.ok) return chosen;
+  const key = chosen.preferred ?? core.chooser.choose(chosen.candidates, core.keys);
+  // Marked used at acquire time, so concurrent requests spread under least-recently-used;
+  // stamps strictly increase, so two acquires in one millisecond still have an order.
+  core.lastStamp = Math.max(core.now(), core.lastStamp + 1e-3);
+  key.lastUsedAt = core.lastStamp;
+  key.requests++;
+  core.chooser.used(key.id);
+  core.changed();
+  return { ok: true, lease: leaseOf(key) };
+}
+
+/**
+ * The same question without taking a key: which one an acquire would hand out now, or why none.
+ * A read: nothing is marked used, noted or announced (the request path asks it once, when its
+ * attempts are spent on rate limits, to tell the client when a key returns).
+ */
+export function outlook(core: PoolCore, options: AcquireOptions = {}): Outlook {
+  const chosen = survey(core, options, false);
+  if (!chosen.ok) return chosen;
+  return { ok: true, keyId: (chosen.preferred ?? (chosen.candidates[0] as KeyRecord)).id };
+}
+
+type Survey = { ok: true; candidates: KeyRecord[]; preferred: KeyRecord | undefined } | Exclude<AcquireResult, { ok: true }>;
+
+/** Every key's status against the request: the keys that could serve it, or why none can. */
+function survey(core: PoolCore, { exclude, avoid, excludeAccounts, prefer, model }: AcquireOptions, noteRecoveries: boolean): Survey {
   const { keys } = core;
   const at = core.now();
   if (keys.length === 0) return { ok: false, reason: "no-keys", total: 0 };
@@ -66,7 +96,7 @@ export function acquire(core: PoolCore, { exclude, avoid, excludeAccounts, prefe
   for (const key of keys) {
     const status = keyStatus(key, accounts, at);
     if (status.state === "disabled") continue;
-    if (!dryRun && key.cooldownUntil !== 0 && status.state !== "cooling") noteRecovery(core, key);
+    if (noteRecoveries && key.cooldownUntil !== 0 && status.state !== "cooling") noteRecovery(core, key);
     if (status.state === "cooling") {
       cooling++;
       nextAt = Math.min(nextAt, status.until);
@@ -112,16 +142,7 @@ export function acquire(core: PoolCore, { exclude, avoid, excludeAccounts, prefe
     return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, resetKnown: nextKnownAt === nextAt, total: keys.length };
   }
   const preferred = prefer === undefined ? undefined : candidates.find((key) => key.id === prefer);
-  if (dryRun) return { ok: true, lease: leaseOf(preferred ?? (candidates[0] as KeyRecord)) };
-  const key = preferred ?? core.chooser.choose(candidates, keys);
-  // Marked used at acquire time, so concurrent requests spread under least-recently-used;
-  // stamps strictly increase, so two acquires in one millisecond still have an order.
-  core.lastStamp = Math.max(at, core.lastStamp + 1e-3);
-  key.lastUsedAt = core.lastStamp;
-  key.requests++;
-  core.chooser.used(key.id);
-  core.changed();
-  return { ok: true, lease: leaseOf(key) };
+  return { ok: true, candidates, preferred };
 }
 
 /**

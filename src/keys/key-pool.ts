@@ -13,7 +13,7 @@ import type { EventBus } from "../domain/events.ts";
 import { createAccountBook } from "./account-book.ts";
 import { adoptState } from "./adopt-state.ts";
 import type { AccountState } from "./account-state.ts";
-import { acquire, type AcquireOptions, type AcquireResult } from "./key-acquire.ts";
+import { acquire, outlook, type AcquireOptions, type AcquireResult, type Outlook } from "./key-acquire.ts";
 import { clearRests, paidAgain, replaceKeys } from "./key-edits.ts";
 import { learn, report, type KeyFacts, type ReportContext } from "./key-report.ts";
 import type { KeyState, KeyStatus } from "./key-status.ts";
@@ -25,13 +25,15 @@ import { accountViews, availability, keysByState, keyViews, records, statusOf, t
 import { createChooser } from "./rotation.ts";
 import type { KeyRecord } from "./schema.ts";
 
-export type { AcquireOptions, AcquireResult, KeyLease } from "./key-acquire.ts";
+export type { AcquireOptions, AcquireResult, KeyLease, Outlook } from "./key-acquire.ts";
 export type { KeyFacts, ReportContext } from "./key-report.ts";
 export type { KeyState, KeyStatus } from "./key-status.ts";
 export type { Availability } from "./pool-views.ts";
 
 export interface KeyPool {
   acquire(options?: AcquireOptions): AcquireResult;
+  /** Which key an acquire would hand out now, or why none; a read that changes nothing. */
+  outlook(options?: AcquireOptions): Outlook;
   /** How many keys are in each state, and whether any can serve now (readiness, error messages). */
   availability(): Availability;
   /** Keys by state, for the metrics gauge. */
@@ -97,6 +99,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
   };
   return {
     acquire: (options) => acquire(core, options),
+    outlook: (options) => outlook(core, options),
     availability: () => availability(core),
     keysByState: () => keysByState(core),
     report: (keyId, outcome, context) => report(core, keyId, outcome, context),

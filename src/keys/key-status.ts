@@ -4,7 +4,7 @@
  * function, so they cannot disagree (before, `/readyz` ignored account rests that `acquire` obeyed).
  *
  * Pure: nothing is written and nothing announced. A cooldown or rest that is over simply no longer
- * counts; its end is computed from `now`, never stored on read (so a dry run changes nothing).
+ * counts; its end is computed from `now`, never stored on read (so asking the pool's outlook changes nothing).
  */
 import { classOfModel, type ModelClass } from "../domain/model-class.ts";
 import { nextUtcMidnight, utcDay } from "../domain/time-text.ts";

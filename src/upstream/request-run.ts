@@ -67,18 +67,19 @@ export class RequestRun implements RetryHost, RelayEnds {
     const { pool, maxAttempts } = this.context;
     for (;;) {
       if (this.ended()) throw this.clientGone();
-      // With the attempts spent, the pool is asked once more only when a rate limit ended the
-      // request: its answer says whether any key is left (the upstream's 429 stands) or when one returns.
+      // With the attempts spent, the pool's outlook (a read) is asked only when a rate limit ended
+      // the request: it says whether any key is left (the upstream's 429 stands) or when one returns.
       const spent = this.record.attempts.length >= maxAttempts;
       if (spent && !mayTellWhenKeysReturn(this.last)) break;
       const prefer = this.session === undefined ? undefined : this.context.affinity?.pinned(this.session);
-      const acquired = pool.acquire(this.plan.options(this.request.model, prefer, spent));
+      const options = this.plan.options(this.request.model, prefer);
+      const acquired = spent ? pool.outlook(options) : pool.acquire(options);
       if (!acquired.ok) {
         if (!onlyWaitingHelps(acquired, this.last)) break; // the upstream's last answer says it best
         dropRest(this.last);
         throw this.failWith(noKeyError(acquired, this.context.now(), rateLimitMessage(this.last)));
       }
-      if (spent) break;
+      if (!("lease" in acquired)) break;
       const attempt = new Attempt(acquired.lease, this.request.signal, this.context.attemptsInFlight, this.context.silenceWatcher, this.context.upstreamTimeoutMs);
       const judged = await this.send(attempt);
       if (judged.kind === "whole" || judged.kind === "relay") return this.commit(attempt, judged);

@@ -42,14 +42,13 @@ export class RetryPlan {
   constructor(private readonly host: RetryHost) {}
 
   /** Acquire options for the next attempt. */
-  options(model: string | undefined, prefer: string | undefined, dryRun = false): AcquireOptions {
+  options(model: string | undefined, prefer: string | undefined): AcquireOptions {
     const options: AcquireOptions = {};
     if (this.exclude) options.exclude = this.exclude;
     if (this.avoid) options.avoid = this.avoid;
     if (this.excludeAccounts) options.excludeAccounts = this.excludeAccounts;
     if (model !== undefined) options.model = model;
     if (prefer !== undefined) options.prefer = prefer;
-    if (dryRun) options.dryRun = true;
     return options;
   }
 
