@@ -72,33 +72,47 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   // Without PROXY_API_KEYS on a public address, only client keys can guard the proxy.
   const onlyClientKeysGuard = !config.PROXY_API_KEYS && !isLoopbackHost(config.HOST) && !config.ALLOW_OPEN_PROXY;
   const now = overrides.now ?? Date.now;
-  // The logging subscribes to the bus, so it starts later; a listener can only fail once it has.
+  // The logging subscribes to the bus; a listener can only fail once it has.
   const events = overrides.events ?? createEventBus({ onListenerError: (name, error) => logging.internalError(error, { event: name }) });
-  // With REDIS_URL the key list and the state are shared through Redis (store/redis/redis-backend.ts).
+  // Started first, so that what the shared store says while it opens reaches the logs too.
+  const logging = startLogging({
+    dir: config.LOG_DIR,
+    retentionDays: config.LOG_RETENTION_DAYS,
+    level: config.LOG_LEVEL,
+    events,
+    now,
+    ...(overrides.logOut ? { out: overrides.logOut } : {}),
+    ...(overrides.logErr ? { err: overrides.logErr } : {}),
+  });
   let redis: RedisBackend | undefined;
+  /** A start that cannot go on: what was opened is closed again, and what was said is written. */
+  const failedStart = async (failure: { message: string }): Promise<StartResult> => {
+    await redis?.stop();
+    await logging.close();
+    return { ok: false, message: failure.message };
+  };
+  // With REDIS_URL the key list and the state are shared through Redis (store/redis/redis-backend.ts).
   if (config.REDIS_URL !== undefined && overrides.store === undefined) {
-    const opened = await openRedisBackend({ config, url: config.REDIS_URL, now, out: (line) => (overrides.logOut ?? ((text) => process.stdout.write(text)))(`${line}\n`) });
-    if (!opened.ok) return opened;
+    const opened = await openRedisBackend({ config, url: config.REDIS_URL, now, events });
+    if (!opened.ok) return failedStart(opened);
     redis = opened.backend;
   }
   const store = overrides.store ?? redis?.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
   const loaded = redis ? await redis.initialLoad() : await store.load();
   // With REDIS_URL the client keys and their counters are shared through Redis too (store/redis/shared-clients.ts).
-  const out = (line: string) => (overrides.logOut ?? ((text) => process.stdout.write(text)))(`${line}\n`);
   const sharedClients = redis && config.REDIS_URL !== undefined
-    ? await openSharedClients({ connection: redis.shared.connection, prefix: config.REDIS_PREFIX, url: config.REDIS_URL, keysFile: config.KEYS_FILE, now, out })
+    ? await openSharedClients({ connection: redis.shared.connection, prefix: config.REDIS_PREFIX, url: config.REDIS_URL, keysFile: config.KEYS_FILE, now, events })
     : undefined;
-  if (sharedClients && !sharedClients.ok) return sharedClients;
+  if (sharedClients && !sharedClients.ok) return failedStart(sharedClients);
   const clientDoc = sharedClients?.clients.doc ?? (loaded.ok ? loaded.doc : undefined);
   if (onlyClientKeysGuard && !(clientDoc && hasClients(clientDoc))) {
-    return {
-      ok: false,
+    return failedStart({
       message:
         `refusing to listen on ${config.HOST} without PROXY_API_KEYS: anyone who can reach it could spend your keys. ` +
         "Set PROXY_API_KEYS=<a secret for your clients>, add a client key (`openrouter-proxy add-client NAME`), listen on 127.0.0.1, or set ALLOW_OPEN_PROXY=true if another layer guards it",
-    };
+    });
   }
-  if (!loaded.ok) return { ok: false, message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message };
+  if (!loaded.ok) return failedStart({ message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message });
   const started = startClients({
     doc: clientDoc ?? loaded.doc,
     keysFile: config.KEYS_FILE,
@@ -109,7 +123,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     saveDelayMs: overrides.saveDelayMs,
     now,
   });
-  if (!started.ok) return started;
+  if (!started.ok) return failedStart(started);
   const clients = started.clients;
 
   const lookUpKeys = overrides.discoverAccounts !== false;
@@ -155,15 +169,6 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     metrics.record(record);
   });
   events.on("client.refused", ({ client, code }) => metrics.clientRefused(client, code));
-  const logging = startLogging({
-    dir: config.LOG_DIR,
-    retentionDays: config.LOG_RETENTION_DAYS,
-    level: config.LOG_LEVEL,
-    events,
-    now,
-    ...(overrides.logOut ? { out: overrides.logOut } : {}),
-    ...(overrides.logErr ? { err: overrides.logErr } : {}),
-  });
   const checkUpstreamKey = (secret: string) => checkKey(secret, { baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch });
   let stopping = false;
   const handler = createHttpHandler({

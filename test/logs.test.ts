@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { mkdir, symlink, writeFile } from "node:fs/promises";
+import { mkdir, rename, symlink, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config.ts";
 import { createEventBus } from "../src/observe/events.ts";
@@ -257,6 +257,36 @@ describe("writing", () => {
     expect(problems[0]).toContain(`cannot write ${join(logDir, `requests-${day()}.log`)}`);
     expect(problems[0]).toContain("ENOSPC");
   });
+});
+
+test.skipIf(!existsSync("/dev/full"))("a disk problem is reported when it starts and when it ends, each time it happens", async () => {
+  const dir = await ownFolder();
+  const logDir = join(dir, "logs");
+  await mkdir(logDir);
+  const full = join(logDir, `requests-${day()}.log`);
+  const p = await start({ dir });
+  const problems = () => p.output.err.split("\n").filter((line) => line.startsWith("logs: "));
+  const serveAndFlush = async () => {
+    expect((await chat(p)).status).toBe(200);
+    await p.logging.flush();
+  };
+  for (let outage = 1; outage <= 2; outage++) {
+    // The disk fills up (the lines written so far are set aside, and put back when it has space).
+    const written = existsSync(full);
+    if (written) await rename(full, `${full}.kept`);
+    await symlink("/dev/full", full);
+    await serveAndFlush();
+    await serveAndFlush();
+    await unlink(full);
+    if (written) await rename(`${full}.kept`, full);
+    await serveAndFlush();
+    expect(problems()).toHaveLength(outage * 2);
+    expect(problems().at(-2)).toContain(`cannot write ${full}`);
+    expect(problems().at(-1)).toBe(`logs: ${full} can be written again`);
+  }
+  // The lines of both outages were kept in memory and written once the disk took them.
+  const lines = await readLog(p.logDir, "requests", day());
+  expect(lines).toHaveLength(6);
 });
 
 describe("requests log", () => {

@@ -6,6 +6,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { readdir } from "node:fs/promises";
 import { RedisClient } from "bun";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createOutputLog, runCli } from "./helpers/cli.ts";
@@ -295,6 +297,11 @@ describe.skipIf(!hasRedis)("Redis down never stops serving", () => {
         expect({ unreachable: count(instance.stdout(), /Redis unreachable/), back: count(instance.stdout(), /Redis reachable again/), lines }).toEqual({ unreachable: 1, back: 1, lines });
         expect((await readyz(instance)).status).toBe("ready");
       }
+      // The same lines are in the errors log, as JSON, one start and one end from each instance.
+      const errorsLog = async () => (await readdir(env.LOG_DIR as string)).filter((name) => name.startsWith("errors-")).map((name) => readFileSync(join(env.LOG_DIR as string, name), "utf8")).join("");
+      const sharedLines = async () => (await errorsLog()).split("\n").filter((line) => line.includes('"kind":"shared-store')).map((line) => (JSON.parse(line) as { kind: string }).kind).sort();
+      await eventually(async () => (await sharedLines()).length >= 4, { what: "the Redis lines in the errors log" });
+      expect(await sharedLines()).toEqual(["shared-store", "shared-store", "shared-store-recovered", "shared-store-recovered"]);
       // Converged: neither instance sends the key anything more before its reset.
       const converged = fake.requests.length;
       for (const instance of instances) for (let i = 0; i < 4; i++) expect((await chat(instance)).status).toBe(200);

@@ -31,6 +31,11 @@ export interface ProxyEventMap {
   };
   /** What a person's enable-key cleared besides the key's failures and cooldown. */
   "account.rests-cleared": { account: string; keyId: string; cleared: string[] };
+  /**
+   * The shared store (Redis) became unreachable ("degraded"), reachable again ("recovered"), or
+   * did something once a person should know of ("notice": an import, a start from KEYS_FILE).
+   */
+  "shared.state": { kind: "degraded" | "recovered" | "notice"; message: string };
   /** A client key's request refused before it went upstream (a model outside --models, a limit, expiry). */
   "client.refused": { client: string; code: string };
 }

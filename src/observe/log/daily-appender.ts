@@ -11,8 +11,10 @@
  * - Retention: files of this prefix older than `retentionDays` are deleted at startup (when the
  *   appender is created, even if nothing is ever written) and at each rotation; other files in the
  *   folder are never touched. `flush()` also waits for the startup sweep.
- * - A write that fails (unwritable folder, full disk) is reported once through `onError`, and the
- *   process keeps serving; lines past `maxPendingBytes` are dropped rather than growing memory.
+ * - A write that fails (unwritable folder, full disk) is reported through `onError` when the
+ *   problem starts, and through `onRecovered` when a write goes through again: once each per
+ *   outage, however many flushes fail in between. The process keeps serving; the lines wait in
+ *   memory up to `maxPendingBytes` and are dropped past it rather than growing memory.
  */
 import { appendFile, mkdir, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
@@ -29,6 +31,10 @@ export interface DailyAppenderOptions {
   /** Bytes kept while the disk refuses writes, before lines are dropped. */
   maxPendingBytes?: number;
   onError?: (message: string) => void;
+  /** A write went through after `onError`: the problem is over. */
+  onRecovered?: (message: string) => void;
+  /** At close: how many lines were dropped (the disk refused them for too long). */
+  onLost?: (message: string) => void;
 }
 
 export interface DailyAppender {
@@ -50,6 +56,8 @@ export function createDailyAppender({
   maxBufferBytes = 256 * 1024,
   maxPendingBytes = 16 * 1024 * 1024,
   onError,
+  onRecovered,
+  onLost,
 }: DailyAppenderOptions): DailyAppender {
   /** Lines waiting, grouped by the day they belong to (normally one group). */
   let pending = new Map<string, LineBuffer>();
@@ -64,8 +72,13 @@ export function createDailyAppender({
 
   const report = (message: string) => {
     if (reported) return;
-    reported = true; // once: a full disk must not flood stderr
+    reported = true; // once per outage: a full disk must not flood stderr
     onError?.(message);
+  };
+  const settle = (file: string) => {
+    if (!reported) return;
+    reported = false;
+    onRecovered?.(`logs: ${file} can be written again`);
   };
 
   const fileName = (day: string) => `${prefix}-${day}.log`;
@@ -112,7 +125,7 @@ export function createDailyAppender({
       }
       try {
         await appendFile(join(dir, fileName(day)), taken.bytes, { mode: 0o600 });
-        reported = false;
+        settle(join(dir, fileName(day)));
       } catch (error) {
         report(`logs: cannot write ${join(dir, fileName(day))}: ${describe(error)}; the proxy keeps serving`);
         requeue(day, taken);
@@ -173,7 +186,7 @@ export function createDailyAppender({
     flush,
     async close() {
       await flush();
-      if (dropped > 0) onError?.(`logs: ${dropped} lines for ${prefix} could not be written`);
+      if (dropped > 0) onLost?.(`logs: ${dropped} lines for ${prefix} could not be written`);
     },
   };
 }

@@ -47,14 +47,19 @@ export function startLogging({
   err = (text) => process.stderr.write(text),
   flushIntervalMs = 200,
 }: LoggingOptions): Logging {
-  let reportedDiskProblem = false;
-  const onDiskError = (message: string) => {
-    if (reportedDiskProblem) return;
-    reportedDiskProblem = true;
-    err(`${message}\n`);
+  // The three files usually fail together (one folder, one disk): the first to fail says so, the
+  // last to recover says it is over; each outage once, however often it comes back.
+  const failingFiles = new Set<string>();
+  const diskProblem = (prefix: string) => (message: string) => {
+    if (failingFiles.size === 0) err(`${escapeHumanLine(message)}\n`);
+    failingFiles.add(prefix);
+  };
+  const diskRecovered = (prefix: string) => (message: string) => {
+    if (!failingFiles.delete(prefix) || failingFiles.size > 0) return;
+    err(`${escapeHumanLine(message)}\n`);
   };
   const appender = (prefix: string): DailyAppender => {
-    const files = createDailyAppender({ dir, prefix, retentionDays, now, flushIntervalMs, onError: onDiskError });
+    const files = createDailyAppender({ dir, prefix, retentionDays, now, flushIntervalMs, onError: diskProblem(prefix), onRecovered: diskRecovered(prefix), onLost: (message) => err(`${escapeHumanLine(message)}\n`) });
     // Every file line passes here: no value in it can forge a line or reach a terminal raw.
     return { ...files, write: (line, at) => files.write(escapeJsonLine(line), at) };
   };
@@ -131,6 +136,21 @@ export function startLogging({
     say(`${time} recovered ${String(fields.message ?? "")}\n`, true);
   };
 
+  /**
+   * Redis going and coming back, and what an instance did once (an import): always on stdout, at
+   * any LOG_LEVEL (an operator watching one instance must see it), and in the errors or keys log.
+   */
+  const onSharedState = ({ kind, message }: ProxyEventMap["shared.state"]) => {
+    const at = now();
+    const time = isoTime(at);
+    if (kind === "notice") keys.write(JSON.stringify({ time, event: "shared.notice", message }), at);
+    else errors.write(JSON.stringify({ time, kind: kind === "degraded" ? "shared-store" : "shared-store-recovered", message }), at);
+    say(`${time} ${message}\n`, false);
+    // Rare and about the whole instance: out at once, not with the next batch.
+    clearTimeout(timer);
+    sayNow();
+  };
+
   const unsubscribes = [
     events.on("request.done", onRequest),
     ...(["key.cooldown", "key.recovered", "key.failure", "key.disabled", "key.added", "key.removed", "key.enabled", "account.rest", "account.rests-cleared"] as const).map((name) =>
@@ -138,6 +158,7 @@ export function startLogging({
     ),
     events.on("store.error", ({ message }) => onError({ kind: "key-store", message })),
     events.on("store.recovered", ({ message }) => onRecovered({ kind: "key-store-recovered", message })),
+    events.on("shared.state", onSharedState),
   ];
 
   const flush = async () => {

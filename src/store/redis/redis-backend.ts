@@ -13,7 +13,7 @@ import type { KeyPool } from "../../keys/key-pool.ts";
 import type { StoreLoad } from "../../keys/key-store.ts";
 import { createLease } from "./lease.ts";
 import { startDiscoveryLease, type DiscoveryLease } from "./discovery-lease.ts";
-import type { EventBus } from "../../observe/events.ts";
+import type { EventBus } from "../../domain/events.ts";
 import { reservingFetch } from "./free-reservation.ts";
 import { createRedisKeyStore, type RedisKeyStore } from "./redis-key-store.ts";
 import { startSharedPool, type SharedPool } from "./shared-pool.ts";
@@ -41,21 +41,23 @@ export interface RedisBackendOptions {
   config: Pick<Config, "REDIS_URL" | "REDIS_PREFIX" | "KEYS_ENCRYPTION_KEY" | "KEYS_FILE" | "FAILURE_THRESHOLD" | "REDIS_DISCOVERY_LEASE_SECONDS">;
   url: string;
   now: () => number;
-  /** Where the degraded/recovered lines go (stdout). */
-  out: (line: string) => void;
+  /** Where the degraded/recovered/import lines go: the logs (shared.state). */
+  events: EventBus;
 }
 
-export async function openRedisBackend({ config, url, now, out }: RedisBackendOptions): Promise<{ ok: true; backend: RedisBackend } | { ok: false; message: string }> {
+export async function openRedisBackend({ config, url, now, events }: RedisBackendOptions): Promise<{ ok: true; backend: RedisBackend } | { ok: false; message: string }> {
   const opened = await openSharedState({ url, prefix: config.REDIS_PREFIX, encryptionKey: config.KEYS_ENCRYPTION_KEY, failureThreshold: config.FAILURE_THRESHOLD });
   if (!opened.ok) return opened;
   const { shared } = opened;
   const file = await createJsonFileStore({ path: config.KEYS_FILE, now }).load();
   const store = createRedisKeyStore({ shared, url, now, extraTopLevel: file.ok ? file.doc.extraTopLevel : {} });
+  const notice = (message: string) => events.emit("shared.state", { kind: "notice", message });
   const offDegraded = shared.connection.onChange(({ degraded, reason }) =>
-    out(
+    events.emit(
+      "shared.state",
       degraded
-        ? `Redis unreachable (${reason}): serving from memory, changes queued until it is back`
-        : "Redis reachable again: queued changes replayed, state resynced",
+        ? { kind: "degraded", message: `Redis unreachable (${reason}): serving from memory, changes queued until it is back` }
+        : { kind: "recovered", message: "Redis reachable again: queued changes replayed, state resynced" },
     ),
   );
   let sharedPool: SharedPool | undefined;
@@ -79,7 +81,7 @@ export async function openRedisBackend({ config, url, now, out }: RedisBackendOp
         if (fromRedis.ok && fromRedis.exists) return fromRedis;
         if (!fromRedis.ok) {
           if (fromRedis.kind === "invalid") return fromRedis; // KEYS_ENCRYPTION_KEY wrong or missing: one line, no start
-          out(`Redis unreachable at startup: serving the keys in ${config.KEYS_FILE} from memory until it is back`);
+          notice(`Redis unreachable at startup: serving the keys in ${config.KEYS_FILE} from memory until it is back`);
           return file.ok ? file : { ok: true, doc: { records: [], accounts: new Map(), extraTopLevel: {} }, exists: false };
         }
         if (!file.ok || file.doc.records.length === 0) return fromRedis;
@@ -89,7 +91,7 @@ export async function openRedisBackend({ config, url, now, out }: RedisBackendOp
         if (!held.ok || !held.value) return fromRedis; // another instance imports: its edits reach this one
         const records = file.doc.records;
         const imported = await store.update((doc) => ({ ...doc, records: [...doc.records, ...records.filter((record) => !doc.records.some((known) => known.id === record.id))] }));
-        if (imported.ok) out(`Redis held no keys: imported ${records.length} key${records.length === 1 ? "" : "s"} from ${config.KEYS_FILE} (once; Redis is where keys live now)`);
+        if (imported.ok) notice(`Redis held no keys: imported ${records.length} key${records.length === 1 ? "" : "s"} from ${config.KEYS_FILE} (once; Redis is where keys live now)`);
         return imported;
       },
       attach({ pool, events, fetch }) {

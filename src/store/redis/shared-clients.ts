@@ -12,6 +12,7 @@
 import { createJsonFileStore } from "../../keys/json-file-store.ts";
 import type { KeyStore } from "../../keys/key-store.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
+import type { EventBus } from "../../domain/events.ts";
 import type { ClientDirectory } from "../../clients/client-directory.ts";
 import type { SharedClientCounters } from "../../clients/shared-counters.ts";
 import { clientCounterKeys } from "./client-counter-keys.ts";
@@ -32,11 +33,11 @@ export interface SharedClientsOptions {
   url: string;
   keysFile: string;
   now: () => number;
-  /** Where the one line about an import or an unreachable Redis goes (stdout). */
-  out: (line: string) => void;
+  /** Where the one line about an import or an unreachable Redis goes: the logs (shared.state). */
+  events: EventBus;
 }
 
-export async function openSharedClients({ connection, prefix, url, keysFile, now, out }: SharedClientsOptions): Promise<{ ok: true; clients: SharedClients } | { ok: false; message: string }> {
+export async function openSharedClients({ connection, prefix, url, keysFile, now, events }: SharedClientsOptions): Promise<{ ok: true; clients: SharedClients } | { ok: false; message: string }> {
   const keys = clientCounterKeys(prefix);
   const store = createRedisClientStore({ connection, keys, url, now });
   const counters = (directory: ClientDirectory) => createRedisClientCounters({ connection, keys, directory, now });
@@ -48,7 +49,7 @@ export async function openSharedClients({ connection, prefix, url, keysFile, now
   const fileClients = typeof section === "object" && section !== null ? section : undefined;
   const fileDoc: KeyFileDocument = { records: [], accounts: new Map(), extraTopLevel: fileClients === undefined ? {} : { clients: fileClients } };
   if (!stored.ok) {
-    if (fileClients !== undefined) out(`Redis unreachable at startup: serving the client keys in ${keysFile} from memory until it is back`);
+    if (fileClients !== undefined) events.emit("shared.state", { kind: "notice", message: `Redis unreachable at startup: serving the client keys in ${keysFile} from memory until it is back` });
     return { ok: true, clients: { store, doc: fileDoc, counters } };
   }
   if (fileClients === undefined || Object.keys(fileClients).length === 0) return { ok: true, clients: { store, doc: stored.doc, counters } };
@@ -61,6 +62,6 @@ export async function openSharedClients({ connection, prefix, url, keysFile, now
     return importing ? { ...doc, extraTopLevel: { ...doc.extraTopLevel, clients: fileClients } } : doc;
   });
   if (!imported.ok) return { ok: true, clients: { store, doc: fileDoc, counters } };
-  if (importing) out(`Redis held no client keys: imported ${Object.keys(fileClients).length} from ${keysFile} (once; Redis is where client keys live now)`);
+  if (importing) events.emit("shared.state", { kind: "notice", message: `Redis held no client keys: imported ${Object.keys(fileClients).length} from ${keysFile} (once; Redis is where client keys live now)` });
   return { ok: true, clients: { store, doc: imported.doc, counters } };
 }
