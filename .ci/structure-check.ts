@@ -87,6 +87,8 @@ if (import.meta.main) {
     const text = readFileSync(join(root, file), "utf8");
     const lines = text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
     if (lines > MAX_LINES) findings.push(`over ${MAX_LINES} lines: ${file} (${lines})`);
+    // The facts the code relies on are in the repository (docs/), not in notes beside a checkout.
+    if (text.includes("../shared/")) findings.push(`cites ../shared/ (outside the repository; point to docs/ instead): ${file}`);
     const imports = importsOf(file, text, known);
     fileGraph.set(file, imports);
     const folder = folderOf(file);

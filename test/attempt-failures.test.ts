@@ -5,8 +5,8 @@
  * the next attempt, and the retry backs off — the same for every kind of failure.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import type { Outcome } from "../src/upstream/policy.ts";
-import type { RequestRecord } from "../src/upstream/request-record.ts";
+import type { Outcome } from "../src/domain/outcome.ts";
+import type { RequestRecord } from "../src/domain/request-record.ts";
 import { sseChunk } from "./helpers/fake-openrouter.ts";
 import { startRawUpstream, type Behaviour, type RawUpstream } from "./helpers/raw-upstream.ts";
 import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";

@@ -5,7 +5,7 @@
  */
 import { gunzipSync, gzipSync } from "node:zlib";
 import { afterEach, describe, expect, test } from "bun:test";
-import type { RequestRecord } from "../src/upstream/request-record.ts";
+import type { RequestRecord } from "../src/domain/request-record.ts";
 import { chatCompletion, startFakeOpenRouter, type FakeOpenRouter, type FakeRequest } from "./helpers/fake-openrouter.ts";
 import { startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
 

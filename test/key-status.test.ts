@@ -9,7 +9,7 @@ import { defaultConfig } from "../src/config.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { nextUtcMidnight } from "../src/domain/time-text.ts";
 import type { KeyState } from "../src/keys/key-status.ts";
-import type { ProxyEventName } from "../src/observe/events.ts";
+import type { ProxyEventName } from "../src/domain/events.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";
 import { useSuite } from "./helpers/suite.ts";
 import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";

@@ -11,7 +11,7 @@ import { defaultConfig } from "../src/config.ts";
 import { createEventBus } from "../src/observe/events.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { startLogging } from "../src/observe/log/loggers.ts";
-import type { RequestRecord } from "../src/upstream/request-record.ts";
+import type { RequestRecord } from "../src/domain/request-record.ts";
 import { chatCompletion, controlledStream, errorReply, sseChunk, sseText, usageChunk, lateErrorChunk } from "./helpers/fake-openrouter.ts";
 import { useSuite } from "./helpers/suite.ts";
 import { allLogText, expectNoSecrets, logFiles, readLog } from "./helpers/log-files.ts";

@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Config } from "../src/config.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
-import type { RequestRecord } from "../src/upstream/request-record.ts";
+import type { RequestRecord } from "../src/domain/request-record.ts";
 import { contentChunk, startFakeAccounts, type FakeAccountSpec, type FakeAccounts } from "./helpers/fake-accounts.ts";
 import { controlledStream } from "./helpers/fake-openrouter.ts";
 import { readLog } from "./helpers/log-files.ts";

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { controlledStream, errorReply, sseChunk, sseText, usageChunk } from "./helpers/fake-openrouter.ts";
 import { useSuite } from "./helpers/suite.ts";
-import type { RequestRecord } from "../src/upstream/request-record.ts";
+import type { RequestRecord } from "../src/domain/request-record.ts";
 import { startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
 
 const { fake } = useSuite();

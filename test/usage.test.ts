@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createUsageLedger } from "../src/observe/usage-ledger.ts";
-import type { RequestRecord } from "../src/upstream/request-record.ts";
+import type { RequestRecord } from "../src/domain/request-record.ts";
 import { readAnswerTail, UsageTap } from "../src/upstream/usage-tap.ts";
 import { chatCompletion, errorReply, sseChunk, sseText, usageChunk, lateErrorChunk } from "./helpers/fake-openrouter.ts";
 import { useSuite } from "./helpers/suite.ts";

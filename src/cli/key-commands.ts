@@ -12,7 +12,8 @@ import { keyIdOf, maskKey } from "../domain/key-identity.ts";
 import type { KeyFacts } from "../keys/key-pool.ts";
 import type { KeyStore } from "../keys/key-store.ts";
 import { describeRest, describeStatus, echoInput, viewAccounts, viewKey, type KeyView } from "../keys/key-view.ts";
-import { checkKey, type KeyCheck } from "../upstream/key-info.ts";
+import { checkKey } from "../upstream/key-info.ts";
+import type { KeyCheck } from "../domain/key-check.ts";
 import type { CommandIO } from "./io.ts";
 
 export interface KeyCommandContext {

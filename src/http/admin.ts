@@ -13,7 +13,7 @@ import type { KeyFacts, KeyPool } from "../keys/key-pool.ts";
 import type { KeyStore, StoreLoad } from "../keys/key-store.ts";
 import { echoInput } from "../keys/key-view.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
-import type { KeyCheck } from "../upstream/key-info.ts";
+import type { KeyCheck } from "../domain/key-check.ts";
 import { requireAdminToken } from "./admin-auth.ts";
 
 export interface AdminDeps {

@@ -21,8 +21,7 @@ import { absoluteUrl, isRelativeUrl, requestPath } from "./request-path.ts";
 import { createFrontDoor } from "./front-door.ts";
 import type { Clients } from "../clients/clients.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
-import type { KeyCheck } from "../upstream/key-info.ts";
-
+import type { KeyCheck } from "../domain/key-check.ts";
 
 export interface AppDeps {
   forward: (request: ProxyRequest) => Promise<Response>;

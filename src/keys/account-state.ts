@@ -1,6 +1,6 @@
 /**
  * What the proxy knows about an OpenRouter account: OpenRouter counts free-model limits per
- * account, not per key (../shared/openrouter-api.md, "Rate limits"), so rests and the daily
+ * account, not per key (docs/openrouter.md, "Limits belong to the account"), so rests and the daily
  * free-model budget live here and apply to every key of the account at once.
  *
  * Keys whose account is unknown count as an account of their own (`key:<key id>`).
@@ -51,9 +51,6 @@ export interface AccountState {
 export const accountIdOf = (key: { id: string; account?: string }): string => key.account ?? `key:${key.id}`;
 
 export const utcDayOf = utcDay;
-// The leaf types live in src/domain; named here too for the code that reads accounts.
-export { classOfModel, RestCauses, type ModelClass, type RestCause, type RestClass } from "../domain/model-class.ts";
-export { nextUtcMidnight } from "../domain/time-text.ts";
 
 const isoDate = z.iso.datetime({ offset: true });
 

@@ -1,5 +1,5 @@
 /**
- * Key state as changes that merge (issue 14, ../shared/DESIGN.md "Key state"). Every decision the
+ * Key state as changes that merge (issue 14, docs/state-model.md). Every decision the
  * pool makes leaves it as one small `StateChange`; any instance (or the CLI, or a store) applies
  * changes made elsewhere with `applyChange`, and the result does not depend on the order in which
  * changes arrive, nor on a change arriving twice where the rule is idempotent:

@@ -1,6 +1,7 @@
 /** How a key is shown to people (CLI, admin API): its id and masked form, never the key. */
 import { maskKey } from "../domain/key-identity.ts";
-import { accountIdOf, utcDayOf, type AccountState, type RestClass } from "./account-state.ts";
+import { accountIdOf, utcDayOf, type AccountState } from "./account-state.ts";
+import type { RestClass } from "../domain/model-class.ts";
 import { endOf, keyStatus, type Hold, type KeyState, type KeyStatus } from "./key-status.ts";
 import { restTarget } from "./rests.ts";
 import type { KeyRecord } from "./schema.ts";

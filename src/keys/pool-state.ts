@@ -3,7 +3,7 @@
  * moves it between instances. The merge rules live in changes.ts; this file is types only (and
  * the empty values), so stores and transports can import it without the rules.
  */
-import type { RestClass } from "./account-state.ts";
+import type { RestClass } from "../domain/model-class.ts";
 
 /** Where an instant came from, for status pages and logs; the winner's cause is kept. */
 export interface Cause {

@@ -2,7 +2,8 @@
  * Pure rules about rests: which rests a person's `enable-key` may clear, when a key's own spending
  * cap resets, how a rest is named. Which requests a rest keeps off a key is key-status.ts's to say.
  */
-import { nextUtcMidnight, type AccountRest } from "./account-state.ts";
+import { type AccountRest } from "./account-state.ts";
+import { nextUtcMidnight } from "../domain/time-text.ts";
 
 /**
  * A known daily limit (the account's free-models-per-day, or a key cap that resets daily) is
@@ -22,7 +23,7 @@ export const UNKNOWN_KEY_LIMIT_REST_MS = 3_600_000;
 
 /**
  * The next reset of a key's spending cap, from `GET /key` `limit_reset`: daily resets at 00:00
- * UTC, weekly at Monday 00:00 UTC, monthly on the 1st at 00:00 UTC (../shared/openrouter-api.md);
+ * UTC, weekly at Monday 00:00 UTC, monthly on the 1st at 00:00 UTC (docs/openrouter.md, "Endpoints");
  * anything else is unknown: an hour.
  */
 export function nextLimitReset(limitReset: string | null | undefined, now: number): { until: number; source: string } {

@@ -5,7 +5,6 @@
  */
 import type { EventBus, ProxyEventMap, ProxyEventName } from "../domain/events.ts";
 
-export type { EventBus, ProxyEventMap, ProxyEventName } from "../domain/events.ts";
 type Listener<K extends ProxyEventName> = (event: ProxyEventMap[K]) => void;
 
 export interface EventBusOptions {

@@ -1,5 +1,5 @@
 /** Small judgements about an upstream answer, kept apart from the attempt loop that uses them. */
-import type { AttemptRecord } from "./request-record.ts";
+import type { AttemptRecord } from "../domain/request-record.ts";
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 

@@ -1,15 +1,13 @@
 /**
  * Asks the upstream about one key: `GET ${OPENROUTER_BASE_URL}/key`. A 401/403 there means the
  * key is rejected; anything else that is not a 200 (or no answer at all) means we could not tell.
- * See ../shared/openrouter-api.md ("Endpoints": GET /key).
+ * See docs/openrouter.md ("Endpoints": GET /key).
  */
 import { KeyInfoSchema, type KeyCheck } from "../domain/key-check.ts";
 import { displayUrl, redactSecret, urlCredentialsRedactor } from "../domain/redact.ts";
 import { boundedText } from "./bounded-read.ts";
 
 const KEY_INFO_LIMIT = 64 * 1024;
-
-export type { KeyCheck, KeyInfo } from "../domain/key-check.ts";
 
 export interface KeyCheckOptions {
   baseUrl: string;

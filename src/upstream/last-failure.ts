@@ -6,7 +6,7 @@ import { ProxyError } from "../domain/errors.ts";
 import type { ChunkReader } from "../domain/redact.ts";
 import type { AcquireResult } from "../keys/key-pool.ts";
 import type { Attempt } from "./attempt.ts";
-import type { Outcome } from "./policy.ts";
+import type { Outcome } from "../domain/outcome.ts";
 import { answerStands } from "./retry-plan.ts";
 
 export type LastFailure =

@@ -1,5 +1,5 @@
 /**
- * What a 402 means, by cause, never by the status alone (../shared/openrouter-api.md, "402 by
+ * What a 402 means, by cause, never by the status alone (docs/openrouter.md, "402 by
  * cause"). The first row that matches decides:
  *
  * | what the answer says                                               | cause            | what rests                         |
@@ -23,8 +23,6 @@ export interface PaymentFacts {
   limitSource?: string;
   reason?: string;
 }
-
-export type { PaymentCause, PaymentOutcome } from "../domain/outcome.ts";
 
 /** An in-flight 402 whose announced wait is at most this long is retried as it is, after the wait. */
 export const IN_FLIGHT_RETRY_WAIT_MS = 5_000;

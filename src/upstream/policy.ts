@@ -5,10 +5,8 @@ import { paymentOutcome } from "./payment-causes.ts";
 /**
  * What an upstream answer means for the key that carried it, decided from the status, the
  * headers and (for errors only) the small error body. Everything about rate-limit resets is
- * parsed here and nowhere else. Facts: ../shared/openrouter-api.md ("Rate limits", "Errors").
+ * parsed here and nowhere else. Facts: docs/openrouter.md ("Limits belong to the account", "Errors").
  */
-
-export type { Outcome, ResetSource } from "../domain/outcome.ts";
 
 /** How long a model rests on an account after a privacy 404: settings change rarely, people can clear it. */
 export const PRIVACY_REST_MS = 3_600_000;
@@ -184,7 +182,7 @@ export function classify({ status, headers, body = {}, now, defaultCooldownMs, m
 }
 
 /**
- * Which 429 this is, in OpenRouter's terms (../shared/openrouter-api.md, "Rate limits"):
+ * Which 429 this is, in OpenRouter's terms (docs/openrouter.md, "Limits belong to the account"):
  * - "free-models-per-day": the account's daily free-model quota is used up until 00:00 UTC;
  * - "free-models-per-min": the account's per-minute free-model limit;
  * - shared capacity of a popular free model: nobody's key is to blame;

@@ -10,7 +10,8 @@ import { claimsJsonButIsNot, describeFetchError } from "./answer-checks.ts";
 import { ANSWER_HEAD_BYTES, declaredWithin, ERROR_HEAD_BYTES, joinChunks, readHead, type BodyHead } from "./bounded-read.ts";
 import { errorFactsOf, readErrorBody } from "./policy.ts";
 import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
-import { readJsonAnswerTail, type Usage } from "./usage-tap.ts";
+import { readJsonAnswerTail } from "./usage-tap.ts";
+import type { Usage } from "../domain/request-record.ts";
 
 export type Judged =
   /** Served, read whole: `body` is the answer (null: none). */

@@ -3,8 +3,6 @@
  * The record's type is a leaf (domain/request-record.ts), read by observe/ without importing this.
  */
 
-export type { AttemptRecord, RequestRecord } from "../domain/request-record.ts";
-
 export const BODY_LOG_LIMIT = 64 * 1024;
 
 const decoder = new TextDecoder();

@@ -19,12 +19,14 @@ import type { ForwardContext, ProxyRequest } from "./forward-types.ts";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { clientClosedError, dropRest, shuttingDownError, mayTellWhenKeysReturn, onlyWaitingHelps, rateLimitMessage, unreachableError, type LastFailure } from "./last-failure.ts";
 import { noKeyError } from "./no-key-error.ts";
-import { classify, classifyError, type ErrorBodyFacts, type Outcome } from "./policy.ts";
+import { classify, classifyError, type ErrorBodyFacts } from "./policy.ts";
+import type { Outcome } from "../domain/outcome.ts";
 import { keepsEncoding } from "./encoded-answers.ts";
 import { judgeAnswer, type Judged } from "./read-answer.ts";
 import { relay, type RelayEnd, type RelayEnds } from "./relay.ts";
 import { newRequestRecord, recordRelayEnd } from "./record-filling.ts";
-import { BODY_LOG_LIMIT, bodyForLog, generationIdOf, type AttemptRecord, type RequestRecord } from "./request-record.ts";
+import { BODY_LOG_LIMIT, bodyForLog, generationIdOf } from "./request-record.ts";
+import type { AttemptRecord, RequestRecord } from "../domain/request-record.ts";
 import { RetryPlan, type RetryHost } from "./retry-plan.ts";
 import { UsageTap } from "./usage-tap.ts";
 
@@ -72,8 +74,7 @@ export class RequestRun implements RetryHost, RelayEnds {
       const spent = this.record.attempts.length >= maxAttempts;
       if (spent && !mayTellWhenKeysReturn(this.last)) break;
       const prefer = this.session === undefined ? undefined : this.context.affinity?.pinned(this.session);
-      const options = this.plan.options(this.request.model, prefer);
-      const acquired = spent ? pool.outlook(options) : pool.acquire(options);
+      const acquired = spent ? pool.outlook(this.plan.options(this.request.model, prefer)) : pool.acquire(this.plan.options(this.request.model, prefer));
       if (!acquired.ok) {
         if (!onlyWaitingHelps(acquired, this.last)) break; // the upstream's last answer says it best
         dropRest(this.last);

@@ -6,7 +6,7 @@
  */
 import type { AcquireOptions } from "../keys/key-pool.ts";
 import { IN_FLIGHT_RETRY_WAIT_MS } from "./payment-causes.ts";
-import type { Outcome } from "./policy.ts";
+import type { Outcome } from "../domain/outcome.ts";
 
 /** The one short wait before retrying a shared-capacity 429. */
 const SHARED_CAPACITY_BACKOFF_MS = 1000;

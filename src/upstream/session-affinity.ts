@@ -1,7 +1,7 @@
 /**
  * Session affinity: OpenRouter caches prompts per account, so the requests of one conversation
- * should reach the same account (and key) while it can serve them (../shared/openrouter-api.md,
- * "Usage, caching, sessions"). A conversation is named by the body's `session_id`,
+ * should reach the same account (and key) while it can serve them (docs/openrouter.md,
+ * "Usage, caching and sessions"). A conversation is named by the body's `session_id`,
  * `prompt_cache_key` or `user`, or the `x-session-id` header, the first found in that order.
  *
  * The map is bounded: at most `maxSessions`, least recently used dropped first, and a session

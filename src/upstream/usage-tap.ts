@@ -7,8 +7,6 @@
 import type { Usage } from "../domain/request-record.ts";
 import { dataPayloads } from "./sse.ts";
 
-export type { Usage } from "../domain/request-record.ts";
-
 export interface TapResult {
   usage?: Usage;
   /** An error event that arrived inside a 200 stream (or a 200 JSON body carrying `error`). */

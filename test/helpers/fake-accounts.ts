@@ -1,7 +1,7 @@
 /**
  * An OpenRouter stand-in with accounts: a real HTTP server on a random loopback port where every
  * key belongs to one account, and each account enforces its own limits the way OpenRouter does
- * (../../../shared/openrouter-api.md, "Rate limits", "Errors"):
+ * (docs/openrouter.md, "Limits belong to the account", "Errors"):
  * - free (`:free`) models: `freePerMinute` (20) per account per clock minute and `freePerDay`
  *   (50, or 1000 with credits bought) per account per UTC day, answered with OpenRouter's 429
  *   bodies and `X-RateLimit-*` headers (reset in epoch milliseconds), naming `user_id`;
@@ -11,7 +11,7 @@
  * - `GET /key` with `creator_user_id`, `free_model_daily_requests` and each key's own cap
  *   (`limit`, `limit_remaining`, `limit_reset`), answered from the state of the moment, so it
  *   changes as requests spend and as a test moves credits (`setCredits`);
- * - 402s by cause ("402 by cause" in ../../../shared/openrouter-api.md): `openrouter_credits` when
+ * - 402s by cause ("402 by cause" in docs/openrouter.md): `openrouter_credits` when
  *   the account cannot pay, `openrouter_key_limit` when a key's cap is spent, `weight_exceeds_budget`
  *   when `max_tokens` × `pricePerToken` is more than the account holds, a 402 on a free model when
  *   the balance is negative; `inFlightReply()` scripts the in-flight one;
@@ -416,7 +416,7 @@ function classIsFree(model: string | undefined): boolean {
 
 /**
  * An error event inside a 200 stream, in OpenRouter's shape: a top-level `error` and a choice
- * that finishes with "error" ("Streaming", ../../../shared/openrouter-api.md).
+ * that finishes with "error" ("Streaming", docs/openrouter.md).
  */
 export function errorChunk(code: number, message: string, metadata?: Record<string, unknown>): string {
   return `data: ${JSON.stringify({

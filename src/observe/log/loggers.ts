@@ -6,7 +6,7 @@
  * Nothing here ever sees a key (events carry ids) or a client's Authorization header, and every
  * line, on stdout or in a file, has its control characters escaped (escape-controls.ts).
  */
-import type { EventBus, ProxyEventMap } from "../events.ts";
+import type { EventBus, ProxyEventMap } from "../../domain/events.ts";
 import type { RequestRecord } from "../../domain/request-record.ts";
 import { isoTime } from "../../domain/time-text.ts";
 import { createDailyAppender, type DailyAppender } from "./daily-appender.ts";

@@ -14,7 +14,8 @@
  *   counted for the day once Redis is back (the change writer's counter batch).
  */
 import { classOfModel } from "../../domain/model-class.ts";
-import { accountIdOf, nextUtcMidnight, utcDayOf } from "../../keys/account-state.ts";
+import { accountIdOf, utcDayOf } from "../../keys/account-state.ts";
+import { nextUtcMidnight } from "../../domain/time-text.ts";
 import type { KeyPool } from "../../keys/key-pool.ts";
 import type { SharedState } from "./shared-state.ts";
 
@@ -73,7 +74,7 @@ function bearerOf(headers: RequestInit["headers"]): string | undefined {
   return value?.startsWith("Bearer ") ? value.slice("Bearer ".length) : undefined;
 }
 
-/** OpenRouter's 429 for a used-up daily free-model limit (../shared/openrouter-api.md). */
+/** OpenRouter's 429 for a used-up daily free-model limit (docs/openrouter.md, "Limits belong to the account"). */
 function usedUp(limit: number, reset: number, account: string): Response {
   const headers = { "X-RateLimit-Limit": String(limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": String(reset) };
   const body = {

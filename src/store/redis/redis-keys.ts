@@ -1,6 +1,6 @@
 /**
  * Where the shared state lives in Redis, under `REDIS_PREFIX` (default `orp:`) so several pools
- * can share one server. One structure per merge rule (../shared/DESIGN.md):
+ * can share one server. One structure per merge rule (docs/state-model.md):
  *
  *   <prefix>keys                  hash         key id → the key list entry (JSON, keys/pool-state.ts
  *                                              KeyListEntry; the secret sealed with KEYS_ENCRYPTION_KEY)

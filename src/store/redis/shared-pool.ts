@@ -16,7 +16,7 @@
 import type { KeyPool } from "../../keys/key-pool.ts";
 import { utcDayOf } from "../../keys/account-state.ts";
 import type { StateChange } from "../../keys/pool-state.ts";
-import type { EventBus } from "../../observe/events.ts";
+import type { EventBus } from "../../domain/events.ts";
 import type { RedisKeyStore } from "./redis-key-store.ts";
 import { readSharedSnapshot } from "./shared-snapshot.ts";
 import type { SharedState } from "./shared-state.ts";

@@ -10,7 +10,7 @@
  * base and adds only the deltas it has not written yet.
  */
 import { causeFromText } from "../../keys/changes.ts";
-import type { RestClass } from "../../keys/account-state.ts";
+import type { RestClass } from "../../domain/model-class.ts";
 import type { KeyRuntime, StateChange } from "../../keys/pool-state.ts";
 import type { CallResult, RedisConnection } from "./connection.ts";
 import type { RedisKeys } from "./redis-keys.ts";

@@ -1,6 +1,6 @@
 /**
  * Bun's Redis client has no per-command timeout: with Redis paused (SIGSTOP) a command stays
- * pending until Redis resumes (../shared/redis-notes.md). Every call goes through `withTimeout`,
+ * pending until Redis resumes (docs/state-model.md, "Redis"). Every call goes through `withTimeout`,
  * so a caller waits at most `ms`; the abandoned promise's late answer or error is swallowed.
  */
 
