@@ -30,7 +30,9 @@ await mkdir(outDir, { recursive: true });
 for (const name of chosen) {
   const file = `openrouter-proxy-${name}${name.startsWith("windows") ? ".exe" : ""}`;
   const started = performance.now();
-  const build = Bun.spawnSync(["bun", "build", "--compile", "--minify", `--target=${targets[name]}`, "src/main.ts", "--outfile", join(outDir, file)], {
+  // --bytecode: the program ships precompiled for JavaScriptCore, so a start skips parsing it
+  // (ready in about half the time; it needs --format=esm for a program with top-level await).
+  const build = Bun.spawnSync(["bun", "build", "--compile", "--bytecode", "--format=esm", "--minify", `--target=${targets[name]}`, "src/main.ts", "--outfile", join(outDir, file)], {
     stdout: "ignore",
     stderr: "pipe",
   });
