@@ -312,6 +312,7 @@ describe("a broken file at startup", () => {
       expected: [/not valid JSON/, /line 3, column \d+/],
     },
     { what: "single quotes are a syntax error at line 1", text: `{'keys': ['${keyA}']}`, expected: [/not valid JSON/, /line 1, column 2/] },
+    { what: "a file cut off mid-list says it ends where a value should be", text: '{"keys": [\n', expected: [/not valid JSON \(line 2, column 1: the file ends where a value should be\)/] },
     { what: "an entry without a key names where it is", text: JSON.stringify({ keys: [{ key: keyA }, { label: "no key here" }] }), expected: [/wrong shape/, /keys\[1\]\.key/] },
     { what: "keys that are not a list name the field", text: JSON.stringify({ keys: keyA }), expected: [/wrong shape at keys: .*expected array, received string/] },
     { what: "a number instead of keys says what was expected", text: "42", expected: [/wrong shape/, /expected array/, /\{"keys":\[\{"key":/] },

@@ -44,7 +44,7 @@ class Scan {
         return;
       }
     }
-    this.fail(`unexpected ${this.describe()}`);
+    this.fail(this.index >= this.text.length ? "the file ends where a value should be" : `unexpected ${this.describe()}`);
   }
 
   object(): void {
