@@ -4,58 +4,14 @@
  * CLI, the upstream a fake on loopback. Waits are on observable things (an answer's status, a line
  * on stdout, a count in Redis), never a fixed sleep.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
-import { createOutputLog, runCli } from "./helpers/cli.ts";
+import { describe, expect, test } from "bun:test";
 import { startFakeOpenRouter } from "./helpers/fake-openrouter.ts";
-import { killAllProxies, startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
-import { redisServerPath, startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
-import { eventually, tempDir, testKeys } from "./helpers/test-proxy.ts";
+import type { ProxyProcess } from "./helpers/proxy-process.ts";
+import { hasRedis, useRedisProxies } from "./helpers/redis-suite.ts";
+import { eventually, testKeys } from "./helpers/test-proxy.ts";
 
 const ADMIN = "admin-token-for-redis-client-tests-0123456789";
-const hasRedis = redisServerPath() !== null;
-const log = createOutputLog();
-
-let redis: RedisServer;
-let dir: string;
-let cleanup: () => Promise<void>;
-let prefixCount = 0;
-
-beforeAll(async () => {
-  if (!hasRedis) return;
-  redis = await startRedisServer();
-  ({ dir, cleanup } = await tempDir());
-});
-
-afterEach(async () => {
-  await killAllProxies();
-});
-
-afterAll(async () => {
-  await killAllProxies();
-  if (hasRedis) {
-    await redis.stop();
-    await cleanup();
-  }
-});
-
-const freshPrefix = (): string => `c${++prefixCount}:`;
-
-function envFor(prefix: string, upstream: string): Record<string, string> {
-  return {
-    REDIS_URL: redis.url,
-    REDIS_PREFIX: prefix,
-    KEYS_FILE: join(dir, `${prefix.replace(":", "")}-keys.json`),
-    LOG_DIR: join(dir, "logs"),
-    OPENROUTER_BASE_URL: upstream,
-    ADMIN_TOKEN: ADMIN,
-    RETRY_BACKOFF_MS: "0",
-  };
-}
-
-async function cli(env: Record<string, string>, ...args: string[]) {
-  return runCli(args, { cwd: dir, env, log, limitMs: 10_000 });
-}
+const { redis, freshPrefix, envFor, cli, startInstances } = useRedisProxies({ prefixStem: "c", admin: ADMIN });
 
 /** add-client through the CLI; its key is the one line on stdout. */
 async function addClient(env: Record<string, string>, name: string, ...flags: string[]): Promise<string> {
@@ -78,10 +34,6 @@ async function statusOf(instance: ProxyProcess, key: string): Promise<number> {
   const response = await chat(instance, key);
   await response.arrayBuffer();
   return response.status;
-}
-
-async function startInstances(count: number, env: Record<string, string>): Promise<ProxyProcess[]> {
-  return Promise.all(Array.from({ length: count }, () => startProxyProcess({ cwd: dir, env })));
 }
 
 /** Fixed one-minute windows: a sequence that must fall in one minute starts at least `needMs` before its end. */

@@ -4,59 +4,18 @@
  * free-model limit) to the others. Real redis-server, real `serve` processes, a fake upstream on
  * loopback that counts GET /key; every wait is on something observable, never a fixed sleep.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { RedisClient } from "bun";
-import { createOutputLog, runCli } from "./helpers/cli.ts";
 import { startFakeAccounts, type FakeAccounts } from "./helpers/fake-accounts.ts";
-import { killAllProxies, startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
-import { redisServerPath, startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
-import { eventually, tempDir, testKeys } from "./helpers/test-proxy.ts";
+import { startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
+import { hasRedis, useRedisProxies } from "./helpers/redis-suite.ts";
+import { eventually, testKeys } from "./helpers/test-proxy.ts";
 
 const ADMIN = "admin-token-for-discovery-lease-0123456789";
-const hasRedis = redisServerPath() !== null;
-const log = createOutputLog();
-
-let redis: RedisServer;
-let dir: string;
-let cleanup: () => Promise<void>;
-let prefixCount = 0;
-
-beforeAll(async () => {
-  if (!hasRedis) return;
-  redis = await startRedisServer();
-  ({ dir, cleanup } = await tempDir());
-});
-
-afterEach(async () => {
-  await killAllProxies();
-});
-
-afterAll(async () => {
-  await killAllProxies();
-  if (hasRedis) {
-    await redis.stop();
-    await cleanup();
-  }
-});
-
-const freshPrefix = (): string => `dl${++prefixCount}:`;
-
-function envFor(prefix: string, upstream: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    REDIS_URL: redis.url,
-    REDIS_PREFIX: prefix,
-    KEYS_FILE: join(dir, `${prefix.replace(":", "")}-keys.json`),
-    LOG_DIR: join(dir, "logs"),
-    OPENROUTER_BASE_URL: upstream,
-    ADMIN_TOKEN: ADMIN,
-    RETRY_BACKOFF_MS: "0",
-    ...extra,
-  };
-}
+const { redis, dir, freshPrefix, envFor, cli, startInstances } = useRedisProxies({ prefixStem: "dl", admin: ADMIN });
 
 async function addKey(env: Record<string, string>, key: string): Promise<void> {
-  expect((await runCli(["add-key", key], { cwd: dir, env, log, limitMs: 10_000 })).code).toBe(0);
+  expect((await cli(env, "add-key", key)).code).toBe(0);
 }
 
 /** The daily free limit each instance knows per account (what GET /key taught it, or the holder's news). */
@@ -81,7 +40,7 @@ describe.skipIf(!hasRedis)("account discovery under a Redis lease", () => {
       for (const key of keys) await addKey(env, key);
       // add-key asks GET /key once per key itself; what the instances ask is counted from here.
       const before = keys.map((key) => keyInfoCalls(upstream, key));
-      const instances = await Promise.all(Array.from({ length: 3 }, () => startProxyProcess({ cwd: dir, env })));
+      const instances = await startInstances(3, env);
       // Every instance knows every account's daily free limit: the holder learned it, the others heard it.
       await eventually(() => everyoneKnows(instances, ["user_0", "user_1", "user_2"], 50), { timeoutMs: 10_000, what: "the free limits on every instance" });
       expect(keys.map((key, i) => keyInfoCalls(upstream, key) - (before[i] as number))).toEqual([1, 1, 1]);
@@ -101,7 +60,7 @@ describe.skipIf(!hasRedis)("account discovery under a Redis lease", () => {
       const holder = await startProxyProcess({ cwd: dir, env });
       await eventually(async () => (await watcher.get(leaseKey)) !== null, { what: "the first instance's discovery lease" });
       const holderId = await watcher.get(leaseKey);
-      const others = await Promise.all(Array.from({ length: 2 }, () => startProxyProcess({ cwd: dir, env })));
+      const others = await startInstances(2, env);
       await eventually(() => everyoneKnows([holder, ...others], ["user_a"], 50), { what: "the first key's facts everywhere" });
       expect(await watcher.get(leaseKey)).toBe(holderId);
 

@@ -4,70 +4,22 @@
  * the CLI the real one. Every wait is on something observable (an admin view, a count), never a
  * fixed sleep.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { RedisClient } from "bun";
 import { keyIdOf } from "../src/domain/key-identity.ts";
-import { createOutputLog, runCli } from "./helpers/cli.ts";
+import { runCli } from "./helpers/cli.ts";
 import { startFakeAccounts, type FakeAccounts } from "./helpers/fake-accounts.ts";
 import { chatCompletion, errorReply, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";
-import { killAllProxies, startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
-import { redisServerPath, startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
-import { eventually, tempDir, testKeys } from "./helpers/test-proxy.ts";
+import type { ProxyProcess } from "./helpers/proxy-process.ts";
+import { hasRedis, useRedisProxies } from "./helpers/redis-suite.ts";
+import { eventually, testKeys } from "./helpers/test-proxy.ts";
 
 const ADMIN = "admin-token-for-redis-tests-0123456789";
-const hasRedis = redisServerPath() !== null;
-const log = createOutputLog();
-
-let redis: RedisServer;
-let dir: string;
-let cleanup: () => Promise<void>;
-let prefixCount = 0;
-
-beforeAll(async () => {
-  if (!hasRedis) return;
-  redis = await startRedisServer();
-  ({ dir, cleanup } = await tempDir());
-});
-
-afterEach(async () => {
-  await killAllProxies();
-});
-
-afterAll(async () => {
-  await killAllProxies();
-  if (hasRedis) {
-    await redis.stop();
-    await cleanup();
-  }
-});
-
-/** Each test has its own pool in the one Redis (REDIS_PREFIX), as several pools would share a server. */
-const freshPrefix = (): string => `t${++prefixCount}:`;
-
-function envFor(prefix: string, upstream: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    REDIS_URL: redis.url,
-    REDIS_PREFIX: prefix,
-    KEYS_FILE: join(dir, `${prefix.replace(":", "")}-keys.json`),
-    LOG_DIR: join(dir, "logs"),
-    OPENROUTER_BASE_URL: upstream,
-    ADMIN_TOKEN: ADMIN,
-    RETRY_BACKOFF_MS: "0",
-    ROTATION: "round-robin",
-    ...extra,
-  };
-}
-
-async function cli(env: Record<string, string>, ...args: string[]) {
-  return runCli(args, { cwd: dir, env, log, limitMs: 10_000 });
-}
-
-async function startInstances(count: number, env: Record<string, string>): Promise<ProxyProcess[]> {
-  return Promise.all(Array.from({ length: count }, () => startProxyProcess({ cwd: dir, env })));
-}
+// Every instance here hands out its keys round-robin (ROTATION), unlike the other Redis suites.
+const { redis, dir, log, freshPrefix, envFor, cli, startInstances } = useRedisProxies({ prefixStem: "t", admin: ADMIN, env: { ROTATION: "round-robin" } });
 
 interface KeyViewLite {
   id: string;
