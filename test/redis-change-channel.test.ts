@@ -1,23 +1,12 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { applyChange, emptyPoolState, type PoolState, type StateChange } from "../src/keys/changes.ts";
 import { openChangeChannel, type ChangeChannel } from "../src/store/redis/change-channel.ts";
 import { createRedisConnection, type DegradedChange, type RedisConnection } from "../src/store/redis/connection.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
-import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { useRedisServer } from "./helpers/redis-suite.ts";
 
 const T = Date.parse("2026-12-04T12:00:00.000Z");
-let redis: RedisServer;
-const cleanups: Array<() => Promise<void>> = [];
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const { redis, cleanups } = useRedisServer();
 
 /** An instance as the pool will be: its own state, changes from others applied as they come. */
 interface Instance {

@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { StateChange } from "../src/keys/changes.ts";
 import { openChangeChannel } from "../src/store/redis/change-channel.ts";
 import { createChangeWriter, type ChangeWriter } from "../src/store/redis/change-writer.ts";
@@ -7,24 +7,12 @@ import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { readSharedSnapshot } from "../src/store/redis/shared-snapshot.ts";
-import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { useRedisServer } from "./helpers/redis-suite.ts";
 
 const keys = redisKeys("orp:");
 const T = Date.parse("2026-12-04T12:00:00.000Z");
 const DAY = "2026-12-04";
-let redis: RedisServer;
-const cleanups: Array<() => Promise<void>> = [];
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  await redis.cli("FLUSHALL");
-});
+const { redis, cleanups } = useRedisServer();
 
 interface Instance {
   connection: RedisConnection;

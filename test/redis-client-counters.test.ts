@@ -3,7 +3,7 @@
  * redis-server, in process: several gates, each with its own connection and directory, stand for
  * several instances. An injected clock puts every request in a known window.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { addClient } from "../src/clients/client-admin.ts";
 import { createClientDirectory, type LiveClient } from "../src/clients/client-directory.ts";
 import { createClientGate, type ClientGate } from "../src/clients/client-gate.ts";
@@ -14,29 +14,16 @@ import { ProxyError } from "../src/domain/errors.ts";
 import { clientCounterKeys } from "../src/store/redis/client-counter-keys.ts";
 import { createRedisClientCounters } from "../src/store/redis/client-counters.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
-import { redisServerPath, startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { hasRedis, useRedisServer } from "./helpers/redis-suite.ts";
 import { eventually } from "./helpers/test-proxy.ts";
 
-const hasRedis = redisServerPath() !== null;
 // A minute a few minutes ahead (10 s into it): its counters must not have expired in Redis yet.
 const MINUTE_START = Math.floor(Date.now() / 60_000) * 60_000 + 5 * 60_000;
 const T = MINUTE_START + 10_000;
 const nextDay = (at: number) => Math.floor(at / 86_400_000) * 86_400_000 + 86_400_000;
 const nextMonth = (at: number) => Date.UTC(new Date(at).getUTCFullYear(), new Date(at).getUTCMonth() + 1, 1);
 const keys = clientCounterKeys("orp:");
-let redis: RedisServer;
-const cleanups: Array<() => Promise<void>> = [];
-
-beforeAll(async () => {
-  if (hasRedis) redis = await startRedisServer();
-});
-afterAll(async () => {
-  if (hasRedis) await redis.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  if (hasRedis) await redis.cli("FLUSHALL");
-});
+const { redis, cleanups } = useRedisServer({ optional: true });
 
 function clientRecord(name: string, settings: Record<string, unknown>): ClientRecord {
   const parsed = parseClientSettings(settings);

@@ -1,27 +1,9 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createCircuitBreaker } from "../src/store/redis/circuit-breaker.ts";
 import { createRedisConnection, type DegradedChange, type RedisConnection, type RedisConnectionOptions } from "../src/store/redis/connection.ts";
-import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { useRedisServer } from "./helpers/redis-suite.ts";
 
-let redis: RedisServer;
-const cleanups: Array<() => Promise<void>> = [];
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  // A test that stopped or killed Redis leaves it running again for the next one.
-  try {
-    redis.resume();
-  } catch {
-    await redis.restart();
-  }
-  await redis.cli("FLUSHALL");
-});
+const { redis, cleanups } = useRedisServer();
 
 function connect(options: Partial<RedisConnectionOptions> = {}): { connection: RedisConnection; changes: DegradedChange[] } {
   const connection = createRedisConnection({ url: redis.url, timeoutMs: 250, watchMs: 100, breaker: { threshold: 3, backoffMs: 50, maxBackoffMs: 200 }, ...options });

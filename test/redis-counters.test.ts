@@ -1,26 +1,14 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
 import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
 import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
-import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { useRedisServer } from "./helpers/redis-suite.ts";
 
 const keys = redisKeys("orp:");
 const T = Date.parse("2026-12-04T12:00:00.000Z");
 const DAY = "2026-12-04";
-let redis: RedisServer;
-const cleanups: Array<() => Promise<void>> = [];
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  await redis.cli("FLUSHALL");
-});
+const { redis, cleanups } = useRedisServer();
 
 async function connect(): Promise<RedisConnection> {
   const connection = createRedisConnection({ url: redis.url, timeoutMs: 250, watchMs: 100, breaker: { threshold: 3, backoffMs: 50, maxBackoffMs: 200 } });

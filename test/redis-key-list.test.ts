@@ -1,31 +1,17 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { KeyListEntry } from "../src/keys/changes.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
 import { createRedisKeyList, type RedisKeyList } from "../src/store/redis/key-list.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { createSecretBox, type SecretBox } from "../src/store/secret-box.ts";
-import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { useRedisServer } from "./helpers/redis-suite.ts";
 
 const keys = redisKeys("orp:");
 const T = Date.parse("2026-12-04T12:00:00.000Z");
 const SECRET = "sk-or-v1-key-list-test-0123456789abcdef0123456789abcdef01234567";
 const ENCRYPTION_KEY = Buffer.alloc(32, 11).toString("base64");
-let redis: RedisServer;
-let connection: RedisConnection;
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-  connection = createRedisConnection({ url: redis.url, timeoutMs: 2_000 });
-  await connection.ready;
-});
-afterAll(async () => {
-  await connection.close();
-  await redis.stop();
-});
-afterEach(async () => {
-  await redis.cli("FLUSHALL");
-});
+const { redis, connection } = useRedisServer({ connection: true });
 
 async function boxOf(raw: string | undefined): Promise<SecretBox> {
   const box = await createSecretBox(raw);

@@ -1,25 +1,10 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
+import { describe, expect, test } from "bun:test";
 import { createLease } from "../src/store/redis/lease.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
-import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { useRedisServer } from "./helpers/redis-suite.ts";
 
 const key = redisKeys("orp:").lease("discovery");
-let redis: RedisServer;
-let connection: RedisConnection;
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-  connection = createRedisConnection({ url: redis.url, timeoutMs: 2_000 });
-  await connection.ready;
-});
-afterAll(async () => {
-  await connection.close();
-  await redis.stop();
-});
-afterEach(async () => {
-  await redis.cli("FLUSHALL");
-});
+const { connection } = useRedisServer({ connection: true });
 
 const leaseFor = (holder: string, ttlMs = 60_000) => createLease({ connection, key, holder, ttlMs });
 

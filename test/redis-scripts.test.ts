@@ -1,32 +1,20 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { causeFromText, type Cause } from "../src/keys/changes.ts";
-import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
+import { createRedisConnection } from "../src/store/redis/connection.ts";
 import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
-import { sharedStateScripts, type SharedStateScripts } from "../src/store/redis/scripts.ts";
-import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { sharedStateScripts } from "../src/store/redis/scripts.ts";
+import { useRedisServer } from "./helpers/redis-suite.ts";
 
 const PREFIX = "orp-test:";
 const keys = redisKeys(PREFIX);
 const T = Date.parse("2026-12-04T12:00:00.000Z");
 const DAY = "2026-12-04";
 
-let redis: RedisServer;
-let connection: RedisConnection;
-let scripts: SharedStateScripts;
+const { redis, connection } = useRedisServer({ connection: true });
+const scripts = sharedStateScripts(connection, keys);
 
-beforeAll(async () => {
-  redis = await startRedisServer();
-  connection = createRedisConnection({ url: redis.url, timeoutMs: 2_000 });
-  await connection.ready;
-  scripts = sharedStateScripts(connection, keys);
-});
-afterAll(async () => {
-  await connection.close();
-  await redis.stop();
-});
-afterEach(async () => {
-  await redis.cli("FLUSHALL");
+afterEach(() => {
   expect(connection.refused).toBe(0); // no write was refused by Redis (a broken script would be)
 });
 

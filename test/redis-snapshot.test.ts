@@ -1,34 +1,19 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { applyChanges, emptyPoolState, keyBlockedUntil } from "../src/keys/changes.ts";
-import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
+import { createRedisConnection } from "../src/store/redis/connection.ts";
 import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
-import { sharedStateScripts, type SharedStateScripts } from "../src/store/redis/scripts.ts";
+import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { readSharedSnapshot } from "../src/store/redis/shared-snapshot.ts";
 import { createRedisKeyList } from "../src/store/redis/key-list.ts";
 import { createSecretBox, type SecretBox } from "../src/store/secret-box.ts";
-import { startRedisServer, type RedisServer } from "./helpers/redis-server.ts";
+import { useRedisServer } from "./helpers/redis-suite.ts";
 
 const keys = redisKeys("orp:");
 const T = Date.parse("2026-12-04T12:00:00.000Z");
 const DAY = "2026-12-04";
-let redis: RedisServer;
-let connection: RedisConnection;
-let scripts: SharedStateScripts;
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-  connection = createRedisConnection({ url: redis.url, timeoutMs: 2_000 });
-  await connection.ready;
-  scripts = sharedStateScripts(connection, keys);
-});
-afterAll(async () => {
-  await connection.close();
-  await redis.stop();
-});
-afterEach(async () => {
-  await redis.cli("FLUSHALL");
-});
+const { redis, connection } = useRedisServer({ connection: true });
+const scripts = sharedStateScripts(connection, keys);
 
 async function keylessBox(): Promise<SecretBox> {
   const box = await createSecretBox(undefined);
