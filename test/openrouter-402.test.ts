@@ -4,55 +4,27 @@
  * than the key or account its answer names; a 402 never counts toward disabling a key. The real
  * proxy runs against the multi-account upstream double (helpers/fake-accounts.ts) on an injected clock.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Config } from "../src/config.ts";
-import { keyIdOf } from "../src/domain/key-identity.ts";
-import { inFlightReply, startFakeAccounts, type FakeAccountSpec, type FakeAccounts } from "./helpers/fake-accounts.ts";
-import { startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
+import { FREE, MIDNIGHT, PAID, START, id, orKey, recordOf, restsOf, trail, useAccountsSuite } from "./helpers/accounts-suite.ts";
+import { inFlightReply, type FakeAccounts } from "./helpers/fake-accounts.ts";
+import type { TestProxy } from "./helpers/test-proxy.ts";
 
-const orKey = (name: string) => `sk-or-v1-${"x".repeat(50)}-${name}`;
 const [a1, a2, b1, c1] = [orKey("a1"), orKey("a2"), orKey("b1"), orKey("c1")];
-const id = keyIdOf;
-const FREE = "meta-llama/llama-3.3-70b-instruct:free";
-const PAID = "openai/gpt-4o-mini";
-const adminToken = "admin-token-for-tests";
-/** 2026-03-01 10:00:00 UTC (a Sunday): fourteen hours before the daily reset. */
-const START = Date.UTC(2026, 2, 1, 10, 0, 0);
-const MIDNIGHT = Date.UTC(2026, 2, 2);
-let clock = { now: START };
-let fake: FakeAccounts | undefined;
-const cleanups: Array<() => Promise<void>> = [];
+const { clock, startFake, startProxy } = useAccountsSuite({ config: { ROTATION: "round-robin" }, overrides: { discoverAccounts: true, refreshTickMs: 0 } });
 
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  await fake?.stop();
-  fake = undefined;
-  clock = { now: START };
-});
-
-function startFake(accounts: FakeAccountSpec[]): FakeAccounts {
-  fake = startFakeAccounts({ accounts, now: () => clock.now });
-  return fake;
-}
-
-async function start(upstream: FakeAccounts, keys: string[], config: Partial<Config> = {}, waits?: number[]): Promise<TestProxy> {
-  const proxy = await startTestProxy({
-    upstream: upstream.url,
+/** The proxy's waits (Retry-After, backoff) pass at once on the injected clock; `waits` notes each. */
+function start(upstream: FakeAccounts, keys: string[], config: Partial<Config> = {}, waits?: number[]): Promise<TestProxy> {
+  return startProxy(upstream, {
     keys,
-    config: { ADMIN_TOKEN: adminToken, ROTATION: "round-robin", ...config },
+    config,
     overrides: {
-      now: () => clock.now,
-      discoverAccounts: true,
-      refreshTickMs: 0,
       sleep: async (ms) => {
         waits?.push(ms);
         clock.now += ms;
       },
     },
   });
-  cleanups.push(() => proxy.close());
-  await proxy.discovery;
-  return proxy;
 }
 
 function ask(proxy: TestProxy, model: string, extra: Record<string, unknown> = {}): Promise<Response> {
@@ -63,10 +35,7 @@ function ask(proxy: TestProxy, model: string, extra: Record<string, unknown> = {
   });
 }
 
-const trail = (upstream: FakeAccounts) => upstream.chatCalls().map((call) => `${call.key.slice(-2)} ${call.kind}`);
-const restsOf = (proxy: TestProxy, account: string) => proxy.pool.accountViews().find((view) => view.id === account)?.rests ?? [];
 const rawRests = (proxy: TestProxy, account: string) => proxy.pool.accounts().get(account)?.rests ?? [];
-const recordOf = (proxy: TestProxy, key: string) => proxy.pool.records().find((record) => record.id === id(key));
 const allRests = (proxy: TestProxy) => proxy.pool.accountViews().flatMap((view) => view.rests);
 
 describe("402 by cause", () => {

@@ -5,47 +5,19 @@
  * hide inside a 200. Each test runs the real proxy against a mock upstream with accounts
  * (helpers/fake-accounts.ts) on an injected clock.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { listKeysCommand } from "../src/cli/key-commands.ts";
 import { defaultConfig, type Config } from "../src/config.ts";
-import { keyIdOf } from "../src/domain/key-identity.ts";
-import { contentChunk, errorChunk, eventStream, startFakeAccounts, type FakeAccountSpec, type FakeAccounts } from "./helpers/fake-accounts.ts";
+import { FREE, MIDNIGHT, OTHER_FREE, PAID, START, adminToken, id, orKey, recordOf, restsOf, trail, useAccountsSuite } from "./helpers/accounts-suite.ts";
+import { contentChunk, errorChunk, eventStream, type FakeAccounts } from "./helpers/fake-accounts.ts";
 import { controlledStream } from "./helpers/fake-openrouter.ts";
-import { startTestProxy, tempDir, type TestProxy } from "./helpers/test-proxy.ts";
+import { tempDir, type TestProxy } from "./helpers/test-proxy.ts";
 
-const orKey = (name: string) => `sk-or-v1-${"x".repeat(50)}-${name}`;
 const [a1, a2, b1] = [orKey("a1"), orKey("a2"), orKey("b1")];
-const id = keyIdOf;
-
-const FREE = "meta-llama/llama-3.3-70b-instruct:free";
-const OTHER_FREE = "deepseek/deepseek-chat-v3-0324:free";
-const PAID = "openai/gpt-4o-mini";
-const adminToken = "admin-token-for-tests";
-
-/** 2026-03-01 10:00:00 UTC: fourteen hours before the daily reset. */
-const START = Date.UTC(2026, 2, 1, 10, 0, 0);
-const MIDNIGHT = Date.UTC(2026, 2, 2);
-let clock = { now: START };
-
-let fake: FakeAccounts | undefined;
-const cleanups: Array<() => Promise<void>> = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  await fake?.stop();
-  fake = undefined;
-  clock = { now: START };
-});
-
-function startFake(accounts: FakeAccountSpec[]): FakeAccounts {
-  fake = startFakeAccounts({ accounts, now: () => clock.now });
-  return fake;
-}
-
-/** Proxies a test already stopped (a restart): the cleanup leaves them be. */
-const closed = new WeakSet<TestProxy>();
+// ROTATION stays the default (sticky); start returns before GET /key is answered (tests that need it await proxy.discovery).
+const { clock, cleanups, closed, startFake, startProxy } = useAccountsSuite({ awaitDiscovery: false });
 
 interface StartOptions {
   keys?: string[] | null;
@@ -55,20 +27,9 @@ interface StartOptions {
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
-async function start(upstream: FakeAccounts, { keys = [a1, a2, b1], config = {}, discover = false, dir, sleep }: StartOptions = {}): Promise<TestProxy> {
-  const proxy = await startTestProxy({
-    upstream: upstream.url,
-    keys,
-    ...(dir ? { dir } : {}),
-    config: { ADMIN_TOKEN: adminToken, ...config },
-    overrides: { now: () => clock.now, discoverAccounts: discover, ...(sleep ? { sleep } : {}) },
-  });
-  cleanups.push(async () => {
-    if (!closed.has(proxy)) await proxy.close();
-  });
-  return proxy;
+function start(upstream: FakeAccounts, { keys = [a1, a2, b1], config = {}, discover = false, dir, sleep }: StartOptions = {}): Promise<TestProxy> {
+  return startProxy(upstream, { keys, config, ...(dir ? { dir } : {}), overrides: { discoverAccounts: discover, ...(sleep ? { sleep } : {}) } });
 }
-
 
 function ask(proxy: TestProxy, model: string, { stream = false }: { stream?: boolean } = {}): Promise<Response> {
   return fetch(`${proxy.url}/v1/chat/completions`, {
@@ -77,12 +38,6 @@ function ask(proxy: TestProxy, model: string, { stream = false }: { stream?: boo
     body: JSON.stringify({ model, ...(stream ? { stream: true } : {}), messages: [{ role: "user", content: "hi" }] }),
   });
 }
-
-/** The upstream's calls other than GET /key, as `key name → kind`. */
-const trail = (upstream: FakeAccounts) => upstream.chatCalls().map((call) => `${call.key.slice(-2)} ${call.kind}`);
-
-const restsOf = (proxy: TestProxy, account: string) => proxy.pool.accountViews().find((view) => view.id === account)?.rests ?? [];
-const recordOf = (proxy: TestProxy, key: string) => proxy.pool.records().find((record) => record.id === id(key));
 
 interface ErrorBody {
   error: { message: string; type: string; code: string };

@@ -4,50 +4,21 @@
  * and account facts are refreshed after midnight and hourly; a privacy 404 rests the model on
  * that account only. The real proxy against the multi-account double, on an injected clock.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { addKeyCommand, enableKeyCommand, listKeysCommand } from "../src/cli/key-commands.ts";
 import { defaultConfig, type Config } from "../src/config.ts";
-import { keyIdOf } from "../src/domain/key-identity.ts";
-import { startFakeAccounts, type FakeAccountSpec, type FakeAccounts } from "./helpers/fake-accounts.ts";
-import { eventually, startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
+import { FREE, OTHER_FREE, PAID, START, adminToken, id, orKey, restsOf, trail, useAccountsSuite } from "./helpers/accounts-suite.ts";
+import type { FakeAccounts } from "./helpers/fake-accounts.ts";
+import { eventually, type TestProxy } from "./helpers/test-proxy.ts";
 
-const orKey = (name: string) => `sk-or-v1-${"x".repeat(50)}-${name}`;
 const [a1, b1, n1] = [orKey("a1"), orKey("b1"), orKey("n1")];
-const id = keyIdOf;
-const FREE = "meta-llama/llama-3.3-70b-instruct:free";
-const OTHER_FREE = "deepseek/deepseek-chat-v3-0324:free";
-const PAID = "openai/gpt-4o-mini";
 /** A paid model whose provider is rate limited on user_A. */
 const BUSY = "anthropic/claude-3.5-haiku";
-const adminToken = "admin-token-for-tests";
-const START = Date.UTC(2026, 2, 1, 10, 0, 0);
-let clock = { now: START };
-let fake: FakeAccounts | undefined;
-const cleanups: Array<() => Promise<void>> = [];
+const { clock, cleanups, startFake, startProxy } = useAccountsSuite({ config: { ROTATION: "round-robin" }, overrides: { refreshTickMs: 0 } });
 
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  await fake?.stop();
-  fake = undefined;
-  clock = { now: START };
-});
-
-function startFake(accounts: FakeAccountSpec[]): FakeAccounts {
-  fake = startFakeAccounts({ accounts, now: () => clock.now });
-  return fake;
-}
-
-async function start(upstream: FakeAccounts, keys: string[], { discover = true, config = {} }: { discover?: boolean; config?: Partial<Config> } = {}): Promise<TestProxy> {
-  const proxy = await startTestProxy({
-    upstream: upstream.url,
-    keys,
-    config: { ADMIN_TOKEN: adminToken, ROTATION: "round-robin", ...config },
-    overrides: { now: () => clock.now, discoverAccounts: discover, refreshTickMs: 0 },
-  });
-  cleanups.push(() => proxy.close());
-  await proxy.discovery;
-  return proxy;
+function start(upstream: FakeAccounts, keys: string[], { discover = true, config = {} }: { discover?: boolean; config?: Partial<Config> } = {}): Promise<TestProxy> {
+  return startProxy(upstream, { keys, config, overrides: { discoverAccounts: discover } });
 }
 
 function ask(proxy: TestProxy, model: string): Promise<Response> {
@@ -60,8 +31,6 @@ function ask(proxy: TestProxy, model: string): Promise<Response> {
 
 const admin = (proxy: TestProxy, path: string, init: RequestInit = {}) =>
   fetch(`${proxy.url}/admin${path}`, { ...init, headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json", ...init.headers } });
-const trail = (upstream: FakeAccounts) => upstream.chatCalls().map((call) => `${call.key.slice(-2)} ${call.kind}`);
-const restsOf = (proxy: TestProxy, account: string) => proxy.pool.accountViews().find((view) => view.id === account)?.rests ?? [];
 const cli = (proxy: TestProxy, upstream: FakeAccounts) => {
   const lines: string[] = [];
   const context = {

@@ -3,29 +3,17 @@
  * key while it can serve them, so OpenRouter's per-account prompt cache is kept; a session moves
  * when its account cannot serve and stays on the new one; bounded state, names never in clear.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Config } from "../src/config.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createSessionAffinity, sessionFromBody } from "../src/upstream/session-affinity.ts";
-import { startFakeAccounts, type FakeAccountSpec, type FakeAccounts } from "./helpers/fake-accounts.ts";
+import { PAID, START, adminToken, orKey, useAccountsSuite } from "./helpers/accounts-suite.ts";
+import type { FakeAccountSpec, FakeAccounts } from "./helpers/fake-accounts.ts";
 import { allLogText } from "./helpers/log-files.ts";
-import { startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
+import type { TestProxy } from "./helpers/test-proxy.ts";
 
-const orKey = (name: string) => `sk-or-v1-${"x".repeat(50)}-${name}`;
 const [a1, a2, b1, c1] = [orKey("a1"), orKey("a2"), orKey("b1"), orKey("c1")];
-const PAID = "openai/gpt-4o-mini";
-const adminToken = "admin-token-for-tests";
-const START = Date.UTC(2026, 2, 1, 10, 0, 0);
-let clock = { now: START };
-let fake: FakeAccounts | undefined;
-const cleanups: Array<() => Promise<void>> = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  await fake?.stop();
-  fake = undefined;
-  clock = { now: START };
-});
+const { startFake, startProxy } = useAccountsSuite({ config: { ROTATION: "round-robin" }, overrides: { discoverAccounts: true, refreshTickMs: 0 } });
 
 const threeAccounts: FakeAccountSpec[] = [
   { id: "user_A", keys: [a1, a2] },
@@ -34,17 +22,11 @@ const threeAccounts: FakeAccountSpec[] = [
 ];
 const accountOfKey = new Map([a1, a2, b1, c1].map((key) => [keyIdOf(key), threeAccounts.find((spec) => spec.keys.includes(key))?.id]));
 
+/** The accounts' upstream and a proxy with every one of their keys. */
 async function start(config: Partial<Config> = {}, accounts = threeAccounts): Promise<{ upstream: FakeAccounts; proxy: TestProxy }> {
-  fake = startFakeAccounts({ accounts, now: () => clock.now });
-  const proxy = await startTestProxy({
-    upstream: fake.url,
-    keys: accounts.flatMap((spec) => spec.keys),
-    config: { ADMIN_TOKEN: adminToken, ROTATION: "round-robin", ...config },
-    overrides: { now: () => clock.now, discoverAccounts: true, refreshTickMs: 0 },
-  });
-  cleanups.push(() => proxy.close());
-  await proxy.discovery;
-  return { upstream: fake, proxy };
+  const upstream = startFake(accounts);
+  const proxy = await startProxy(upstream, { keys: accounts.flatMap((spec) => spec.keys), config });
+  return { upstream, proxy };
 }
 
 /** Sends one request naming its session in `body` fields or headers; returns the key that served it. */
