@@ -49,9 +49,9 @@ const leaseOf = (key: KeyRecord): KeyLease => ({ keyId: key.id, secret: key.secr
 
 /** Hands out a key for a request: marks it used and notes cooldowns that have ended. */
 export function acquire(core: PoolCore, options: AcquireOptions = {}): AcquireResult {
-  const chosen = survey(core, options, true);
-  if (!chosen.ok) return chosen;
-  const key = chosen.preferred ?? core.chooser.choose(chosen.candidates, core.keys);
+  const candidates = survey(core, options, true);
+  if (!Array.isArray(candidates)) return candidates;
+  const key = preferredOf(candidates, options.prefer) ?? core.chooser.choose(candidates, core.keys);
   // Marked used at acquire time, so concurrent requests spread under least-recently-used;
   // stamps strictly increase, so two acquires in one millisecond still have an order.
   core.lastStamp = Math.max(core.now(), core.lastStamp + 1e-3);
@@ -68,15 +68,19 @@ export function acquire(core: PoolCore, options: AcquireOptions = {}): AcquireRe
  * attempts are spent on rate limits, to tell the client when a key returns).
  */
 export function outlook(core: PoolCore, options: AcquireOptions = {}): Outlook {
-  const chosen = survey(core, options, false);
-  if (!chosen.ok) return chosen;
-  return { ok: true, keyId: (chosen.preferred ?? (chosen.candidates[0] as KeyRecord)).id };
+  const candidates = survey(core, options, false);
+  if (!Array.isArray(candidates)) return candidates;
+  return { ok: true, keyId: (preferredOf(candidates, options.prefer) ?? (candidates[0] as KeyRecord)).id };
 }
 
-type Survey = { ok: true; candidates: KeyRecord[]; preferred: KeyRecord | undefined } | Exclude<AcquireResult, { ok: true }>;
+const preferredOf = (candidates: readonly KeyRecord[], prefer: string | undefined): KeyRecord | undefined =>
+  prefer === undefined ? undefined : candidates.find((key) => key.id === prefer);
 
-/** Every key's status against the request: the keys that could serve it, or why none can. */
-function survey(core: PoolCore, { exclude, avoid, excludeAccounts, prefer, model }: AcquireOptions, noteRecoveries: boolean): Survey {
+/**
+ * Every key's status against the request: the keys that could serve it (never empty), or why none
+ * can. The list itself is the answer, not wrapped in an object: this runs on every request.
+ */
+function survey(core: PoolCore, { exclude, avoid, excludeAccounts, model }: AcquireOptions, noteRecoveries: boolean): KeyRecord[] | Exclude<AcquireResult, { ok: true }> {
   const { keys } = core;
   const at = core.now();
   if (keys.length === 0) return { ok: false, reason: "no-keys", total: 0 };
@@ -141,8 +145,7 @@ function survey(core: PoolCore, { exclude, avoid, excludeAccounts, prefer, model
     if (unpaid === cooling) return { ok: false, reason: "out-of-credits", accounts: accountCount, total: keys.length };
     return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, resetKnown: nextKnownAt === nextAt, total: keys.length };
   }
-  const preferred = prefer === undefined ? undefined : candidates.find((key) => key.id === prefer);
-  return { ok: true, candidates, preferred };
+  return candidates;
 }
 
 /**
