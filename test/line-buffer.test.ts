@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { LineBuffer } from "../src/observe/log/line-buffer.ts";
+import { LineBuffer, recycleBlocks } from "../src/observe/log/line-buffer.ts";
 
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
@@ -27,6 +27,22 @@ describe("line buffer", () => {
       expected.push(`${line}\n`);
     }
     expect(decode(buffer.take().bytes)).toBe(expected.join(""));
+  });
+
+  test("blocks written out are filled again by later lines instead of new ones", () => {
+    const first = new LineBuffer();
+    for (let index = 0; index < 2000; index++) first.append(`first ${index} ${"a".repeat(60)}`);
+    const taken = first.takeBlocks();
+    expect(taken.lineCount).toBe(2000);
+    const text = taken.blocks.map(decode).join("");
+    expect(text.split("\n")).toHaveLength(2001);
+    recycleBlocks(taken.blocks);
+    const reused = new Set(taken.blocks.map((block) => block.buffer));
+    const second = new LineBuffer();
+    second.append("second");
+    const [block] = second.takeBlocks().blocks;
+    expect(reused.has(block?.buffer as ArrayBuffer)).toBe(true);
+    expect(decode(block as Uint8Array)).toBe("second\n");
   });
 
   test("bytes put back first come before the lines appended since", () => {

@@ -16,10 +16,10 @@
  *   outage, however many flushes fail in between. The process keeps serving; the lines wait in
  *   memory up to `maxPendingBytes` and are dropped past it rather than growing memory.
  */
-import { appendFile, mkdir, readdir, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { utcDay } from "../../domain/time-text.ts";
-import { LineBuffer } from "./line-buffer.ts";
+import { LineBuffer, recycleBlocks } from "./line-buffer.ts";
 
 export interface DailyAppenderOptions {
   dir: string;
@@ -115,7 +115,7 @@ export function createDailyAppender({
       return;
     }
     for (const [day, lines] of batch) {
-      const taken = lines.take();
+      const taken = lines.takeBlocks();
       if (day !== currentDay) {
         // A new day: a new file, and old files go.
         if (currentDay === undefined || day > currentDay) {
@@ -124,11 +124,12 @@ export function createDailyAppender({
         }
       }
       try {
-        await appendFile(join(dir, fileName(day)), taken.bytes, { mode: 0o600 });
+        await appendBlocks(join(dir, fileName(day)), taken.blocks);
         settle(join(dir, fileName(day)));
+        recycleBlocks(taken.blocks);
       } catch (error) {
         report(`logs: cannot write ${join(dir, fileName(day))}: ${describe(error)}; the proxy keeps serving`);
-        requeue(day, taken);
+        requeue(day, { bytes: taken.blocks.length === 1 ? (taken.blocks[0] as Uint8Array) : Buffer.concat(taken.blocks), lineCount: taken.lineCount });
       }
     }
   }
@@ -189,6 +190,30 @@ export function createDailyAppender({
       if (dropped > 0) onLost?.(`logs: ${dropped} lines for ${prefix} could not be written`);
     },
   };
+}
+
+/** Appends the blocks in order with one vectored write: no copy of them into one buffer first. */
+async function appendBlocks(path: string, blocks: readonly Uint8Array[]): Promise<void> {
+  const file = await open(path, "a", 0o600);
+  try {
+    let unwritten = blocks.filter((block) => block.byteLength > 0);
+    // A vectored write may take less than it was given: go on from where it stopped.
+    while (unwritten.length > 0) {
+      let { bytesWritten } = await file.writev(unwritten);
+      const rest: Uint8Array[] = [];
+      for (const block of unwritten) {
+        if (bytesWritten >= block.byteLength) {
+          bytesWritten -= block.byteLength;
+          continue;
+        }
+        rest.push(bytesWritten > 0 ? block.subarray(bytesWritten) : block);
+        bytesWritten = 0;
+      }
+      unwritten = rest;
+    }
+  } finally {
+    await file.close();
+  }
 }
 
 function describe(error: unknown): string {
