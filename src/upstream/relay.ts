@@ -33,7 +33,14 @@ export interface RelayOptions {
   onEnd?: RelayEnds;
 }
 
+/**
+ * A direct stream (Bun's `type: "direct"`): the server calls `pull` once and each chunk is written
+ * straight to the client's connection and flushed, with no queue and no promise per chunk in
+ * between. Chunks still go one at a time, as they arrive; a write the socket cannot take yet is
+ * awaited (backpressure).
+ */
 class RelaySource {
+  readonly type = "direct";
   private ended = false;
   private next: Promise<ReadResult> | undefined;
   private readonly held: Uint8Array[];
@@ -53,34 +60,40 @@ class RelaySource {
     this.options.onEnd?.relayEnded(result);
   }
 
-  async pull(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
-    const first = this.held.shift();
-    if (first) {
-      controller.enqueue(first);
-      this.options.tap?.observe(first);
-      return;
+  async pull(controller: ReadableStreamDirectController): Promise<void> {
+    const { tap, silence } = this.options;
+    if (this.held.length > 0) {
+      for (const chunk of this.held.splice(0)) {
+        controller.write(chunk);
+        tap?.observe(chunk);
+      }
+      controller.flush();
     }
-    let result: ReadResult;
-    try {
-      const reading = this.next ?? this.reader.read();
-      this.next = undefined;
-      result = await reading;
-    } catch (error) {
-      if (this.ended) return; // the client left first; the stream is already cancelled
-      // The upstream died or went silent: end the client's stream with an error (its
-      // connection is closed without the final chunk), so nothing hangs on either side.
-      this.end({ kind: "upstream-failed", error });
-      controller.error(error);
-      return;
-    }
-    if (this.ended) return;
-    this.options.silence.touch();
-    if (result.done) {
-      this.end({ kind: "complete" });
-      controller.close();
-    } else {
-      controller.enqueue(result.value);
-      this.options.tap?.observe(result.value);
+    for (;;) {
+      let result: ReadResult;
+      try {
+        const reading = this.next ?? this.reader.read();
+        this.next = undefined;
+        result = await reading;
+      } catch (error) {
+        if (this.ended) return; // the client left first; the stream is already cancelled
+        // The upstream died or went silent: end the client's stream with an error (its
+        // connection is closed without the final chunk), so nothing hangs on either side.
+        this.end({ kind: "upstream-failed", error });
+        controller.close(error instanceof Error ? error : new Error(String(error)));
+        return;
+      }
+      if (this.ended) return;
+      silence.touch();
+      if (result.done) {
+        this.end({ kind: "complete" });
+        controller.close();
+        return;
+      }
+      const written = controller.write(result.value);
+      controller.flush();
+      tap?.observe(result.value);
+      if (typeof written !== "number") await written;
     }
   }
 
@@ -92,5 +105,5 @@ class RelaySource {
 }
 
 export function relay(reader: ChunkReader, options: RelayOptions): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>(new RelaySource(reader, options), { highWaterMark: 0 });
+  return new ReadableStream(new RelaySource(reader, options)) as ReadableStream<Uint8Array>;
 }
