@@ -12,6 +12,7 @@ import { contentChunk, startFakeAccounts, type FakeAccountSpec, type FakeAccount
 import { controlledStream } from "./helpers/fake-openrouter.ts";
 import { readLog } from "./helpers/log-files.ts";
 import { startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
+import { generationIdOf } from "../src/upstream/request-record.ts";
 
 const orKey = (name: string) => `sk-or-v1-${"x".repeat(50)}-${name}`;
 const [a1, b1] = [orKey("a1"), orKey("b1")];
@@ -105,6 +106,16 @@ describe("truthful records", () => {
     const logged = await readLog(proxy.logDir, "requests", "2026-03-01");
     expect(logged.map((line) => line.generationId)).toEqual(["gen-from-header", "gen-fake-1", "gen-fake-2"]);
   });
+});
+
+test("an answer's generation id is its first \"id\" field, not an \"id\" that is some value's text, and the header wins over both", () => {
+  const bytes = (text: string) => new TextEncoder().encode(text);
+  const none = new Headers();
+  expect(generationIdOf(none, bytes('{"object":"id","note":"\\"id\\" is here","id" :  "gen-abc_1.2:3","choices":[]}'))).toBe("gen-abc_1.2:3");
+  expect(generationIdOf(none, bytes(`data: {"id":"gen-stream-9","choices":[{"delta":{"content":"hi"}}]}\n\n`))).toBe("gen-stream-9");
+  expect(generationIdOf(none, bytes('{"object":"chat.completion","choices":[]}'))).toBeUndefined();
+  expect(generationIdOf(none, bytes(`${" ".repeat(2048)}{"id":"gen-too-far"}`))).toBeUndefined();
+  expect(generationIdOf(new Headers({ "x-generation-id": "gen-header" }), bytes('{"id":"gen-body"}'))).toBe("gen-header");
 });
 
 describe("Retry-After tells the truth", () => {

@@ -14,7 +14,10 @@ export function bodyForLog(bytes: ArrayBuffer | Uint8Array): string {
 }
 
 const ID_SCAN_BYTES = 2048;
-const answerId = /"id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"/;
+/** Room after `"id"` for the spaces, the colon and a 128-character id. */
+const ID_WINDOW_BYTES = 256;
+const ID_KEY = Buffer.from('"id"');
+const answerId = /^"id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"/;
 
 /**
  * The generation id of an answer: the `X-Generation-Id` header, else the first `"id"` in the
@@ -24,6 +27,13 @@ export function generationIdOf(headers: Headers, first: Uint8Array | undefined):
   const header = headers.get("x-generation-id");
   if (header) return header.slice(0, 128);
   if (!first) return undefined;
-  return answerId.exec(decoder.decode(first.subarray(0, ID_SCAN_BYTES)))?.[1];
+  // Found in the bytes, and only a small window after each `"id"` decoded: decoding the whole
+  // head of every answer to find it was a string the size of the answer, per request.
+  const head = Buffer.from(first.buffer, first.byteOffset, Math.min(first.byteLength, ID_SCAN_BYTES));
+  for (let at = head.indexOf(ID_KEY); at !== -1; at = head.indexOf(ID_KEY, at + ID_KEY.byteLength)) {
+    const id = answerId.exec(decoder.decode(head.subarray(at, at + ID_WINDOW_BYTES)))?.[1];
+    if (id !== undefined) return id;
+  }
+  return undefined;
 }
 
