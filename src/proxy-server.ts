@@ -203,9 +203,9 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     });
   } catch (error) {
     await sync.stop();
-    await logging.close();
+    await clients.stop();
     const reason = error instanceof Error ? error.message : String(error);
-    return { ok: false, message: `cannot listen on ${config.HOST}:${config.PORT}: ${reason}` };
+    return failedStart({ message: `cannot listen on ${config.HOST}:${config.PORT}: ${reason}` });
   }
 
   // Accounts and today's free-model use, learned in the background: the first request never waits.

@@ -369,6 +369,21 @@ describe("open proxy", () => {
     },
   );
 
+  test("serve on a port already in use exits 2 at once with one line naming the address, leaving nothing open behind it", async () => {
+    const { dir, cleanup } = await tempDir();
+    cleanups.push(cleanup);
+    const taken = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("someone else") });
+    try {
+      // runCli's time limit fails the test if a timer or a connection left open keeps the process alive.
+      const { code, stdout, stderr } = await runCli(["serve", "--host", "127.0.0.1", "--port", String(taken.port)], { cwd: dir, log, env: { KEYS_FILE: join(dir, "keys.json") }, limitMs: 10_000 });
+      expect(code).toBe(2);
+      expect(stdout).toBe("");
+      expect(stderr.trim().split("\n")).toEqual([expect.stringMatching(new RegExp(`^openrouter-proxy: cannot listen on 127\\.0\\.0\\.1:${taken.port}: `))]);
+    } finally {
+      taken.stop(true);
+    }
+  });
+
   test("serve on a non-loopback HOST without PROXY_API_KEYS exits 2 and says why", async () => {
     const { dir, cleanup } = await tempDir();
     cleanups.push(cleanup);
