@@ -11,7 +11,7 @@ import { chromiumPath, launchChromium, type Browser } from "./helpers/chromium.t
 import { adminClient, adminToken, answerCosting, streamCosting } from "./helpers/clients.ts";
 import { allLogText, readLog } from "./helpers/log-files.ts";
 import { useSuite } from "./helpers/suite.ts";
-import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
+import { requestsDone, startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
 
 const secrets: string[] = [...testKeys, adminToken];
 const { fake, log, cleanups } = useSuite({ secrets, reply: () => answerCosting(0.002, 100) });
@@ -35,24 +35,13 @@ async function chat(proxy: TestProxy, key: string, body: Record<string, unknown>
   return response.status;
 }
 
-/** Resolves once `count` more requests have been recorded (a stream's record is complete when it ends). */
-const recorded = (proxy: TestProxy, count: number) =>
-  new Promise<void>((resolve) => {
-    let seen = 0;
-    const off = proxy.events.on("request.done", () => {
-      if (++seen === count) {
-        off();
-        resolve();
-      }
-    });
-  });
 
 const today = () => new Date().toISOString().slice(0, 10);
 
 test("every request record names its client, by name and never by key, in the requests log and the human line", async () => {
   const { proxy, admin } = await start();
   const alice = await admin.add("alice");
-  const done = recorded(proxy, 2);
+  const done = requestsDone(proxy, 2);
   expect(await chat(proxy, alice)).toBe(200);
   fake.reply(() => streamCosting(0.001, 40));
   expect(await chat(proxy, alice, { stream: true })).toBe(200);

@@ -13,7 +13,7 @@ import { killAllProxies, startProxyProcess } from "./helpers/proxy-process.ts";
 import { rawRequest } from "./helpers/raw-request.ts";
 import { adminClient, adminToken, answerCosting, runKeyPrintingCli, streamCosting } from "./helpers/clients.ts";
 import { useSuite } from "./helpers/suite.ts";
-import { eventually, startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
+import { eventually, requestsDone, startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
 
 const secrets: string[] = [...testKeys, adminToken];
 afterAll(killAllProxies);
@@ -64,17 +64,6 @@ async function start(config: Record<string, unknown> = {}, dir?: string): Promis
 
 const errorOf = (json: Record<string, unknown>) => json.error as { message: string; type: string; code: string };
 const upstreamChats = () => fake.requests.filter((request) => request.path === "/chat/completions").length;
-/** Resolves once the proxy has recorded `count` more finished requests (a stream's usage is charged then). */
-const requestsDone = (proxy: TestProxy, count: number) =>
-  new Promise<void>((resolve) => {
-    let seen = 0;
-    const off = proxy.events.on("request.done", () => {
-      if (++seen === count) {
-        off();
-        resolve();
-      }
-    });
-  });
 
 test("once any client key exists, /v1 and /api/v1 require a client key (or a PROXY_API_KEYS entry, unlimited)", async () => {
   const { admin, chat } = await start({ PROXY_API_KEYS: ["team-secret-1"] });

@@ -72,6 +72,19 @@ export async function startTestProxy({ upstream, keys = testKeys, keysFileText, 
   };
 }
 
+/** Resolves once `proxy` has recorded `count` more finished requests (a stream's record is complete when it ends). */
+export function requestsDone(proxy: Pick<TestProxy, "events">, count: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let seen = 0;
+    const off = proxy.events.on("request.done", () => {
+      if (++seen === count) {
+        off();
+        resolve();
+      }
+    });
+  });
+}
+
 /** Resolves when `predicate` holds, checking after each event the proxy's pool reports; polls as a fallback. */
 export async function eventually(predicate: () => boolean | Promise<boolean>, { timeoutMs = 5000, what = "condition" } = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs;
