@@ -19,7 +19,7 @@
 import { mkdir, open, readdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { utcDay } from "../../domain/time-text.ts";
-import { LineBuffer, recycleBlocks } from "./line-buffer.ts";
+import { joinBlocks, LineBuffer, recycleBlocks } from "./line-buffer.ts";
 
 export interface DailyAppenderOptions {
   dir: string;
@@ -129,7 +129,7 @@ export function createDailyAppender({
         recycleBlocks(taken.blocks);
       } catch (error) {
         report(`logs: cannot write ${join(dir, fileName(day))}: ${describe(error)}; the proxy keeps serving`);
-        requeue(day, { bytes: taken.blocks.length === 1 ? (taken.blocks[0] as Uint8Array) : Buffer.concat(taken.blocks), lineCount: taken.lineCount });
+        requeue(day, { bytes: joinBlocks(taken.blocks), lineCount: taken.lineCount });
       }
     }
   }

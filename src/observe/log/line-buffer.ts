@@ -20,6 +20,11 @@ export function recycleBlocks(blocks: readonly Uint8Array[]): void {
 
 const newline = new Uint8Array([10]);
 
+/** Blocks as one array: the block itself when there is one, else a copy of them all. */
+export function joinBlocks(blocks: readonly Uint8Array[]): Uint8Array {
+  return blocks.length === 1 ? (blocks[0] as Uint8Array) : Buffer.concat(blocks);
+}
+
 /** Lines as UTF-8 bytes, each ending in a newline, in blocks of BLOCK_BYTES. */
 export class LineBuffer {
   private blocks: Uint8Array[] = [];
@@ -59,11 +64,8 @@ export class LineBuffer {
 
   /** Everything so far, as one array, and how many lines it holds; the buffer is empty afterwards. */
   take(): { bytes: Uint8Array; lineCount: number } {
-    this.seal();
-    const taken = { bytes: this.blocks.length === 1 ? (this.blocks[0] as Uint8Array) : Buffer.concat(this.blocks), lineCount: this.lineCount };
-    this.blocks = [];
-    this.lineCount = 0;
-    return taken;
+    const { blocks, lineCount } = this.takeBlocks();
+    return { bytes: joinBlocks(blocks), lineCount };
   }
 
   private encode(text: string): number {
