@@ -6,9 +6,11 @@ import { describe, expect, test } from "bun:test";
 import type { AccountState } from "../src/keys/account-state.ts";
 import { accountsWithBase, countsOf, mergeAccounts, mergeAccountsForSave, mergeKey, mergeKeysForSave } from "../src/keys/file-merge.ts";
 import { newKeyRecord, type KeyRecord } from "../src/keys/schema.ts";
+import { utcDayOf } from "../src/keys/account-state.ts";
 
-const T = Date.parse("2026-12-04T12:00:00.000Z");
-const DAY = "2026-12-04";
+/** The real clock: the code under test dates Redis keys by today, so the tests must too. */
+const T = Date.now();
+const DAY = utcDayOf(T);
 const key = (changes: Partial<KeyRecord> = {}): KeyRecord => ({ ...newKeyRecord("sk-or-v1-file-merge-test-key-aaaaaaaaaaaaaaaa", T - 60_000, "a"), ...changes });
 const counts = (requests: number, successes = requests, failures = 0) => ({ requests, successes, failures });
 const rest = (until: number, reason = "429"): AccountState["rests"][number] => ({ scope: "account", modelClass: "free", until, source: "header", reason });
@@ -68,7 +70,7 @@ describe("accounts: rests by max unless removed, free-model counts by deltas per
   });
 
   test("a new UTC day starts from zero; yesterday's count does not carry over", () => {
-    const theirs = new Map([["acct", { rests: [], free: { day: "2026-12-03", used: 40, limit: 50 } }]]);
+    const theirs = new Map([["acct", { rests: [], free: { day: utcDayOf(T - 86_400_000), used: 40, limit: 50 } }]]);
     const mine = new Map([["acct", account([], 2, 50)]]);
     expect(mergeAccounts(theirs, mine, new Map(), T).get("acct")?.free).toEqual({ day: DAY, used: 2, limit: 50 });
   });

@@ -4,10 +4,12 @@ import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
 import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { useRedisServer } from "./helpers/redis-suite.ts";
+import { utcDayOf } from "../src/keys/account-state.ts";
 
 const keys = redisKeys("orp:");
-const T = Date.parse("2026-12-04T12:00:00.000Z");
-const DAY = "2026-12-04";
+/** The real clock: the code under test dates Redis keys by today, so the tests must too. */
+const T = Date.now();
+const DAY = utcDayOf(T);
 const { redis, cleanups } = useRedisServer();
 
 async function connect(): Promise<RedisConnection> {

@@ -5,11 +5,13 @@ import { createRedisConnection } from "../src/store/redis/connection.ts";
 import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { useRedisServer } from "./helpers/redis-suite.ts";
+import { utcDayOf } from "../src/keys/account-state.ts";
 
 const PREFIX = "orp-test:";
 const keys = redisKeys(PREFIX);
-const T = Date.parse("2026-12-04T12:00:00.000Z");
-const DAY = "2026-12-04";
+/** The real clock: the code under test dates Redis keys by today, so the tests must too. */
+const T = Date.now();
+const DAY = utcDayOf(T);
 
 const { redis, connection } = useRedisServer({ connection: true });
 const scripts = sharedStateScripts(connection, keys);
@@ -147,10 +149,10 @@ describe("free-model slot reservation", () => {
   test("accounts and UTC days are counted apart, and a day's counter expires after the day", async () => {
     await scripts.reserveFreeSlot({ account: "a", day: DAY });
     await scripts.reserveFreeSlot({ account: "b", day: DAY });
-    await scripts.reserveFreeSlot({ account: "a", day: "2026-12-05" });
+    await scripts.reserveFreeSlot({ account: "a", day: utcDayOf(T + 86_400_000) });
     expect(await redis.cli("HGETALL", keys.freeDay(DAY))).toBe("used:a\n1\nused:b\n1");
     expect(Number(await redis.cli("EXPIRETIME", keys.freeDay(DAY)))).toBe(freeDayExpiry(DAY));
-    expect(freeDayExpiry(DAY)).toBe(Date.parse("2026-12-06T00:00:00.000Z") / 1000);
+    expect(freeDayExpiry(DAY)).toBe(Date.parse(`${utcDayOf(T + 2 * 86_400_000)}T00:00:00.000Z`) / 1000);
   });
 
   test("a released slot can be taken again, and the count never goes below zero", async () => {

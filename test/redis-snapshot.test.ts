@@ -8,10 +8,12 @@ import { readSharedSnapshot } from "../src/store/redis/shared-snapshot.ts";
 import { createRedisKeyList } from "../src/store/redis/key-list.ts";
 import { createSecretBox, type SecretBox } from "../src/store/secret-box.ts";
 import { useRedisServer } from "./helpers/redis-suite.ts";
+import { utcDayOf } from "../src/keys/account-state.ts";
 
 const keys = redisKeys("orp:");
-const T = Date.parse("2026-12-04T12:00:00.000Z");
-const DAY = "2026-12-04";
+/** The real clock: the code under test dates Redis keys by today, so the tests must too. */
+const T = Date.now();
+const DAY = utcDayOf(T);
 const { redis, connection } = useRedisServer({ connection: true });
 const scripts = sharedStateScripts(connection, keys);
 
