@@ -16,6 +16,7 @@ import type { LoadResult } from "./loadgen.ts";
 import type { StreamClientConfig, StreamOpenEvent, StreamResult } from "./stream-client.ts";
 import { type Child, commandArgv, cpuMs, envOf, forEachLine, freePort, killTree, machineBusy, readReadyLine, rssBytes, sleep, waitForOk } from "./lib/proc.ts";
 import { median, type Percentiles } from "./lib/stats.ts";
+import { countFileWrites } from "./lib/file-writes.ts";
 import { redisSection } from "./lib/redis-section.ts";
 import { renderTable, type Row } from "./lib/table.ts";
 
@@ -337,7 +338,7 @@ interface Results {
   idleRss: Partial<Record<Target["name"], number>>;
   afterARss: Partial<Record<Target["name"], number>>;
   holdRss: Partial<Record<Target["name"], { rss: number; open: StreamOpenEvent | undefined; result: StreamResult }>>;
-  a: Partial<Record<Target["name"], { load: LoadResult; cpuMs: number; cpuUsPerReq: number }>>;
+  a: Partial<Record<Target["name"], { load: LoadResult; cpuMs: number; cpuUsPerReq: number; keysFileWrites: number }>>;
   b: Partial<Record<Target["name"], LoadResult>>;
   /** per target: the median over rounds of each figure */
   c: Partial<Record<Target["name"], StreamResult>>;
@@ -464,9 +465,12 @@ async function main(opts: Options, tmp: string): Promise<void> {
       log(`(a) ${opts.connections} connections -> ${t.name}, ${opts.warmupS} s warm-up + ${opts.durationS} s`);
       if (opts.warmupS > 0) await load(gen, opts, t, "chat", opts.connections, opts.warmupS);
       const before = cpuMs(t.child.pid);
+      // The pass-through never writes its keys file; the proxy saves counters on a timer.
+      const writes = countFileWrites(join(tmp, t.name, "keys.json"));
       const r = await load(gen, opts, t, "chat", opts.connections, opts.durationS);
       const used = cpuMs(t.child.pid) - before;
-      res.a[t.name] = { load: r, cpuMs: used, cpuUsPerReq: r.requests > 0 ? (used * 1000) / r.requests : Number.NaN };
+      const keysFileWrites = await writes.stop();
+      res.a[t.name] = { load: r, cpuMs: used, cpuUsPerReq: r.requests > 0 ? (used * 1000) / r.requests : Number.NaN, keysFileWrites };
       if (has("d")) res.afterARss[t.name] = rssBytes(t.child.pid);
     }
   }
@@ -645,6 +649,9 @@ function buildRows(opts: Options, r: Results, modelsBytes: number): Row[] {
     rows.push({ metric: "latency p50", unit: "ms", passThrough: pt && ms(pt.load.latency_us.p50), proxy: px && ms(px.load.latency_us.p50) });
     rows.push({ metric: "latency p99", unit: "ms", passThrough: pt && ms(pt.load.latency_us.p99), proxy: px && ms(px.load.latency_us.p99) });
     rows.push({ metric: "CPU per request", unit: "µs", passThrough: pt?.cpuUsPerReq, proxy: px?.cpuUsPerReq, target: "<= 1.3x", meets: lte(ratio(px?.cpuUsPerReq, pt?.cpuUsPerReq), 1.3) });
+    // Counters are saved at most every 5 s, so a steady load writes the keys file at most once per 5 s.
+    const writesPer5s = px && (px.keysFileWrites * 5) / opts.durationS;
+    rows.push({ metric: "keys-file writes per 5 s", proxy: writesPer5s, target: "<= 1", meets: opts.durationS >= 5 ? lte(writesPer5s, 1) : undefined });
   }
 
   if (r.b.mock !== undefined || r.b.proxy !== undefined) {
