@@ -3,7 +3,8 @@
  * shared parts every request run reads (one object per process, built by `createForwarder`).
  */
 import type { LiveSet } from "../domain/live-set.ts";
-import type { KeyPool } from "../keys/key-pool.ts";
+import type { KeyLease, KeyPool } from "../keys/key-pool.ts";
+import type { Outcome } from "../domain/outcome.ts";
 import type { EventBus } from "../domain/events.ts";
 import type { Attempt } from "./attempt.ts";
 import type { SessionAffinity } from "./session-affinity.ts";
@@ -31,6 +32,15 @@ export interface ProxyRequest {
   receivedAt?: number;
 }
 
+/**
+ * What a key must take before a request goes out on it: with Redis, a free-model slot of its
+ * account's day (store/redis/free-reservation.ts). undefined: granted. An outcome: this key may
+ * not take the request, for the reason it gives; the run reports it to the pool and tries another
+ * key. A plain value, not a promise, when nothing was asked (a paid model, no shared store): the
+ * request then goes on without waiting a turn.
+ */
+export type Reserve = (lease: KeyLease, model: string | undefined) => Outcome | undefined | Promise<Outcome | undefined>;
+
 export interface ForwarderOptions {
   pool: KeyPool;
   baseUrl: string;
@@ -41,6 +51,8 @@ export interface ForwarderOptions {
   /** Pause before retrying after an upstream fault (5xx, 408, connection); doubles per retry. */
   retryBackoffMs: number;
   fetch?: typeof fetch;
+  /** Absent: every key is granted (the pool's own count of the free budget decides). */
+  reserve?: Reserve | undefined;
   now?: () => number;
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   events?: EventBus;
@@ -69,6 +81,7 @@ export interface ForwardContext {
   readonly upstreamTimeoutMs: number;
   readonly retryBackoffMs: number;
   readonly fetch: typeof fetch;
+  readonly reserve: Reserve;
   readonly now: () => number;
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   readonly events: EventBus | undefined;

@@ -204,15 +204,7 @@ function rateLimit(
   }
   if (/free-models-per-day/i.test(text)) {
     const dailyLimit = limitHeader !== undefined && /^\d+$/.test(limitHeader.trim()) ? Number(limitHeader) : undefined;
-    return {
-      kind: "rate-limited",
-      scope: "account",
-      modelClass: "free",
-      cause: "free-per-day",
-      ...resetFrom(headers, body, now, nextUtcMidnight(now) - now),
-      ...message,
-      ...(dailyLimit === undefined ? {} : { dailyLimit }),
-    };
+    return freeDayUsedUp(resetFrom(headers, body, now, nextUtcMidnight(now) - now), body.message, dailyLimit);
   }
   if (/free-models-per-min/i.test(text)) {
     return { kind: "rate-limited", scope: "account", modelClass: "free", cause: "free-per-min", ...resetFrom(headers, body, now, 60_000 - (now % 60_000)), ...message };
@@ -229,6 +221,15 @@ function rateLimit(
     };
   }
   return { kind: "rate-limited", scope: "key", modelClass: "all", ...resetFrom(headers, body, now, defaultCooldownMs), ...message };
+}
+
+/**
+ * The account's daily free-model quota is used up: its free class rests until the reset (00:00
+ * UTC), and the limit, when known, is learned. What OpenRouter's free-models-per-day 429 means, and
+ * what a refused free-model reservation means (store/redis/free-reservation.ts): one outcome for both.
+ */
+export function freeDayUsedUp(reset: { until: number; source: ResetSource }, message: string | undefined, dailyLimit: number | undefined): Extract<Outcome, { kind: "rate-limited" }> {
+  return { kind: "rate-limited", scope: "account", modelClass: "free", cause: "free-per-day", until: reset.until, source: reset.source, message, dailyLimit };
 }
 
 /**

@@ -81,6 +81,14 @@ export class RequestRun implements RetryHost, RelayEnds {
         throw this.failWith(noKeyError(acquired, this.context.now(), rateLimitMessage(this.last)));
       }
       if (!("lease" in acquired)) break;
+      const reserved = this.context.reserve(acquired.lease, this.request.model);
+      const refusal = reserved instanceof Promise ? await reserved : reserved;
+      if (refusal !== undefined) {
+        // Part of choosing a key: nothing went upstream, so no attempt is noted and none is spent.
+        this.report(acquired.lease.keyId, refusal, undefined);
+        if ((await this.plan.after(refusal, acquired.lease)) === "stop") break;
+        continue;
+      }
       const attempt = new Attempt(acquired.lease, this.request.signal, this.context.attemptsInFlight, this.context.silenceWatcher, this.context.upstreamTimeoutMs);
       const judged = await this.send(attempt);
       if (judged.kind === "whole" || judged.kind === "relay") return this.commit(attempt, judged);
@@ -125,7 +133,7 @@ export class RequestRun implements RetryHost, RelayEnds {
       // A read that failed because the client left is the client's doing: the record keeps the attempt.
       if (failure.thrown && this.ended()) throw this.clientGone(this.note(attempt, failure.status, "client-gone"));
       const outcome: Outcome = { kind: "upstream-error", reason: failure.reason };
-      this.report(attempt, outcome, undefined);
+      this.report(attempt.keyId, outcome, undefined);
       this.note(attempt, failure.status, failure.noted);
       dropRest(this.last);
       this.last = { kind: "unreachable", reason: failure.reason, timedOut: failure.timedOut };
@@ -133,7 +141,7 @@ export class RequestRun implements RetryHost, RelayEnds {
     }
     const { status, facts } = failure;
     const outcome = classifyError(this.request.path, { status, headers: failure.headers, body: facts, now: this.context.now(), defaultCooldownMs: this.context.defaultCooldownMs, model: this.request.model });
-    this.report(attempt, outcome, facts);
+    this.report(attempt.keyId, outcome, facts);
     this.note(attempt, status, outcome.kind);
     this.record.error = `upstream answered ${status}${facts.message ? `: ${facts.message}` : ""}`;
     if (this.context.logBodies) this.record.responseBody = bodyForLog(failure.bytes);
@@ -155,11 +163,9 @@ export class RequestRun implements RetryHost, RelayEnds {
     return next;
   }
 
-  private report(attempt: Attempt, outcome: Outcome, facts: ErrorBodyFacts | undefined): void {
-    const context: ReportContext = {};
-    if (this.request.model !== undefined) context.model = this.request.model;
-    if (facts?.userId !== undefined) context.account = facts.userId;
-    this.context.pool.report(attempt.keyId, outcome, context);
+  private report(keyId: string, outcome: Outcome, facts: ErrorBodyFacts | undefined): void {
+    const context: ReportContext = { model: this.request.model, account: facts?.userId };
+    this.context.pool.report(keyId, outcome, context);
   }
 
   private note(attempt: Attempt, status: number, outcome: string): AttemptRecord {
@@ -172,7 +178,7 @@ export class RequestRun implements RetryHost, RelayEnds {
   private commit(attempt: Attempt, judged: Extract<Judged, { kind: "whole" | "relay" }>): Response {
     const response = attempt.response as Response;
     const outcome = classify({ status: response.status, headers: response.headers, now: this.context.now(), defaultCooldownMs: this.context.defaultCooldownMs });
-    this.report(attempt, outcome, undefined);
+    this.report(attempt.keyId, outcome, undefined);
     this.note(attempt, response.status, outcome.kind);
     const elapsed = performance.now() - this.started;
     this.committed = true;
