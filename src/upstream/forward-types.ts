@@ -10,6 +10,11 @@ import type { Attempt } from "./attempt.ts";
 import type { SessionAffinity } from "./session-affinity.ts";
 import type { SilenceWatcher } from "./silence-watch.ts";
 
+/**
+ * One request as the run needs it: built once by the HTTP layer, its body fields filled in by
+ * `readCheckedBody` (http/request-body.ts). Every field is always there (undefined when absent):
+ * one object shape for every request.
+ */
 export interface ProxyRequest {
   requestId: string;
   method: string;
@@ -18,18 +23,22 @@ export interface ProxyRequest {
   /** The query string with its `?`, or "". */
   search: string;
   headers: Headers;
+  /** The body's bytes as they came, sent upstream untouched on every attempt; undefined when empty. */
   body: ArrayBuffer | undefined;
   /** Fires when the client goes away. */
   signal: AbortSignal;
   /** Read from the body for routing and logs; the body itself is sent as it came. */
-  model?: string;
+  model: string | undefined;
+  /** OpenRouter's fallback list, as sent: a client limited to some models must be allowed each. */
+  models: unknown;
   /** The body's `session_id`, `prompt_cache_key` or `user` (the first found), for session affinity. */
-  session?: string;
-  stream?: boolean;
-  clientAddress?: string;
-  client?: string; // the client's name (client keys), for the request record
+  session: string | undefined;
+  stream: boolean;
+  clientAddress: string | undefined;
+  /** The client's name (client keys), for the request record. */
+  client: string | undefined;
   /** When the proxy received the request (performance.now()). */
-  receivedAt?: number;
+  receivedAt: number;
 }
 
 /**

@@ -27,7 +27,7 @@ import { relay, type RelayEnd, type RelayEnds } from "./relay.ts";
 import { newRequestRecord, recordRelayEnd } from "./record-filling.ts";
 import { BODY_LOG_LIMIT, bodyForLog, generationIdOf } from "./request-record.ts";
 import type { AttemptRecord, RequestRecord } from "../domain/request-record.ts";
-import { RetryPlan, type RetryHost } from "./retry-plan.ts";
+import { RetryPlan } from "./retry-plan.ts";
 import { UsageTap } from "./usage-tap.ts";
 
 /** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
@@ -44,13 +44,12 @@ interface Relayed {
   isStream: boolean;
 }
 
-export class RequestRun implements RetryHost, RelayEnds {
+export class RequestRun implements RelayEnds {
   private readonly started: number;
   private readonly record: RequestRecord;
-  private readonly plan = new RetryPlan(this);
+  private readonly plan: RetryPlan;
   private readonly session: string | undefined;
   private last: LastFailure | undefined;
-  private upstreamFaults = 0;
   /** The commit point: set once an answer is handed to the client; from then on nothing is retried. */
   private committed = false;
   /** The answer being relayed after the commit point (or a request's own error stream). */
@@ -60,7 +59,8 @@ export class RequestRun implements RetryHost, RelayEnds {
     private readonly context: ForwardContext,
     private readonly request: ProxyRequest,
   ) {
-    this.started = request.receivedAt ?? performance.now();
+    this.started = request.receivedAt;
+    this.plan = new RetryPlan(request.model, context.retryBackoffMs);
     this.record = newRequestRecord(request, context.now() - (performance.now() - this.started), context.logBodies);
     this.session = context.affinity?.sessionOf(request.session, request.headers);
   }
@@ -74,7 +74,7 @@ export class RequestRun implements RetryHost, RelayEnds {
       const spent = this.record.attempts.length >= maxAttempts;
       if (spent && !mayTellWhenKeysReturn(this.last)) break;
       const prefer = this.session === undefined ? undefined : this.context.affinity?.pinned(this.session);
-      const acquired = spent ? pool.outlook(this.plan.options(this.request.model, prefer)) : pool.acquire(this.plan.options(this.request.model, prefer));
+      const acquired = spent ? pool.outlook(this.plan.options(prefer)) : pool.acquire(this.plan.options(prefer));
       if (!acquired.ok) {
         if (!onlyWaitingHelps(acquired, this.last)) break; // the upstream's last answer says it best
         dropRest(this.last);
@@ -86,7 +86,7 @@ export class RequestRun implements RetryHost, RelayEnds {
       if (refusal !== undefined) {
         // Part of choosing a key: nothing went upstream, so no attempt is noted and none is spent.
         this.report(acquired.lease.keyId, refusal, undefined);
-        if ((await this.plan.after(refusal, acquired.lease)) === "stop") break;
+        if (!this.plan.after(refusal, acquired.lease, this.context.now()).retry) break;
         continue;
       }
       const attempt = new Attempt(acquired.lease, this.request.signal, this.context.attemptsInFlight, this.context.silenceWatcher, this.context.upstreamTimeoutMs);
@@ -157,10 +157,14 @@ export class RequestRun implements RetryHost, RelayEnds {
   }
 
   private async decide(outcome: Outcome, lease: KeyLease): Promise<"retry" | "stop"> {
-    const next = await this.plan.after(outcome, lease);
-    // Another attempt follows: this answer's unread rest is not needed.
-    if (next === "retry" && this.record.attempts.length < this.context.maxAttempts) dropRest(this.last);
-    return next;
+    const { retry, waitMs } = this.plan.after(outcome, lease, this.context.now());
+    if (!retry) return "stop";
+    // Another attempt follows: this answer's unread rest is not needed, and the wait is worth it.
+    if (this.record.attempts.length < this.context.maxAttempts) {
+      dropRest(this.last);
+      if (waitMs > 0) await this.context.sleep(waitMs, this.waitSignal());
+    }
+    return "retry";
   }
 
   private report(keyId: string, outcome: Outcome, facts: ErrorBodyFacts | undefined): void {
@@ -280,22 +284,6 @@ export class RequestRun implements RetryHost, RelayEnds {
     this.record.status = status;
     this.record.durationMs = round(performance.now() - this.started);
     this.context.events?.emit("request.done", this.record);
-  }
-
-  // RetryHost: what the retry plan needs from this request.
-  now(): number {
-    return this.context.now();
-  }
-
-  wait(ms: number): Promise<void> {
-    return this.context.sleep(ms, this.waitSignal());
-  }
-
-  async backoff(): Promise<void> {
-    this.upstreamFaults++;
-    const { retryBackoffMs, maxAttempts } = this.context;
-    if (this.record.attempts.length >= maxAttempts || retryBackoffMs === 0) return;
-    await this.context.sleep(retryBackoffMs * 2 ** (this.upstreamFaults - 1), this.waitSignal());
   }
 
   /** Built for the rare waits between attempts, not per request: AbortSignal.any is not free. */
