@@ -3,7 +3,9 @@
  *
  *   choose key → send → judge → retry | commit → relay → done
  *
- * `run` is the loop. `send` makes one attempt and `judgeAnswer` (read-answer.ts) reads as much
+ * `run` is the loop. Choosing a key is the pool's acquire, then the key's reservation (`reserve`,
+ * forward-types.ts): a refusal is reported like an answer's outcome and another key is chosen,
+ * with nothing sent. `send` makes one attempt and `judgeAnswer` (read-answer.ts) reads as much
  * of the answer as it takes to know whether it serves. A served answer goes to `commit`, the one
  * commit point: before it the proxy may still retry; after it the bytes pass untouched and
  * nothing is replayed. Every failure of whatever kind goes to `fail`, which classifies it once,
