@@ -131,7 +131,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const pool = createKeyPool({ rotation: config.ROTATION, failureThreshold: config.FAILURE_THRESHOLD, now, events, holdAddedKeys: lookUpKeys });
   pool.replaceKeys(loaded.doc.records);
   pool.loadAccounts(loaded.doc.accounts);
-  const redisWiring = redis?.attach({ pool, events, fetch: overrides.fetch ?? globalThis.fetch });
+  const redisWiring = redis?.attach({ pool, events });
   const sync = startKeySync({
     pool,
     store,
@@ -153,7 +153,9 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     defaultCooldownMs: config.COOLDOWN_SECONDS * 1000,
     upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_SECONDS * 1000,
     retryBackoffMs: config.RETRY_BACKOFF_MS,
-    fetch: redisWiring?.fetch ?? overrides.fetch ?? globalThis.fetch,
+    fetch: overrides.fetch ?? globalThis.fetch,
+    // With REDIS_URL a free-model request takes its slot of the account's day first; else the pool's count decides alone.
+    reserve: redisWiring?.reserve,
     now,
     sleep: overrides.sleep ?? abortableSleep,
     events,

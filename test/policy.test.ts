@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { classify, parseResetInstant, parseRetryAfter, readErrorBody, resetFrom } from "../src/upstream/policy.ts";
+import type { Outcome } from "../src/domain/outcome.ts";
 
 const now = Date.parse("2026-11-25T12:00:00.000Z");
 const minute = 60_000;
@@ -115,7 +116,9 @@ describe("402 by cause, never by the status alone", () => {
 
   test("an in-flight 402 carries the announced wait, and no other 402 carries one", () => {
     expect(payment({ limit_source: "openrouter_in_flight_budget" }, "x", PAID, { "retry-after": "2" })).toMatchObject({ until: now + 2000, source: "retry-after" });
-    expect(payment({ limit_source: "openrouter_in_flight_budget" }, "x", PAID)).not.toHaveProperty("until");
+    const untilOf = (outcome: Outcome) => (outcome.kind === "payment" ? outcome.until : "not a payment");
+    expect(untilOf(payment({ limit_source: "openrouter_in_flight_budget" }, "x", PAID))).toBeUndefined();
+    expect(untilOf(payment({ limit_source: "openrouter_credits" }, "x", PAID))).toBeUndefined();
   });
 
   test("a privacy 404 rests the model, any other 404 is the request's own", () => {

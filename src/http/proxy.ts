@@ -41,7 +41,7 @@ export function isProxyPath(path: string): boolean {
   return path.startsWith("/v1/") || path.startsWith("/api/v1/");
 }
 
-export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, clients, reportInternalError, clientAddress }: ProxyHandlerOptions) {
+export function createProxyHandler({ forward, limits, isStopping = () => false, proxyApiKeys, clients, reportInternalError = () => {}, clientAddress = () => undefined }: ProxyHandlerOptions) {
   const requireKey = proxyApiKeys !== undefined && proxyApiKeys.length > 0;
 
   return async function proxy(raw: Request, path: string): Promise<Response> {
@@ -49,7 +49,7 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
     const requestId = requestIdFor(raw.headers);
     let response: Response;
     try {
-      if (isStopping?.()) {
+      if (isStopping()) {
         // A kept-alive connection asking after shutdown began: no new work, and close it.
         throw new ProxyError(503, "the proxy is shutting down: retry in a moment", {
           type: "service_unavailable",
@@ -83,27 +83,33 @@ export function createProxyHandler({ forward, limits, isStopping, proxyApiKeys, 
       }
       const url = raw.url;
       const queryAt = url.indexOf("?");
-      // The body is read once, as bytes, checked, and sent upstream untouched on every attempt.
-      const checked = await readCheckedBody(raw, limits);
-      // Models and limits are checked before anything goes upstream.
-      const client = typeof caller === "object" ? await clients?.admit(caller, { method: raw.method, model: checked.model, models: checked.models }) : undefined;
-      response = await forward({
+      // The one object the run gets; the body's fields are read into it next.
+      const request: ProxyRequest = {
         requestId,
         method: raw.method,
         path: apiPath,
         search: queryAt === -1 ? "" : url.slice(queryAt),
         headers: raw.headers,
-        body: checked.bytes,
+        body: undefined,
         signal: raw.signal,
+        model: undefined,
+        models: undefined,
+        session: undefined,
+        stream: false,
+        clientAddress: clientAddress(raw),
+        client: undefined,
         receivedAt,
-        model: checked.model,
-        stream: checked.stream,
-        ...(checked.session === undefined ? {} : { session: checked.session }),
-        clientAddress: clientAddress?.(raw),
-        client,
-      });
+      };
+      // The body is read once, as bytes, checked, and sent upstream untouched on every attempt.
+      await readCheckedBody(raw, limits, request);
+      // Models and limits are checked before anything goes upstream.
+      if (typeof caller === "object" && clients) {
+        const admitted = clients.admit(caller, request);
+        request.client = typeof admitted === "string" ? admitted : await admitted;
+      }
+      response = await forward(request);
     } catch (error) {
-      if (!(error instanceof ProxyError)) reportInternalError?.(error, requestId);
+      if (!(error instanceof ProxyError)) reportInternalError(error, requestId);
       response = renderError(error);
     }
     response.headers.set("x-request-id", requestId);

@@ -4,6 +4,7 @@
  * hold a connection forever), JSON, and an object. The bytes are kept exactly as they came.
  */
 import { ProxyError } from "../domain/errors.ts";
+import type { ProxyRequest } from "../upstream/forward-types.ts";
 import { sessionFromBody } from "../upstream/session-affinity.ts";
 import { createSilenceWatcher } from "../upstream/silence-watch.ts";
 
@@ -12,27 +13,22 @@ export interface BodyLimits {
   timeoutMs: number;
 }
 
-export interface CheckedBody {
-  bytes: ArrayBuffer | undefined;
-  model?: string;
-  stream?: boolean;
-  /** The conversation's name (`session_id`, `prompt_cache_key`, `user`), for session affinity. */
-  session?: string;
-  /** OpenRouter's fallback list, as sent: a client limited to some models must be allowed each. */
-  models?: unknown;
-}
-
 const methodsWithoutBody = new Set(["GET", "HEAD", "OPTIONS"]);
 const decoder = new TextDecoder();
 
-export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: BodyLimits): Promise<CheckedBody> {
-  if (methodsWithoutBody.has(raw.method)) return { bytes: undefined };
+/**
+ * Reads `raw`'s body into `request`: the bytes as they came (`body`, undefined when empty) and what
+ * routing, limits and logs read from them (`model`, `models`, `stream`, `session`). Returns the
+ * request, which is all the run needs: nothing of the body is kept twice.
+ */
+export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: BodyLimits, request: ProxyRequest): Promise<ProxyRequest> {
+  if (methodsWithoutBody.has(raw.method)) return request;
   const declared = raw.headers.get("content-length");
   if (declared !== null && Number(declared) > maxBytes) throw tooLarge(maxBytes);
   const reading = (declared !== null ? raw.arrayBuffer() : readCounting(raw, maxBytes)).catch(unreadable);
   const bytes = await withDeadline(reading, timeoutMs);
   if (bytes.byteLength > maxBytes) throw tooLarge(maxBytes);
-  if (bytes.byteLength === 0) return { bytes: undefined };
+  if (bytes.byteLength === 0) return request;
 
   const type = raw.headers.get("content-type") ?? "";
   if (!isJsonMediaType(type)) {
@@ -58,8 +54,12 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
   }
   // The one parse of the body: what routing needs is read here, the bytes go upstream as they came.
   const fields = parsed as { model?: unknown; stream?: unknown; models?: unknown; session_id?: unknown; prompt_cache_key?: unknown; user?: unknown };
-  const session = sessionFromBody(fields);
-  return { bytes, model: typeof fields.model === "string" ? fields.model : undefined, stream: fields.stream === true, models: fields.models, ...(session === undefined ? {} : { session }) };
+  request.body = bytes;
+  request.model = typeof fields.model === "string" ? fields.model : undefined;
+  request.models = fields.models;
+  request.stream = fields.stream === true;
+  request.session = sessionFromBody(fields);
+  return request;
 }
 
 /**

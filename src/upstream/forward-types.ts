@@ -3,12 +3,18 @@
  * shared parts every request run reads (one object per process, built by `createForwarder`).
  */
 import type { LiveSet } from "../domain/live-set.ts";
-import type { KeyPool } from "../keys/key-pool.ts";
+import type { KeyLease, KeyPool } from "../keys/key-pool.ts";
+import type { Outcome } from "../domain/outcome.ts";
 import type { EventBus } from "../domain/events.ts";
 import type { Attempt } from "./attempt.ts";
 import type { SessionAffinity } from "./session-affinity.ts";
 import type { SilenceWatcher } from "./silence-watch.ts";
 
+/**
+ * One request as the run needs it: built once by the HTTP layer, its body fields filled in by
+ * `readCheckedBody` (http/request-body.ts). Every field is always there (undefined when absent):
+ * one object shape for every request.
+ */
 export interface ProxyRequest {
   requestId: string;
   method: string;
@@ -17,19 +23,32 @@ export interface ProxyRequest {
   /** The query string with its `?`, or "". */
   search: string;
   headers: Headers;
+  /** The body's bytes as they came, sent upstream untouched on every attempt; undefined when empty. */
   body: ArrayBuffer | undefined;
   /** Fires when the client goes away. */
   signal: AbortSignal;
   /** Read from the body for routing and logs; the body itself is sent as it came. */
-  model?: string;
+  model: string | undefined;
+  /** OpenRouter's fallback list, as sent: a client limited to some models must be allowed each. */
+  models: unknown;
   /** The body's `session_id`, `prompt_cache_key` or `user` (the first found), for session affinity. */
-  session?: string;
-  stream?: boolean;
-  clientAddress?: string;
-  client?: string; // the client's name (client keys), for the request record
+  session: string | undefined;
+  stream: boolean;
+  clientAddress: string | undefined;
+  /** The client's name (client keys), for the request record. */
+  client: string | undefined;
   /** When the proxy received the request (performance.now()). */
-  receivedAt?: number;
+  receivedAt: number;
 }
+
+/**
+ * What a key must take before a request goes out on it: with Redis, a free-model slot of its
+ * account's day (store/redis/free-reservation.ts). undefined: granted. An outcome: this key may
+ * not take the request, for the reason it gives; the run reports it to the pool and tries another
+ * key. A plain value, not a promise, when nothing was asked (a paid model, no shared store): the
+ * request then goes on without waiting a turn.
+ */
+export type Reserve = (lease: KeyLease, model: string | undefined) => Outcome | undefined | Promise<Outcome | undefined>;
 
 export interface ForwarderOptions {
   pool: KeyPool;
@@ -41,6 +60,8 @@ export interface ForwarderOptions {
   /** Pause before retrying after an upstream fault (5xx, 408, connection); doubles per retry. */
   retryBackoffMs: number;
   fetch?: typeof fetch;
+  /** Absent: every key is granted (the pool's own count of the free budget decides). */
+  reserve?: Reserve | undefined;
   now?: () => number;
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   events?: EventBus;
@@ -69,6 +90,7 @@ export interface ForwardContext {
   readonly upstreamTimeoutMs: number;
   readonly retryBackoffMs: number;
   readonly fetch: typeof fetch;
+  readonly reserve: Reserve;
   readonly now: () => number;
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   readonly events: EventBus | undefined;

@@ -24,6 +24,8 @@ export const abortableSleep = (ms: number, signal: AbortSignal): Promise<void> =
     }
   });
 
+const grantAll = (): undefined => undefined;
+
 export function createForwarder(options: ForwarderOptions): (request: ProxyRequest) => Promise<Response> {
   const context: ForwardContext = {
     pool: options.pool,
@@ -35,6 +37,7 @@ export function createForwarder(options: ForwarderOptions): (request: ProxyReque
     upstreamTimeoutMs: options.upstreamTimeoutMs,
     retryBackoffMs: options.retryBackoffMs,
     fetch: options.fetch ?? globalThis.fetch,
+    reserve: options.reserve ?? grantAll,
     now: options.now ?? Date.now,
     sleep: options.sleep ?? abortableSleep,
     events: options.events,

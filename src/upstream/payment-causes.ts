@@ -29,15 +29,12 @@ export const IN_FLIGHT_RETRY_WAIT_MS = 5_000;
 
 /** `announced`: the instant Retry-After names, already parsed (policy.ts parses every reset). */
 export function paymentOutcome(body: PaymentFacts, announced: number | undefined, model: string | undefined): PaymentOutcome {
-  const message = body.message === undefined ? {} : { message: body.message };
-  const wait = announced === undefined ? {} : { until: announced, source: "retry-after" as const };
+  const { message } = body;
   if (body.limitSource === "openrouter_in_flight_budget" || body.reason === "in_flight_budget_exhausted" || announced !== undefined) {
-    return { kind: "payment", cause: "in-flight", ...wait, ...message };
+    return { kind: "payment", cause: "in-flight", until: announced, source: announced === undefined ? undefined : "retry-after", message };
   }
-  if (body.reason === "weight_exceeds_budget" || /would exceed/i.test(body.message ?? "")) {
-    return { kind: "payment", cause: "request-too-big", ...message };
-  }
-  if (body.limitSource === "openrouter_key_limit") return { kind: "payment", cause: "key-limit", ...message };
-  if (classOfModel(model) === "free") return { kind: "payment", cause: "negative-balance", ...message };
-  return { kind: "payment", cause: "credits", ...message };
+  if (body.reason === "weight_exceeds_budget" || /would exceed/i.test(message ?? "")) return { kind: "payment", cause: "request-too-big", message };
+  if (body.limitSource === "openrouter_key_limit") return { kind: "payment", cause: "key-limit", message };
+  if (classOfModel(model) === "free") return { kind: "payment", cause: "negative-balance", message };
+  return { kind: "payment", cause: "credits", message };
 }

@@ -75,21 +75,19 @@ export function errorFactsOf(parsed: unknown): ErrorBodyFacts {
       if (typeof value === "string" || typeof value === "number") metadataHeaders[name.toLowerCase()] = String(value);
     }
   }
-  const limitSource = field(metadata, "limit_source");
-  const providerName = field(metadata, "provider_name");
-  const reason = field(metadata, "reason");
-  const userId = field(parsed, "user_id") ?? field(metadata, "user_id");
   const code = field(error, "code");
   return {
-    ...(typeof message === "string" ? { message } : {}),
-    ...(Object.keys(metadataHeaders).length > 0 ? { metadataHeaders } : {}),
-    ...(typeof limitSource === "string" ? { limitSource } : {}),
-    ...(typeof reason === "string" ? { reason } : {}),
-    ...(typeof providerName === "string" && providerName !== "" ? { providerName } : {}),
-    ...(typeof userId === "string" && userId !== "" ? { userId } : {}),
-    ...(typeof code === "number" || typeof code === "string" ? { code } : {}),
+    message: text(message),
+    metadataHeaders: Object.keys(metadataHeaders).length > 0 ? metadataHeaders : undefined,
+    limitSource: text(field(metadata, "limit_source")),
+    reason: text(field(metadata, "reason")),
+    providerName: text(field(metadata, "provider_name")) || undefined,
+    userId: text(field(parsed, "user_id") ?? field(metadata, "user_id")) || undefined,
+    code: typeof code === "number" || typeof code === "string" ? code : undefined,
   };
 }
+
+const text = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
 
 function field(value: unknown, name: string): unknown {
   return value !== null && typeof value === "object" ? (value as Record<string, unknown>)[name] : undefined;
@@ -149,20 +147,22 @@ export interface ClassifyInput {
   model?: string;
 }
 
-export function classify({ status, headers, body = {}, now, defaultCooldownMs, model }: ClassifyInput): Outcome {
+/** No error body (a success, or one not read): one object for every such call. */
+const NO_FACTS: ErrorBodyFacts = Object.freeze({});
+
+export function classify({ status, headers, body = NO_FACTS, now, defaultCooldownMs, model }: ClassifyInput): Outcome {
   if (status < 400) {
     // Proactive rest: a success that says nothing remains would be followed by a wasted 429.
     if (headers.get("x-ratelimit-remaining")?.trim() === "0") {
-      return { kind: "ok", exhausted: resetFrom(headers, {}, now, defaultCooldownMs) };
+      return { kind: "ok", exhausted: resetFrom(headers, NO_FACTS, now, defaultCooldownMs) };
     }
     return { kind: "ok" };
   }
   const verdict = statusVerdicts.get(status) ?? (status >= 500 ? "upstream-error" : "request-error");
   const quoted = body.message ? `: ${body.message}` : "";
-  const message = body.message ? { message: body.message } : {};
   switch (verdict) {
     case "rate-limited":
-      return rateLimit(headers, body, now, defaultCooldownMs, model, message);
+      return rateLimit(headers, body, now, defaultCooldownMs, model);
     case "payment":
       return paymentOutcome(body, parseRetryAfter(headers.get("retry-after"), now), model);
     case "key-failure":
@@ -175,7 +175,7 @@ export function classify({ status, headers, body = {}, now, defaultCooldownMs, m
         return { kind: "key-failure", reason: `upstream answered 403${quoted}` };
       }
       if (status === 404 && /no endpoints found matching your data policy/i.test(body.message ?? "")) {
-        return { kind: "privacy", ...(model === undefined ? {} : { model }), until: now + PRIVACY_REST_MS, ...message };
+        return { kind: "privacy", model, until: now + PRIVACY_REST_MS, message: body.message || undefined };
       }
       return { kind: "request-error" };
   }
@@ -195,40 +195,37 @@ function rateLimit(
   now: number,
   defaultCooldownMs: number,
   model: string | undefined,
-  message: { message?: string },
 ): Outcome {
   const text = body.message ?? "";
+  const message = body.message || undefined;
   const limitHeader = headers.get("x-ratelimit-limit") ?? body.metadataHeaders?.["x-ratelimit-limit"];
   if (body.limitSource === "openrouter_shared_capacity" || /shared capacity|high demand|limit_rpm\//i.test(text)) {
-    return { kind: "shared-capacity", ...resetFrom(headers, body, now, SHARED_CAPACITY_WAIT_MS), ...message };
+    const { until, source } = resetFrom(headers, body, now, SHARED_CAPACITY_WAIT_MS);
+    return { kind: "shared-capacity", until, source, message };
   }
   if (/free-models-per-day/i.test(text)) {
     const dailyLimit = limitHeader !== undefined && /^\d+$/.test(limitHeader.trim()) ? Number(limitHeader) : undefined;
-    return {
-      kind: "rate-limited",
-      scope: "account",
-      modelClass: "free",
-      cause: "free-per-day",
-      ...resetFrom(headers, body, now, nextUtcMidnight(now) - now),
-      ...message,
-      ...(dailyLimit === undefined ? {} : { dailyLimit }),
-    };
+    return freeDayUsedUp(resetFrom(headers, body, now, nextUtcMidnight(now) - now), message, dailyLimit);
   }
   if (/free-models-per-min/i.test(text)) {
-    return { kind: "rate-limited", scope: "account", modelClass: "free", cause: "free-per-min", ...resetFrom(headers, body, now, 60_000 - (now % 60_000)), ...message };
+    const { until, source } = resetFrom(headers, body, now, 60_000 - (now % 60_000));
+    return { kind: "rate-limited", scope: "account", modelClass: "free", cause: "free-per-min", until, source, message };
   }
   if (body.providerName !== undefined || /provider returned error/i.test(text)) {
-    return {
-      kind: "rate-limited",
-      scope: "model",
-      modelClass: "all",
-      cause: "provider",
-      ...(model === undefined ? {} : { model }),
-      ...resetFrom(headers, body, now, PROVIDER_REST_MS),
-      ...message,
-    };
+    const { until, source } = resetFrom(headers, body, now, PROVIDER_REST_MS);
+    return { kind: "rate-limited", scope: "model", modelClass: "all", cause: "provider", model, until, source, message };
   }
-  return { kind: "rate-limited", scope: "key", modelClass: "all", ...resetFrom(headers, body, now, defaultCooldownMs), ...message };
+  const { until, source } = resetFrom(headers, body, now, defaultCooldownMs);
+  return { kind: "rate-limited", scope: "key", modelClass: "all", until, source, message };
+}
+
+/**
+ * The account's daily free-model quota is used up: its free class rests until the reset (00:00
+ * UTC), and the limit, when known, is learned. What OpenRouter's free-models-per-day 429 means, and
+ * what a refused free-model reservation means (store/redis/free-reservation.ts): one outcome for both.
+ */
+export function freeDayUsedUp(reset: { until: number; source: ResetSource }, message: string | undefined, dailyLimit: number | undefined): Extract<Outcome, { kind: "rate-limited" }> {
+  return { kind: "rate-limited", scope: "account", modelClass: "free", cause: "free-per-day", until: reset.until, source: reset.source, message, dailyLimit };
 }
 
 /**
@@ -241,6 +238,5 @@ const inferencePaths = new Set(["/chat/completions", "/completions", "/embedding
 /** An error answer to a request for `path` (below the API root): `classify`, and the rule above. */
 export function classifyError(path: string, input: Omit<ClassifyInput, "model"> & { model: string | undefined }): Outcome {
   if ((input.status === 401 || input.status === 403) && !inferencePaths.has(path)) return { kind: "request-error" };
-  const { model, ...rest } = input;
-  return classify(model === undefined ? rest : { ...rest, model });
+  return classify(input);
 }

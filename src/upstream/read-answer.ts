@@ -133,6 +133,6 @@ async function judgeErrorAnswer(response: Response, attempt: Attempt, context: J
     bytes,
     headers: response.headers,
     encoded,
-    ...(head.complete || !reader ? {} : { rest: reader }),
+    rest: head.complete ? undefined : reader,
   };
 }

@@ -19,7 +19,7 @@ export function newRequestRecord(request: ProxyRequest, startedAt: number, logBo
     method: request.method,
     path: request.path,
     model: request.model,
-    stream: request.stream ?? false,
+    stream: request.stream,
     status: 0,
     attempts: [],
     durationMs: 0,

@@ -3,7 +3,9 @@
  *
  *   choose key → send → judge → retry | commit → relay → done
  *
- * `run` is the loop. `send` makes one attempt and `judgeAnswer` (read-answer.ts) reads as much
+ * `run` is the loop. Choosing a key is the pool's acquire, then the key's reservation (`reserve`,
+ * forward-types.ts): a refusal is reported like an answer's outcome and another key is chosen,
+ * with nothing sent. `send` makes one attempt and `judgeAnswer` (read-answer.ts) reads as much
  * of the answer as it takes to know whether it serves. A served answer goes to `commit`, the one
  * commit point: before it the proxy may still retry; after it the bytes pass untouched and
  * nothing is replayed. Every failure of whatever kind goes to `fail`, which classifies it once,
@@ -27,7 +29,7 @@ import { relay, type RelayEnd, type RelayEnds } from "./relay.ts";
 import { newRequestRecord, recordRelayEnd } from "./record-filling.ts";
 import { BODY_LOG_LIMIT, bodyForLog, generationIdOf } from "./request-record.ts";
 import type { AttemptRecord, RequestRecord } from "../domain/request-record.ts";
-import { RetryPlan, type RetryHost } from "./retry-plan.ts";
+import { RetryPlan } from "./retry-plan.ts";
 import { UsageTap } from "./usage-tap.ts";
 
 /** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
@@ -44,13 +46,12 @@ interface Relayed {
   isStream: boolean;
 }
 
-export class RequestRun implements RetryHost, RelayEnds {
+export class RequestRun implements RelayEnds {
   private readonly started: number;
   private readonly record: RequestRecord;
-  private readonly plan = new RetryPlan(this);
+  private readonly plan: RetryPlan;
   private readonly session: string | undefined;
   private last: LastFailure | undefined;
-  private upstreamFaults = 0;
   /** The commit point: set once an answer is handed to the client; from then on nothing is retried. */
   private committed = false;
   /** The answer being relayed after the commit point (or a request's own error stream). */
@@ -60,7 +61,8 @@ export class RequestRun implements RetryHost, RelayEnds {
     private readonly context: ForwardContext,
     private readonly request: ProxyRequest,
   ) {
-    this.started = request.receivedAt ?? performance.now();
+    this.started = request.receivedAt;
+    this.plan = new RetryPlan(request.model, context.retryBackoffMs);
     this.record = newRequestRecord(request, context.now() - (performance.now() - this.started), context.logBodies);
     this.session = context.affinity?.sessionOf(request.session, request.headers);
   }
@@ -74,13 +76,21 @@ export class RequestRun implements RetryHost, RelayEnds {
       const spent = this.record.attempts.length >= maxAttempts;
       if (spent && !mayTellWhenKeysReturn(this.last)) break;
       const prefer = this.session === undefined ? undefined : this.context.affinity?.pinned(this.session);
-      const acquired = spent ? pool.outlook(this.plan.options(this.request.model, prefer)) : pool.acquire(this.plan.options(this.request.model, prefer));
+      const acquired = spent ? pool.outlook(this.plan.options(prefer)) : pool.acquire(this.plan.options(prefer));
       if (!acquired.ok) {
         if (!onlyWaitingHelps(acquired, this.last)) break; // the upstream's last answer says it best
         dropRest(this.last);
         throw this.failWith(noKeyError(acquired, this.context.now(), rateLimitMessage(this.last)));
       }
       if (!("lease" in acquired)) break;
+      const reserved = this.context.reserve(acquired.lease, this.request.model);
+      const refusal = reserved instanceof Promise ? await reserved : reserved;
+      if (refusal !== undefined) {
+        // Part of choosing a key: nothing went upstream, so no attempt is noted and none is spent.
+        this.report(acquired.lease.keyId, refusal, undefined);
+        if (!this.plan.after(refusal, acquired.lease, this.context.now()).retry) break;
+        continue;
+      }
       const attempt = new Attempt(acquired.lease, this.request.signal, this.context.attemptsInFlight, this.context.silenceWatcher, this.context.upstreamTimeoutMs);
       const judged = await this.send(attempt);
       if (judged.kind === "whole" || judged.kind === "relay") return this.commit(attempt, judged);
@@ -125,7 +135,7 @@ export class RequestRun implements RetryHost, RelayEnds {
       // A read that failed because the client left is the client's doing: the record keeps the attempt.
       if (failure.thrown && this.ended()) throw this.clientGone(this.note(attempt, failure.status, "client-gone"));
       const outcome: Outcome = { kind: "upstream-error", reason: failure.reason };
-      this.report(attempt, outcome, undefined);
+      this.report(attempt.keyId, outcome, undefined);
       this.note(attempt, failure.status, failure.noted);
       dropRest(this.last);
       this.last = { kind: "unreachable", reason: failure.reason, timedOut: failure.timedOut };
@@ -133,7 +143,7 @@ export class RequestRun implements RetryHost, RelayEnds {
     }
     const { status, facts } = failure;
     const outcome = classifyError(this.request.path, { status, headers: failure.headers, body: facts, now: this.context.now(), defaultCooldownMs: this.context.defaultCooldownMs, model: this.request.model });
-    this.report(attempt, outcome, facts);
+    this.report(attempt.keyId, outcome, facts);
     this.note(attempt, status, outcome.kind);
     this.record.error = `upstream answered ${status}${facts.message ? `: ${facts.message}` : ""}`;
     if (this.context.logBodies) this.record.responseBody = bodyForLog(failure.bytes);
@@ -149,17 +159,19 @@ export class RequestRun implements RetryHost, RelayEnds {
   }
 
   private async decide(outcome: Outcome, lease: KeyLease): Promise<"retry" | "stop"> {
-    const next = await this.plan.after(outcome, lease);
-    // Another attempt follows: this answer's unread rest is not needed.
-    if (next === "retry" && this.record.attempts.length < this.context.maxAttempts) dropRest(this.last);
-    return next;
+    const { retry, waitMs } = this.plan.after(outcome, lease, this.context.now());
+    if (!retry) return "stop";
+    // Another attempt follows: this answer's unread rest is not needed, and the wait is worth it.
+    if (this.record.attempts.length < this.context.maxAttempts) {
+      dropRest(this.last);
+      if (waitMs > 0) await this.context.sleep(waitMs, this.waitSignal());
+    }
+    return "retry";
   }
 
-  private report(attempt: Attempt, outcome: Outcome, facts: ErrorBodyFacts | undefined): void {
-    const context: ReportContext = {};
-    if (this.request.model !== undefined) context.model = this.request.model;
-    if (facts?.userId !== undefined) context.account = facts.userId;
-    this.context.pool.report(attempt.keyId, outcome, context);
+  private report(keyId: string, outcome: Outcome, facts: ErrorBodyFacts | undefined): void {
+    const context: ReportContext = { model: this.request.model, account: facts?.userId };
+    this.context.pool.report(keyId, outcome, context);
   }
 
   private note(attempt: Attempt, status: number, outcome: string): AttemptRecord {
@@ -172,7 +184,7 @@ export class RequestRun implements RetryHost, RelayEnds {
   private commit(attempt: Attempt, judged: Extract<Judged, { kind: "whole" | "relay" }>): Response {
     const response = attempt.response as Response;
     const outcome = classify({ status: response.status, headers: response.headers, now: this.context.now(), defaultCooldownMs: this.context.defaultCooldownMs });
-    this.report(attempt, outcome, undefined);
+    this.report(attempt.keyId, outcome, undefined);
     this.note(attempt, response.status, outcome.kind);
     const elapsed = performance.now() - this.started;
     this.committed = true;
@@ -274,22 +286,6 @@ export class RequestRun implements RetryHost, RelayEnds {
     this.record.status = status;
     this.record.durationMs = round(performance.now() - this.started);
     this.context.events?.emit("request.done", this.record);
-  }
-
-  // RetryHost: what the retry plan needs from this request.
-  now(): number {
-    return this.context.now();
-  }
-
-  wait(ms: number): Promise<void> {
-    return this.context.sleep(ms, this.waitSignal());
-  }
-
-  async backoff(): Promise<void> {
-    this.upstreamFaults++;
-    const { retryBackoffMs, maxAttempts } = this.context;
-    if (this.record.attempts.length >= maxAttempts || retryBackoffMs === 0) return;
-    await this.context.sleep(retryBackoffMs * 2 ** (this.upstreamFaults - 1), this.waitSignal());
   }
 
   /** Built for the rare waits between attempts, not per request: AbortSignal.any is not free. */

@@ -30,11 +30,10 @@ export const SESSION_IDLE_MS = 3_600_000;
 
 /** The session name a body carries: `session_id`, then `prompt_cache_key`, then `user`. */
 export function sessionFromBody(body: { session_id?: unknown; prompt_cache_key?: unknown; user?: unknown }): string | undefined {
-  for (const value of [body.session_id, body.prompt_cache_key, body.user]) {
-    if (typeof value === "string" && value !== "") return value;
-  }
-  return undefined;
+  return named(body.session_id) ?? named(body.prompt_cache_key) ?? named(body.user);
 }
+
+const named = (value: unknown): string | undefined => (typeof value === "string" && value !== "" ? value : undefined);
 
 export function createSessionAffinity({ maxSessions = MAX_SESSIONS, idleMs = SESSION_IDLE_MS, now = Date.now }: SessionAffinityOptions = {}): SessionAffinity {
   // A Map iterates in insertion order: deleting and re-setting on use keeps the least recently used first.

@@ -201,9 +201,9 @@ function usageOf(value: unknown): Usage | undefined {
     promptTokens: prompt ?? 0,
     completionTokens: completion ?? 0,
     totalTokens: count(field(value, "total_tokens")) ?? (prompt ?? 0) + (completion ?? 0),
-    ...(cached === undefined ? {} : { cachedTokens: cached }),
-    ...(reasoning === undefined ? {} : { reasoningTokens: reasoning }),
-    ...(cost === undefined ? {} : { cost }),
+    cachedTokens: cached,
+    reasoningTokens: reasoning,
+    cost,
   };
 }
 

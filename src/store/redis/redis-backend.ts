@@ -1,9 +1,9 @@
 /**
  * What `serve` runs on when REDIS_URL is set (issue 14), in one place so proxy-server.ts only
  * asks for it: the shared state (shared-state.ts), the key list as the store (redis-key-store.ts),
- * the pool bridge (shared-pool.ts), the free-model reservation in front of the upstream fetch
- * (free-reservation.ts), and the one line on stdout when Redis becomes unreachable and the one
- * when it is back.
+ * the pool bridge (shared-pool.ts), the free-model reservation the request run asks before it
+ * sends (free-reservation.ts), and the one line on stdout when Redis becomes unreachable and the
+ * one when it is back.
  *
  * The clients section stays in KEYS_FILE (it is read from there, as without Redis).
  */
@@ -14,7 +14,8 @@ import type { StoreLoad } from "../../keys/key-store.ts";
 import { createLease } from "./lease.ts";
 import { startDiscoveryLease, type DiscoveryLease } from "./discovery-lease.ts";
 import type { EventBus } from "../../domain/events.ts";
-import { reservingFetch } from "./free-reservation.ts";
+import { freeSlotReserve } from "./free-reservation.ts";
+import type { Reserve } from "../../upstream/forward-types.ts";
 import { createRedisKeyStore, type RedisKeyStore } from "./redis-key-store.ts";
 import { startSharedPool, type SharedPool } from "./shared-pool.ts";
 import { openSharedState, type SharedState } from "./shared-state.ts";
@@ -22,8 +23,8 @@ import { openSharedState, type SharedState } from "./shared-state.ts";
 export interface RedisBackend {
   shared: SharedState;
   store: RedisKeyStore;
-  /** Wires a pool to the shared state; the returned fetch reserves free-model slots. */
-  attach(input: { pool: KeyPool; events: EventBus; fetch: typeof fetch }): { fetch: typeof fetch; sharedPool: SharedPool };
+  /** Wires a pool to the shared state; `reserve` takes free-model slots for the request run. */
+  attach(input: { pool: KeyPool; events: EventBus }): { reserve: Reserve; sharedPool: SharedPool };
   /**
    * The keys to start with: Redis's list; when Redis holds none and KEYS_FILE has keys, the file
    * imported once (under a lease, so one instance does it) and said so; when Redis cannot be
@@ -94,9 +95,9 @@ export async function openRedisBackend({ config, url, now, events }: RedisBacken
         if (imported.ok) notice(`Redis held no keys: imported ${records.length} key${records.length === 1 ? "" : "s"} from ${config.KEYS_FILE} (once; Redis is where keys live now)`);
         return imported;
       },
-      attach({ pool, events, fetch }) {
+      attach({ pool, events }) {
         sharedPool = startSharedPool({ pool, shared, store, events, now });
-        return { fetch: reservingFetch({ fetch, pool, shared, now }), sharedPool };
+        return { reserve: freeSlotReserve({ pool, shared, now }), sharedPool };
       },
       async stop() {
         offDegraded();
