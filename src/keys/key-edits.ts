@@ -8,7 +8,6 @@ import { apply } from "./changes.ts";
 import { carryUnsaved } from "./file-merge.ts";
 import { describeCleared } from "./outcome-rests.ts";
 import type { PoolCore } from "./pool-core.ts";
-import { endedBy } from "./rests.ts";
 import type { KeyRecord } from "./schema.ts";
 
 /** A person's enable-key: the rests of the key's account that are not a known daily limit end; says which. */
@@ -21,18 +20,17 @@ export function paidAgain(core: PoolCore, keyId: string): void {
   endRests(core, keyId, "credits");
 }
 
-/** Ends the live rests of the key's account (and of the key itself) that `by` may end; describes them. */
+/** Ends the rests of the key's account (and of the key itself) that `by` may end; describes those that had not ended yet. */
 function endRests(core: PoolCore, keyId: string, by: "person" | "credits"): string[] {
   const key = core.byId.get(keyId);
   if (!key) return [];
   const account = accountIdOf(key);
+  const before = core.accounts.get(account)?.rests ?? [];
+  if (core.decide([{ kind: "rests-cleared", account, keyId, by }]).length === 0) return [];
+  const after = new Set(core.accounts.get(account)?.rests);
   const at = core.now();
-  const which = endedBy[by];
-  const live = (core.accounts.get(account)?.rests ?? []).filter((rest) => rest.until > at && (rest.scope !== "key" || rest.keyId === keyId) && which(rest));
-  if (live.length === 0) return [];
-  core.decide([{ kind: "rests-cleared", account, keyId, by }]);
-  const described = live.map(describeCleared);
-  core.events?.emit("account.rests-cleared", { account, keyId, cleared: described });
+  const described = before.filter((rest) => !after.has(rest) && rest.until > at).map(describeCleared);
+  if (described.length > 0) core.events?.emit("account.rests-cleared", { account, keyId, cleared: described });
   return described;
 }
 
