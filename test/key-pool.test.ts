@@ -145,3 +145,42 @@ describe("failures", () => {
     expect(pool.acquire()).toEqual({ ok: false, reason: "no-keys", total: 0 });
   });
 });
+
+describe("the pool's decisions as changes", () => {
+  test("each decision reaches the change listeners as the changes it made: counters for an acquire and a plain success, instants for a 429", () => {
+    const { pool, ids, clock } = poolOf(2, "least-recently-used");
+    const heard: string[][] = [];
+    pool.onChange((changes) => heard.push(changes.map((change) => change.kind)));
+    takeIds(pool, 1);
+    pool.report(ids[0] as string, { kind: "ok" });
+    pool.report(ids[0] as string, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 60_000, source: "header" });
+    // A shorter cooldown changes nothing: nothing to hand out.
+    pool.report(ids[0] as string, { kind: "rate-limited", scope: "key", modelClass: "all", until: clock.now + 1_000, source: "header" });
+    expect(heard).toEqual([["key-counters"], ["key-counters"], ["key-cooldown"]]);
+  });
+
+  test("a failure streak reaching FAILURE_THRESHOLD is one more decision: the key disabled; a success after a streak ends it", () => {
+    const { pool, ids } = poolOf(2, "least-recently-used", { failureThreshold: 2 });
+    const heard: string[][] = [];
+    pool.onChange((changes) => heard.push(changes.map((change) => change.kind)));
+    pool.report(ids[0] as string, { kind: "key-failure", reason: "401" });
+    pool.report(ids[1] as string, { kind: "key-failure", reason: "401" });
+    pool.report(ids[1] as string, { kind: "ok" });
+    pool.report(ids[0] as string, { kind: "key-failure", reason: "401" });
+    expect(heard).toEqual([["key-counters", "key-failure"], ["key-counters", "key-failure"], ["key-counters", "key-success"], ["key-counters", "key-failure"], ["key-disabled"]]);
+  });
+
+  test("a change heard from elsewhere is applied by the same rules, announces no event and is not handed out again", () => {
+    const { pool, ids, clock, events } = poolOf(2, "least-recently-used");
+    const heard: unknown[] = [];
+    const announced: unknown[] = [];
+    pool.onChange((changes) => heard.push(changes));
+    events.on("key.cooldown", (cooled) => announced.push(cooled));
+    const keyId = ids[0] as string;
+    pool.apply({ kind: "key-cooldown", keyId, basis: 0, until: clock.now + 60_000, source: "header", reason: "429 elsewhere" });
+    pool.apply({ kind: "key-cooldown", keyId, basis: 0, until: clock.now + 1_000, source: "header", reason: "shorter" });
+    expect(pool.statusOf(pool.records().find((record) => record.id === keyId) as ReturnType<KeyPool["records"]>[number])).toMatchObject({ state: "cooling", until: clock.now + 60_000, reason: "429 elsewhere" });
+    expect(heard).toEqual([]);
+    expect(announced).toEqual([]);
+  });
+});

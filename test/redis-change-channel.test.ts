@@ -1,5 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { applyChange, emptyPoolState, type PoolState, type StateChange } from "../src/keys/changes.ts";
+import { apply, type PoolMemory } from "../src/keys/changes.ts";
+import type { StateChange } from "../src/keys/pool-state.ts";
+import { newKeyRecord } from "../src/keys/schema.ts";
 import { openChangeChannel, type ChangeChannel } from "../src/store/redis/change-channel.ts";
 import { createRedisConnection, type DegradedChange, type RedisConnection } from "../src/store/redis/connection.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
@@ -13,7 +15,7 @@ interface Instance {
   id: string;
   connection: RedisConnection;
   channel: ChangeChannel;
-  state: PoolState;
+  state: PoolMemory;
   received: StateChange[];
   resyncs: number;
   malformed: number;
@@ -37,7 +39,7 @@ async function startInstance(id: string, prefix = "orp:"): Promise<Instance> {
   const instance: Instance = {
     id,
     connection,
-    state: emptyPoolState(),
+    state: { byId: new Map([["k1", { ...newKeyRecord("sk-or-v1-channel-test-k1", T), id: "k1" }]]), accounts: new Map() },
     received: [],
     resyncs: 0,
     malformed: 0,
@@ -51,7 +53,7 @@ async function startInstance(id: string, prefix = "orp:"): Promise<Instance> {
     instanceId: id,
     onChange(change) {
       instance.received.push(change);
-      instance.state = applyChange(instance.state, change);
+      apply(instance.state, change);
       wake();
     },
     onResync() {
@@ -85,7 +87,7 @@ describe("changes between instances", () => {
     expect(b.received).toEqual([cooldown(T + 60_000)]);
     expect(c.received.length).toBe(2);
     expect(a.received).toEqual([{ kind: "key-counters", keyId: "k1", delta: { requests: 1 } }]);
-    expect(c.state.runtime.get("k1")?.cooldown?.until).toBe(T + 60_000);
+    expect(c.state.byId.get("k1")?.cooldownUntil).toBe(T + 60_000);
   });
 
   test("a malformed or foreign message on the channel is counted and never applied", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import type { StateChange } from "../src/keys/changes.ts";
+import type { StateChange } from "../src/keys/pool-state.ts";
 import { openChangeChannel } from "../src/store/redis/change-channel.ts";
 import { createChangeWriter, type ChangeWriter } from "../src/store/redis/change-writer.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";

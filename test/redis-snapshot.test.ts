@@ -1,5 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { applyChanges, emptyPoolState, keyBlockedUntil } from "../src/keys/changes.ts";
+import { apply, type PoolMemory } from "../src/keys/changes.ts";
+import { keyStatus } from "../src/keys/key-status.ts";
+import { newKeyRecord } from "../src/keys/schema.ts";
 import { createRedisConnection } from "../src/store/redis/connection.ts";
 import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
@@ -43,14 +45,21 @@ describe("the resync snapshot", () => {
 
     const loaded = await list.load();
     if (!loaded.ok) throw new Error(loaded.message);
-    const state = applyChanges({ ...emptyPoolState(), keys: new Map(loaded.value.map((entry) => [entry.id, entry])) }, snapshot.instants);
-    expect(keyBlockedUntil(state, "k1", T)).toBe(T + 60_000);
-    expect(state.runtime.get("k1")?.cooldown).toEqual({ until: T + 60_000, source: "header", reason: "429" });
-    expect(keyBlockedUntil(state, "k2", T)).toBe("disabled");
-    expect(state.runtime.get("k2")?.disabled).toEqual({ since: T, reason: "401 invalid key" });
-    expect(keyBlockedUntil(state, "k3", T)).toBe(T + 5_000);
-    expect(state.accounts.get("acct")?.rests.get("class:free")).toMatchObject({ until: T + 3_600_000, reason: "free limit" });
-    expect(state.accounts.get("acct")?.rests.get("model:vendor/m:free")).toMatchObject({ until: T + 120_000, model: "vendor/m:free" });
+    // Another instance's pool, holding the list as loaded (each key's switch version is its basis).
+    const records = loaded.value.map((entry) => ({ ...newKeyRecord(entry.secret, T), id: entry.id, resetAt: entry.switchVersion, account: "acct" }));
+    const state: PoolMemory = { byId: new Map(records.map((record) => [record.id, record])), accounts: new Map() };
+    for (const change of snapshot.instants) apply(state, change);
+    const status = (id: string) => keyStatus(state.byId.get(id) as (typeof records)[number], state.accounts, T);
+    expect(status("k1")).toMatchObject({ state: "cooling", until: T + 60_000, reason: "429" });
+    expect(state.byId.get("k1")).toMatchObject({ cooldownUntil: T + 60_000, cooldownSource: "header", cooldownReason: "429" });
+    expect(status("k2")).toMatchObject({ state: "disabled", reason: "401 invalid key", at: T });
+    expect(status("k3")).toMatchObject({ state: "cooling", until: T + 5_000 });
+    expect(state.accounts.get("acct")?.rests).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ scope: "account", modelClass: "free", until: T + 3_600_000, reason: "free limit" }),
+        expect.objectContaining({ scope: "model", model: "vendor/m:free", until: T + 120_000 }),
+      ]),
+    );
   });
 
   test("counters and the day's free count come back as totals of every instance's deltas", async () => {

@@ -36,6 +36,8 @@ export interface FreeBudget {
   used: number;
   /** The account's daily free-model limit, once known (50, or 1000 with credits). */
   limit?: number;
+  /** When that limit was learned: the latest lesson wins (memory only, never written). */
+  learnedAt?: number;
 }
 
 export interface AccountState {
@@ -51,6 +53,10 @@ export interface AccountState {
 export const accountIdOf = (key: { id: string; account?: string }): string => key.account ?? `key:${key.id}`;
 
 export const utcDayOf = utcDay;
+
+/** A copy the holder may change without touching the pool's (or the pool's without touching the caller's). */
+export const copyAccounts = (accounts: ReadonlyMap<string, AccountState>): Map<string, AccountState> =>
+  new Map([...accounts].map(([id, state]) => [id, { rests: [...state.rests], ...(state.free ? { free: { ...state.free } } : {}) }]));
 
 const isoDate = z.iso.datetime({ offset: true });
 
@@ -102,7 +108,7 @@ export function accountsForFile(accounts: ReadonlyMap<string, AccountState>, now
   const today = utcDayOf(now);
   for (const [id, state] of accounts) {
     const rests = state.rests.filter((rest) => rest.until > now).map((rest) => ({ ...rest, until: new Date(rest.until).toISOString() }));
-    const free = state.free && state.free.day === today ? state.free : undefined;
+    const free = state.free && state.free.day === today ? { day: state.free.day, used: state.free.used, ...(state.free.limit === undefined ? {} : { limit: state.free.limit }) } : undefined;
     if (rests.length === 0 && !free) continue;
     out[id] = { rests, ...(free ? { free } : {}) };
   }

@@ -3,7 +3,7 @@
  * merged it with the pool's own state: a cooldown or a disable only ever added (never shortened),
  * the counters and their base as merged.
  */
-import type { AccountState } from "./account-state.ts";
+import { copyAccounts, type AccountState } from "./account-state.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { KeyRecord } from "./schema.ts";
 
@@ -16,7 +16,7 @@ export function adoptState(core: PoolCore, records: readonly KeyRecord[], accoun
     if (adoptKeyState(key, record, at)) core.chooser.dropped(key.id);
     core.lastStamp = Math.max(core.lastStamp, key.lastUsedAt);
   }
-  core.book.load(accounts);
+  core.accounts = copyAccounts(accounts);
 }
 
 /** Updates `key` in place from `merged`; true when it can no longer be chosen (the chooser must forget it). */

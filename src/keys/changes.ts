@@ -1,34 +1,33 @@
 /**
- * Key state as changes that merge (issue 14, docs/state-model.md). Every decision the
- * pool makes leaves it as one small `StateChange`; any instance (or the CLI, or a store) applies
- * changes made elsewhere with `applyChange`, and the result does not depend on the order in which
- * changes arrive, nor on a change arriving twice where the rule is idempotent:
+ * The one reducer (docs/state-model.md): `apply(state, change)` folds a `StateChange` into the
+ * pool's memory — its key records and its accounts — the same way for the pool's own decisions
+ * and for changes heard from elsewhere (another instance, a resync, the stored list). Every merge
+ * rule of key state is written here once:
  *
- * - an instant ("until": key cooldown, account rest, model-on-account rest; disabled-since;
- *   last used) merges by **max**: a rest is never shortened by anyone;
- * - a counter (requests, successes, failures, tokens, cost; free-model requests per account per
- *   UTC day) merges by **sum of deltas**: a total is never overwritten. (Deltas are not
- *   idempotent: the transport delivers each one once, see store/redis/connection.ts.)
- * - a person's edit (add, remove, enable, disable, label) carries a `version` and wins over what
- *   the pool learned: enabling a key at version v drops every runtime fact learned on a basis
- *   older than v, whichever order the enable and those facts arrive in.
+ * - an instant (key cooldown, account rest, a model's rest on an account, disabled-since, last
+ *   used) merges by **max**: nobody shortens a rest. Equal instants keep the same cause
+ *   everywhere, decided by the cause's text;
+ * - a counter (requests, successes, failures; free-model requests per account per UTC day) merges
+ *   by **adding deltas**: nobody overwrites a total;
+ * - a runtime fact on an older `basis` than the key's last switch by a person (`resetAt`) is
+ *   void: a person's enable-key beats whatever was learned before it, whichever arrives first.
  *
- * Pure: `applyChange` returns a new state and never mutates its input (maps are copied on write).
- * Reads never change state either: expiry is decided from `now` by the reader, never written.
+ * `apply` changes the state in place (the request path must not copy maps) and does nothing
+ * else: no I/O, no events, no clock. Expiry is the reader's business (key-status.ts, from `now`).
+ * The shared kinds give the same state in any order; the local ones (pool-state.ts) apply in the
+ * order this instance decided them.
+ *
+ * A person's edits of the key list (`key-edit`) are the stores' to merge: `applyEdit` below.
  */
-import { emptyRuntime, STREAK_CAP, type AccountRuntime, type Cause, type Instant, type KeyListEntry, type KeyRuntime, type PoolState, type StateChange } from "./pool-state.ts";
+import { accountIdOf, type AccountRest, type AccountState, type FreeBudget } from "./account-state.ts";
+import type { Cause, KeyListEntry, StateChange } from "./pool-state.ts";
+import { endedBy } from "./rests.ts";
+import type { KeyRecord } from "./schema.ts";
 
-export type { AccountRuntime, Cause, CounterDelta, Instant, KeyEdit, KeyListEntry, KeyRuntime, PoolState, StateChange } from "./pool-state.ts";
-export { emptyPoolState, emptyRuntime, STREAK_CAP } from "./pool-state.ts";
-
-/**
- * The later of two instants, keeping the later one's cause. Equal instants are ordered by their
- * cause's text, so every instance keeps the same one whichever arrived first.
- */
-export function maxInstant<T extends Instant>(current: T | undefined, incoming: T): T {
-  if (current === undefined || incoming.until > current.until) return incoming;
-  if (incoming.until < current.until) return current;
-  return causeText(incoming) > causeText(current) ? incoming : current;
+/** What `apply` folds changes into: the pool's records and its accounts (`key:<id>` while a key's account is unknown). */
+export interface PoolMemory {
+  readonly byId: ReadonlyMap<string, KeyRecord>;
+  readonly accounts: Map<string, AccountState>;
 }
 
 /** A cause as one string: the tie-break order, and how Redis stores it (store/redis/scripts.ts). */
@@ -39,127 +38,193 @@ export function causeFromText(text: string): Cause {
   return split < 0 ? { source: "unknown", reason: text } : { source: text.slice(0, split), reason: text.slice(split + 1) };
 }
 
-export function applyChanges(state: PoolState, changes: Iterable<StateChange>): PoolState {
-  let next = state;
-  for (const change of changes) next = applyChange(next, change);
-  return next;
-}
+/** Whether `incoming` outlasts `current`: the later instant, or on a tie the greater cause, so every order keeps the same one. */
+const outlasts = (incoming: Cause & { until: number }, current: Cause & { until: number }): boolean =>
+  incoming.until > current.until || (incoming.until === current.until && causeText(incoming) > causeText(current));
 
-export function applyChange(state: PoolState, change: StateChange): PoolState {
+const cooldownSources = new Set(["header", "body", "retry-after", "default"]);
+
+/** Applies one change; true when the state changed. */
+export function apply(state: PoolMemory, change: StateChange): boolean {
   switch (change.kind) {
-    case "key-edit":
-      return applyEdit(state, change);
-    case "key-cooldown":
-      return onRuntime(state, change.keyId, change.basis, (rt) => {
-        const cooldown = maxInstant(rt.cooldown, { until: change.until, source: change.source, reason: change.reason });
-        return cooldown === rt.cooldown ? rt : { ...rt, cooldown };
-      });
-    case "key-disabled":
-      return onRuntime(state, change.keyId, change.basis, (rt) =>
-        rt.disabled !== undefined &&
-        (rt.disabled.since > change.since || (rt.disabled.since === change.since && rt.disabled.reason >= change.reason))
-          ? rt
-          : { ...rt, disabled: { since: change.since, reason: change.reason } },
-      );
-    case "key-failure":
-      return onRuntime(state, change.keyId, change.basis, (rt) => {
-        // A failure at or before the last success belongs to a streak that success ended.
-        if (change.at <= rt.streak.lastSuccessAt) return rt;
-        const failures = [...rt.streak.failures, change.at].sort((a, b) => a - b).slice(-STREAK_CAP);
-        return { ...rt, streak: { lastSuccessAt: rt.streak.lastSuccessAt, failures } };
-      });
-    case "key-success":
-      return onRuntime(state, change.keyId, change.basis, (rt) => {
-        // A success ends only the failures before it: a late-arriving older success keeps newer ones.
-        if (change.at <= rt.streak.lastSuccessAt) return rt;
-        return { ...rt, streak: { lastSuccessAt: change.at, failures: rt.streak.failures.filter((at) => at > change.at) } };
-      });
-    case "key-counters":
-      return onRuntime(state, change.keyId, undefined, (rt) => {
-        const d = change.delta;
-        return {
-          ...rt,
-          requests: rt.requests + (d.requests ?? 0),
-          successes: rt.successes + (d.successes ?? 0),
-          failures: rt.failures + (d.failures ?? 0),
-          tokens: rt.tokens + (d.tokens ?? 0),
-          cost: rt.cost + (d.cost ?? 0),
-          lastUsedAt: Math.max(rt.lastUsedAt, change.lastUsedAt ?? 0),
-        };
-      });
-    case "key-account": {
-      // A fact about the key's secret, kept through removal; conflicting reports settle the same way everywhere.
-      const entry = state.keys.get(change.keyId) ?? blankEntry(change.keyId);
-      const account = maxText(entry.account, change.account);
-      if (account === entry.account) return state;
-      return { ...state, keys: withEntry(state.keys, change.keyId, { ...entry, account }) };
+    case "key-cooldown": {
+      const key = factKey(state, change.keyId, change.basis);
+      if (!key) return false;
+      // A source the record cannot name (another version's) counts as the proxy's own guess, here and in the tie-break.
+      const source = cooldownSources.has(change.source) ? (change.source as NonNullable<KeyRecord["cooldownSource"]>) : "default";
+      const current = { until: key.cooldownUntil, source: key.cooldownSource ?? "", reason: key.cooldownReason ?? "" };
+      if (!outlasts({ until: change.until, source, reason: change.reason }, current)) return false;
+      key.cooldownUntil = change.until;
+      key.cooldownSource = source;
+      key.cooldownReason = change.reason;
+      return true;
+    }
+    case "key-disabled": {
+      const key = factKey(state, change.keyId, change.basis);
+      if (!key) return false;
+      const current = key.disabled;
+      if (current && (current.at > change.since || (current.at === change.since && current.reason >= change.reason))) return false;
+      key.disabled = { reason: change.reason, at: change.since };
+      return true;
+    }
+    case "key-failure": {
+      const key = factKey(state, change.keyId, change.basis);
+      if (!key) return false;
+      key.consecutiveFailures++;
+      return true;
+    }
+    case "key-success": {
+      const key = factKey(state, change.keyId, change.basis);
+      if (!key || key.consecutiveFailures === 0) return false;
+      key.consecutiveFailures = 0;
+      return true;
+    }
+    case "key-counters": {
+      const key = state.byId.get(change.keyId);
+      if (!key) return false;
+      const { delta } = change;
+      key.requests += delta.requests ?? 0;
+      key.successes += delta.successes ?? 0;
+      key.failures += delta.failures ?? 0;
+      if (change.lastUsedAt !== undefined && change.lastUsedAt > key.lastUsedAt) key.lastUsedAt = change.lastUsedAt;
+      return true;
+    }
+    case "key-account":
+      return setAccount(state, change.keyId, change.account);
+    case "key-limit": {
+      const key = state.byId.get(change.keyId);
+      if (!key || (key.keyLimit !== undefined && key.keyLimit.checkedAt > change.keyLimit.checkedAt)) return false;
+      key.keyLimit = change.keyLimit;
+      return true;
     }
     case "account-rest":
-    case "model-rest": {
-      const id = change.kind === "account-rest" ? `class:${change.modelClass}` : `model:${change.model}`;
-      const account: AccountRuntime = state.accounts.get(change.account) ?? { rests: new Map() };
-      const current = account.rests.get(id);
-      const incoming =
-        change.kind === "account-rest"
-          ? { scope: "account" as const, modelClass: change.modelClass, until: change.until, source: change.source, reason: change.reason }
-          : { scope: "model" as const, model: change.model, until: change.until, source: change.source, reason: change.reason };
-      if (maxInstant(current, incoming) === current) return state;
-      const rests = new Map(account.rests).set(id, incoming);
-      return { ...state, accounts: withEntry(state.accounts, change.account, { ...account, rests }) };
+    case "model-rest":
+      return addRest(accountOf(state, change.account), restOfChange(change));
+    case "rests-cleared": {
+      const account = state.accounts.get(change.account);
+      if (!account) return false;
+      const which = endedBy[change.by];
+      const kept = account.rests.filter((rest) => (rest.scope === "key" && rest.keyId !== change.keyId) || !which(rest));
+      if (kept.length === account.rests.length) return false;
+      account.rests = kept;
+      return true;
     }
     case "free-requests":
-    case "free-limit": {
-      const account: AccountRuntime = state.accounts.get(change.account) ?? { rests: new Map() };
-      const free = applyFree(account.free, change);
-      if (free === account.free) return state;
-      return { ...state, accounts: withEntry(state.accounts, change.account, { ...account, free }) };
-    }
+    case "free-limit":
+    case "free-used":
+      return applyFree(accountOf(state, change.account), change);
+    case "key-edit":
+      // The key list is the stores' (applyEdit); the pool adopts the list they hold (replaceKeys).
+      return false;
   }
 }
 
-/** UTC days as YYYY-MM-DD compare as strings. A new day starts from zero; an older day's news is void. */
-function applyFree(
-  free: AccountRuntime["free"],
-  change: Extract<StateChange, { kind: "free-requests" | "free-limit" }>,
-): AccountRuntime["free"] {
-  if (free !== undefined && change.day < free.day) return free;
-  const today = free !== undefined && free.day === change.day ? free : { day: change.day, used: 0 };
-  if (change.kind === "free-requests") return { ...today, used: today.used + change.delta };
-  // The latest lesson about a limit wins (a top-up raises it; a 429 teaches where it is).
-  const learnedAt = today.limitLearnedAt;
-  if (learnedAt !== undefined && (learnedAt > change.learnedAt || (learnedAt === change.learnedAt && (today.limit ?? 0) >= change.limit))) return free;
-  return { ...today, limit: change.limit, limitLearnedAt: change.learnedAt };
+/** The key a runtime fact is about, unless the fact is void (unknown key, or learned before the person's last switch). */
+function factKey(state: PoolMemory, keyId: string, basis: number): KeyRecord | undefined {
+  const key = state.byId.get(keyId);
+  return key === undefined || basis < (key.resetAt ?? 0) ? undefined : key;
+}
+
+function accountOf(state: PoolMemory, id: string): AccountState {
+  let account = state.accounts.get(id);
+  if (!account) state.accounts.set(id, (account = { rests: [] }));
+  return account;
+}
+
+/** The rest a change adds, as the account keeps it (and as the `account.rest` event tells it). */
+export function restOfChange(change: Extract<StateChange, { kind: "account-rest" | "model-rest" }>): AccountRest {
+  const { until, source, reason, cause } = change;
+  if (change.kind === "model-rest") return { scope: "model", modelClass: "all", model: change.model, until, source, reason, ...(cause === undefined ? {} : { cause }) };
+  return {
+    scope: change.keyId === undefined ? "account" : "key",
+    modelClass: change.modelClass,
+    ...(change.keyId === undefined ? {} : { keyId: change.keyId }),
+    until,
+    source,
+    reason,
+    ...(cause === undefined ? {} : { cause }),
+    ...(change.untilCleared ? { untilCleared: true } : {}),
+  };
+}
+
+/** A rest is one per scope, class, model and key in an account; it is only ever extended. */
+function addRest(account: AccountState, rest: AccountRest): boolean {
+  const same = account.rests.findIndex((each) => each.scope === rest.scope && each.modelClass === rest.modelClass && each.model === rest.model && each.keyId === rest.keyId);
+  if (same < 0) {
+    account.rests = [...account.rests, rest];
+    return true;
+  }
+  if (!outlasts(rest, account.rests[same] as AccountRest)) return false;
+  account.rests = account.rests.map((each, index) => (index === same ? rest : each));
+  return true;
 }
 
 /**
- * Applies `update` to a key's runtime facts. With a `basis`: a fact on an older basis than the
- * key's is dropped; a fact on a newer basis than we know (its instance saw a person's edit that
- * has not reached us yet) first clears what that edit will clear, so arrival order cannot matter.
+ * A key's account becomes known: what was learned under its stand-in (`key:<id>`) moves to the
+ * real one (rests kept by max, the free count by the newer day or the higher count).
  */
-function onRuntime(state: PoolState, keyId: string, basis: number | undefined, update: (rt: KeyRuntime) => KeyRuntime): PoolState {
-  // A removed key's facts are kept (a removal is a switch: older facts are void by their basis),
-  // so a fact that arrives before the removal or after it leaves the same state.
-  const entry = state.keys.get(keyId);
-  let rt = state.runtime.get(keyId) ?? emptyRuntime(entry?.switchVersion ?? 0);
-  if (basis !== undefined) {
-    if (basis < rt.basis) return state;
-    if (basis > rt.basis) rt = resetRuntime(rt, basis);
+function setAccount(state: PoolMemory, keyId: string, id: string): boolean {
+  const key = state.byId.get(keyId);
+  if (!key || key.account === id) return false;
+  const beforeId = accountIdOf(key);
+  key.account = id;
+  const before = beforeId.startsWith("key:") ? state.accounts.get(beforeId) : undefined;
+  if (before) {
+    const after = accountOf(state, id);
+    for (const rest of before.rests) addRest(after, rest);
+    if (before.free && (!after.free || after.free.day < before.free.day || (after.free.day === before.free.day && after.free.used < before.free.used))) after.free = before.free;
+    state.accounts.delete(beforeId);
   }
-  const next = update(rt);
-  if (next === state.runtime.get(keyId)) return state;
-  return { ...state, runtime: withEntry(state.runtime, keyId, next) };
+  return true;
 }
 
-/** What a person's switch (add, remove, enable, disable) clears: cooldown, disabled, the failure streak. Counters stay. */
-function resetRuntime(rt: KeyRuntime, basis: number): KeyRuntime {
-  const { cooldown: _cooldown, disabled: _disabled, ...kept } = rt;
-  return { ...kept, basis, streak: { lastSuccessAt: 0, failures: [] } };
+/**
+ * The day's free-model count and the account's limit. UTC days (YYYY-MM-DD) compare as strings:
+ * the latest day heard is the day counted (a newer day starts from zero), and counts for an older
+ * day are void. Counts add. The limit is the account's, not the day's: the latest lesson wins,
+ * whichever day it came on.
+ */
+function applyFree(account: AccountState, change: Extract<StateChange, { kind: "free-requests" | "free-limit" | "free-used" }>): boolean {
+  const current = account.free;
+  const newDay = current === undefined || change.day > current.day;
+  if (!newDay && change.day < current.day && change.kind !== "free-limit") return false;
+  const today: FreeBudget = newDay
+    ? { day: change.day, used: 0, ...(current?.limit === undefined ? {} : { limit: current.limit }), ...(current?.learnedAt === undefined ? {} : { learnedAt: current.learnedAt }) }
+    : current;
+  let changed = newDay;
+  switch (change.kind) {
+    case "free-requests":
+      today.used += change.delta;
+      changed ||= change.delta !== 0;
+      break;
+    case "free-used":
+      if (today.used < change.used) {
+        today.used = change.used;
+        changed = true;
+      }
+      break;
+    case "free-limit": {
+      const learnedAt = today.learnedAt ?? -1;
+      if (learnedAt > change.learnedAt || (learnedAt === change.learnedAt && (today.limit ?? -1) >= change.limit)) break;
+      today.limit = change.limit;
+      today.learnedAt = change.learnedAt;
+      changed = true;
+      break;
+    }
+  }
+  if (changed) account.free = today;
+  return changed;
 }
 
-function applyEdit(state: PoolState, change: Extract<StateChange, { kind: "key-edit" }>): PoolState {
+/**
+ * A person's edit of one key-list entry (the Redis key list): each register (add, removal, switch,
+ * label) keeps the edit with the highest version, so every order gives the same entry. Undefined
+ * when the edit changes nothing (an older version than its register's).
+ */
+export function applyEdit(entry: KeyListEntry | undefined, change: Extract<StateChange, { kind: "key-edit" }>): KeyListEntry | undefined {
   const { keyId: id, version: v } = change;
-  const entry = state.keys.get(id) ?? blankEntry(id);
-  const next: KeyListEntry = { ...entry, version: Math.max(entry.version, v) };
+  const current = entry ?? blankEntry(id);
+  const next: KeyListEntry = { ...current, version: Math.max(current.version, v) };
   const takeSwitch = (disabled?: { at: number; reason: string }): void => {
     if (v <= next.switchVersion) return;
     next.switchVersion = v;
@@ -168,11 +233,11 @@ function applyEdit(state: PoolState, change: Extract<StateChange, { kind: "key-e
   };
   switch (change.edit) {
     case "add":
-      if (v <= entry.addVersion) return state;
+      if (v <= current.addVersion) return undefined;
       next.addVersion = v;
       next.secret = change.secret;
       next.addedAt = change.addedAt;
-      if (change.account !== undefined) next.account = maxText(next.account, change.account);
+      if (change.account !== undefined && (next.account === undefined || change.account > next.account)) next.account = change.account;
       takeSwitch();
       if (v > next.labelVersion) {
         next.labelVersion = v;
@@ -181,17 +246,17 @@ function applyEdit(state: PoolState, change: Extract<StateChange, { kind: "key-e
       }
       break;
     case "remove":
-      if (v <= entry.removeVersion) return state;
+      if (v <= current.removeVersion) return undefined;
       next.removeVersion = v;
       takeSwitch(); // what the pool learned before the removal is void for a key added again later
       break;
     case "enable":
     case "disable":
-      if (v <= entry.switchVersion) return state;
+      if (v <= current.switchVersion) return undefined;
       takeSwitch(change.edit === "disable" ? { at: change.at, reason: change.reason } : undefined);
       break;
     case "label":
-      if (v <= entry.labelVersion) return state;
+      if (v <= current.labelVersion) return undefined;
       next.labelVersion = v;
       if (change.label === undefined) delete next.label;
       else next.label = change.label;
@@ -203,42 +268,7 @@ function applyEdit(state: PoolState, change: Extract<StateChange, { kind: "key-e
     next.secret = "";
     next.addedAt = 0;
   }
-  let runtime = state.runtime;
-  const rt = runtime.get(id);
-  if (rt !== undefined && rt.basis < next.switchVersion) {
-    const reset = resetRuntime(rt, next.switchVersion);
-    // Nothing left but the basis, which the entry's switch version already says: no entry, as
-    // when the void facts arrive after the switch and are dropped.
-    runtime = isBlank(reset) ? without(runtime, id) : withEntry(runtime, id, reset);
-  }
-  return { ...state, keys: withEntry(state.keys, id, next), runtime };
-}
-
-const isBlank = (rt: KeyRuntime): boolean =>
-  rt.requests === 0 && rt.successes === 0 && rt.failures === 0 && rt.tokens === 0 && rt.cost === 0 && rt.lastUsedAt === 0;
-
-function without<V>(map: ReadonlyMap<string, V>, id: string): ReadonlyMap<string, V> {
-  const copy = new Map(map);
-  copy.delete(id);
-  return copy;
+  return next;
 }
 
 const blankEntry = (id: string): KeyListEntry => ({ id, secret: "", addedAt: 0, removed: true, version: 0, addVersion: 0, removeVersion: 0, switchVersion: 0, labelVersion: 0 });
-
-/** Of two texts for one fact (an account id), the same one whatever the order: the greater. */
-const maxText = (current: string | undefined, incoming: string): string => (current !== undefined && current >= incoming ? current : incoming);
-
-function withEntry<V>(map: ReadonlyMap<string, V>, id: string, value: V): Map<string, V> {
-  return new Map(map).set(id, value);
-}
-
-/** What a reader derives at `now` (never written back): is the key usable, and until when not. */
-export function keyBlockedUntil(state: PoolState, keyId: string, now: number): number | "disabled" | "removed" | undefined {
-  const entry = state.keys.get(keyId);
-  if (entry === undefined || entry.removed) return "removed";
-  if (entry.personDisabled) return "disabled";
-  const rt = state.runtime.get(keyId);
-  if (rt === undefined || rt.basis < entry.switchVersion) return undefined;
-  if (rt.disabled) return "disabled";
-  return rt.cooldown !== undefined && rt.cooldown.until > now ? rt.cooldown.until : undefined;
-}

@@ -101,7 +101,7 @@ export function mergeKeysForSave(theirs: readonly KeyRecord[], ours: readonly Ke
   });
 }
 
-/** The identity of a rest: one per scope, class, model and key in an account (as account-book.ts keeps them). */
+/** The identity of a rest: one per scope, class, model and key in an account (as changes.ts keeps them). */
 const restId = (rest: AccountRest): string => `${rest.scope}\u0000${rest.modelClass}\u0000${rest.model ?? ""}\u0000${rest.keyId ?? ""}`;
 
 /**

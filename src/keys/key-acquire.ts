@@ -55,10 +55,8 @@ export function acquire(core: PoolCore, options: AcquireOptions = {}): AcquireRe
   // Marked used at acquire time, so concurrent requests spread under least-recently-used;
   // stamps strictly increase, so two acquires in one millisecond still have an order.
   core.lastStamp = Math.max(core.now(), core.lastStamp + 1e-3);
-  key.lastUsedAt = core.lastStamp;
-  key.requests++;
   core.chooser.used(key.id);
-  core.changed();
+  core.decide([{ kind: "key-counters", keyId: key.id, delta: { requests: 1 }, lastUsedAt: core.lastStamp }]);
   return { ok: true, lease: leaseOf(key) };
 }
 
@@ -85,7 +83,7 @@ function survey(core: PoolCore, { exclude, avoid, excludeAccounts, model }: Acqu
   const at = core.now();
   if (keys.length === 0) return { ok: false, reason: "no-keys", total: 0 };
   const modelClass = classOfModel(model);
-  const accounts = core.book.raw();
+  const { accounts } = core;
   const usable: KeyRecord[] = [];
   /** Keys only a privacy 404 keeps off this model: tried last, never refused outright. */
   let fallback: KeyRecord[] | undefined;
@@ -149,9 +147,10 @@ function survey(core: PoolCore, { exclude, avoid, excludeAccounts, model }: Acqu
 }
 
 /**
- * A key's cooldown that is over is noted once, by the next real acquire (a write: it marks a key
- * used anyway), so the logs say when a key came back. Status never depends on this: an ended
- * cooldown stops counting at its end whether or not it was noted.
+ * A key's cooldown that is over is noted once, by the next real acquire, so the logs say when a
+ * key came back. Status never depends on this (an ended cooldown stops counting at its end whether
+ * or not it was noted), nor does a merge: an instant that has ended outlasts nothing, so clearing
+ * it here is bookkeeping, not a change to share.
  */
 function noteRecovery(core: PoolCore, key: KeyRecord): void {
   key.cooldownUntil = 0;

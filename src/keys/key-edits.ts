@@ -4,31 +4,34 @@
  * enable-key or a background GET /key showing credits again may end.
  */
 import { accountIdOf } from "./account-state.ts";
+import { apply } from "./changes.ts";
 import { carryUnsaved } from "./file-merge.ts";
-import { clearOnEnable, describeCleared } from "./outcome-rests.ts";
+import { describeCleared } from "./outcome-rests.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { KeyRecord } from "./schema.ts";
 
 /** A person's enable-key: the rests of the key's account that are not a known daily limit end; says which. */
 export function clearRests(core: PoolCore, keyId: string): string[] {
-  const key = core.byId.get(keyId);
-  if (!key) return [];
-  const cleared = clearOnEnable(core.book, key);
-  if (cleared.length === 0) return [];
-  const described = cleared.map(describeCleared);
-  core.events?.emit("account.rests-cleared", { account: accountIdOf(key), keyId, cleared: described });
-  core.changed();
-  return described;
+  return endRests(core, keyId, "person");
 }
 
 /** A background GET /key shows the account can pay again: its credit rests end. */
 export function paidAgain(core: PoolCore, keyId: string): void {
+  endRests(core, keyId, "credits");
+}
+
+/** Ends the rests of the key's account (and of the key itself) that `by` may end; describes those that had not ended yet. */
+function endRests(core: PoolCore, keyId: string, by: "person" | "credits"): string[] {
   const key = core.byId.get(keyId);
-  if (!key) return;
-  const cleared = core.book.clearRests(key, (rest) => rest.cause === "credits" || rest.cause === "negative-balance");
-  if (cleared.length === 0) return;
-  core.events?.emit("account.rests-cleared", { account: accountIdOf(key), keyId, cleared: cleared.map(describeCleared) });
-  core.changed();
+  if (!key) return [];
+  const account = accountIdOf(key);
+  const before = core.accounts.get(account)?.rests ?? [];
+  if (core.decide([{ kind: "rests-cleared", account, keyId, by }]).length === 0) return [];
+  const after = new Set(core.accounts.get(account)?.rests);
+  const at = core.now();
+  const described = before.filter((rest) => !after.has(rest) && rest.until > at).map(describeCleared);
+  if (described.length > 0) core.events?.emit("account.rests-cleared", { account, keyId, cleared: described });
+  return described;
 }
 
 /** Adopts a stored list: new keys join, missing ones leave, known ones keep runtime state. */
@@ -66,7 +69,8 @@ export function replaceKeys(core: PoolCore, records: readonly KeyRecord[]): void
     known.label = record.label;
     known.extra = record.extra;
     if (record.keyLimit && record.keyLimit.checkedAt > (known.keyLimit?.checkedAt ?? 0)) known.keyLimit = record.keyLimit;
-    if (record.account !== undefined && known.account === undefined) core.book.setAccount(known, record.account);
+    // The stored list's fact, applied as heard (not a decision of this pool: nothing to publish).
+    if (record.account !== undefined && known.account === undefined) apply(core, { kind: "key-account", keyId: known.id, account: record.account });
     return known;
   });
   core.byId = new Map(core.keys.map((key) => [key.id, key]));

@@ -1,7 +1,9 @@
 /**
- * The key pool: the only owner of key state. `acquire` picks a key for a request, `report` applies
- * what the upstream said about it. Both are synchronous and do no I/O; the store is told that
- * something changed (`onChange`) and writes later, coalesced.
+ * The key pool: the only owner of key state. `acquire` picks a key for a request, `report` decides
+ * what the upstream said about it; both are synchronous and do no I/O. Every decision is a list of
+ * `StateChange`s applied by the one reducer (changes.ts `apply`) and handed to the pool's change
+ * listeners (`onChange`): the stores write them, each in its own way and time. Changes made
+ * elsewhere come in through `apply`, the same reducer, and are not handed out again.
  *
  * This file is the pool's face and its assembly; each job lives in its own module: choosing
  * (key-acquire.ts), outcomes (key-report.ts), a person's edits and the stored list (key-edits.ts),
@@ -10,15 +12,14 @@
 import type { Rotation } from "../config.ts";
 import type { Outcome } from "../domain/outcome.ts";
 import type { EventBus } from "../domain/events.ts";
-import { createAccountBook } from "./account-book.ts";
 import { adoptState } from "./adopt-state.ts";
-import type { AccountState } from "./account-state.ts";
+import { copyAccounts, type AccountState } from "./account-state.ts";
+import { apply } from "./changes.ts";
 import { acquire, outlook, type AcquireOptions, type AcquireResult, type Outlook } from "./key-acquire.ts";
 import { clearRests, paidAgain, replaceKeys } from "./key-edits.ts";
 import { learn, report, type KeyFacts, type ReportContext } from "./key-report.ts";
 import type { KeyState, KeyStatus } from "./key-status.ts";
 import type { AccountView, KeyView } from "./key-view.ts";
-import { applyToPool } from "./pool-apply.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { StateChange } from "./pool-state.ts";
 import { accountViews, availability, keysByState, keyViews, records, statusOf, type Availability } from "./pool-views.ts";
@@ -29,6 +30,13 @@ export type { AcquireOptions, AcquireResult, KeyLease, Outlook } from "./key-acq
 export type { KeyFacts, ReportContext } from "./key-report.ts";
 export type { KeyState, KeyStatus } from "./key-status.ts";
 export type { Availability } from "./pool-views.ts";
+
+/**
+ * What each decision changed, in the order applied: counters only (`key-counters`, `free-requests`:
+ * pool-state.ts `counterKinds`) for an acquire or a plain success, instants and the rest otherwise.
+ * Only this pool's own decisions; a change applied through `apply` is not handed out.
+ */
+export type ChangeListener = (changes: readonly StateChange[]) => void;
 
 export interface KeyPool {
   acquire(options?: AcquireOptions): AcquireResult;
@@ -64,9 +72,12 @@ export interface KeyPool {
   adoptState(records: readonly KeyRecord[], accounts: ReadonlyMap<string, AccountState>): void;
   records(): KeyRecord[];
   statusOf(record: KeyRecord): KeyStatus;
-  /** Subscribes to "state changed, persist me"; returns an unsubscribe. */
-  onChange(listener: () => void): () => void;
-  /** A change another instance made (issue 14, pool-apply.ts); emits none of the pool's events. */
+  /** Subscribes to the pool's decisions, as the changes each one made; returns an unsubscribe. */
+  onChange(listener: ChangeListener): () => void;
+  /**
+   * A change made elsewhere (another instance, a resync), folded in by the same reducer as the
+   * pool's own; announces no event and is not handed to the change listeners.
+   */
   apply(change: StateChange): void;
 }
 
@@ -80,21 +91,38 @@ export interface KeyPoolOptions {
 }
 
 export function createKeyPool({ rotation, failureThreshold, now = Date.now, events, holdAddedKeys = false }: KeyPoolOptions): KeyPool {
-  const changeListeners = new Set<() => void>();
+  const changeListeners = new Set<ChangeListener>();
+  /** Rests that have ended are forgotten when their account takes a new one, so an account's list stays short. */
+  const forgetEnded = (change: StateChange): void => {
+    if (change.kind !== "account-rest" && change.kind !== "model-rest") return;
+    const account = core.accounts.get(change.account);
+    const at = now();
+    if (account !== undefined && account.rests.some((rest) => rest.until <= at)) account.rests = account.rests.filter((rest) => rest.until > at);
+  };
   const core: PoolCore = {
     keys: [],
     byId: new Map(),
+    accounts: new Map(),
     lastStamp: 0,
     loaded: false,
     pending: new Set(),
-    book: createAccountBook({ now, events }),
     chooser: createChooser(rotation),
     events,
     now,
     failureThreshold,
     holdAddedKeys,
-    changed() {
-      for (const listener of changeListeners) listener();
+    decide(changes) {
+      // The request path decides one change per call: no copy unless one changed nothing.
+      let applied: StateChange[] | undefined;
+      for (let index = 0; index < changes.length; index++) {
+        const change = changes[index] as StateChange;
+        forgetEnded(change);
+        if (apply(core, change)) applied?.push(change);
+        else applied ??= changes.slice(0, index);
+      }
+      const made = applied ?? changes;
+      if (made.length > 0) for (const listener of changeListeners) listener(made);
+      return made;
     },
   };
   return {
@@ -107,8 +135,10 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     clearRests: (keyId) => clearRests(core, keyId),
     paidAgain: (keyId) => paidAgain(core, keyId),
     pendingLookups: () => [...core.pending],
-    accounts: () => core.book.snapshot(),
-    loadAccounts: (loaded) => core.book.load(loaded),
+    accounts: () => copyAccounts(core.accounts),
+    loadAccounts(loaded) {
+      core.accounts = copyAccounts(loaded);
+    },
     accountViews: () => accountViews(core),
     keyViews: () => keyViews(core),
     replaceKeys: (list) => replaceKeys(core, list),
@@ -120,7 +150,11 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       return () => changeListeners.delete(listener);
     },
     apply(change) {
-      if (applyToPool(change, { byId: core.byId, keys: core.keys, book: core.book, dropped: (keyId) => core.chooser.dropped(keyId), now })) core.changed();
+      forgetEnded(change);
+      if (!apply(core, change)) return;
+      // A key that rests now stops being sticky; another instance's GET /key answered for a key added here.
+      if (change.kind === "key-cooldown" || change.kind === "key-disabled") core.chooser.dropped(change.keyId);
+      if (change.kind === "key-account") core.pending.delete(change.keyId);
     },
   };
 }

@@ -1,12 +1,12 @@
 /**
- * What an upstream answer rests, turned into the account book's terms: a 429 on an account
- * limit or a provider, and a 402 by cause (../upstream/payment-causes.ts). The pool calls these
- * from `report`; they hold no state of their own.
+ * What an upstream answer rests, as changes for the pool to decide: a 429 on an account limit or
+ * a provider, and a 402 by cause (../upstream/payment-causes.ts). The pool's `report` calls these;
+ * they hold no state of their own and change nothing themselves.
  */
 import type { Outcome, PaymentOutcome } from "../domain/outcome.ts";
-import type { AccountBook } from "./account-book.ts";
-import type { AccountRest } from "./account-state.ts";
-import { clearableByPerson, nextLimitReset, restTarget } from "./rests.ts";
+import { utcDayOf, type AccountRest } from "./account-state.ts";
+import type { StateChange } from "./pool-state.ts";
+import { nextLimitReset, restTarget } from "./rests.ts";
 import type { KeyRecord } from "./schema.ts";
 
 /** A rest that lasts until credits are seen again is written with this horizon (the file needs a time). */
@@ -16,57 +16,49 @@ export const KEY_LOOKUP_WAIT_MS = 1_000;
 
 type RateLimited = Extract<Outcome, { kind: "rate-limited" }>;
 
-export function applyRateLimit(book: AccountBook, key: KeyRecord, outcome: RateLimited, at: number): void {
-  book.addRest(key, {
-    scope: outcome.scope === "model" ? "model" : "account",
-    modelClass: outcome.modelClass,
-    ...(outcome.model === undefined ? {} : { model: outcome.model }),
-    until: outcome.until,
-    source: outcome.source,
-    reason: outcome.message ?? "rate limited (429)",
-    ...(outcome.cause === undefined ? {} : { cause: outcome.cause }),
-  });
+/** A 429 on the key's account (or one model on it); a free-models-per-day one also teaches the day's limit, used up. */
+export function rateLimitChanges(account: string, outcome: RateLimited, at: number): StateChange[] {
+  const cause = { until: outcome.until, source: outcome.source, reason: outcome.message ?? "rate limited (429)", ...(outcome.cause === undefined ? {} : { cause: outcome.cause }) };
+  const changes: StateChange[] = [];
+  // A model's rest needs the model: without one (a request that named none) it would keep nothing off the key.
+  if (outcome.scope !== "model") changes.push({ kind: "account-rest", account, modelClass: outcome.modelClass, ...cause });
+  else if (outcome.model !== undefined) changes.push({ kind: "model-rest", account, model: outcome.model, ...cause });
   if (outcome.dailyLimit !== undefined) {
-    // The daily limit is learned and used up: no more free requests on this account today.
-    const budget = book.freeBudget(key, at);
-    budget.limit = outcome.dailyLimit;
-    budget.used = Math.max(budget.used, outcome.dailyLimit);
+    const day = utcDayOf(at);
+    changes.push({ kind: "free-limit", account, day, limit: outcome.dailyLimit, learnedAt: at }, { kind: "free-used", account, day, used: outcome.dailyLimit });
   }
+  return changes;
 }
 
-/** Rests what a 402 names, and only that; false when nothing rests (the request's own, or no known wait). */
-export function applyPayment(book: AccountBook, key: KeyRecord, outcome: PaymentOutcome, at: number): boolean {
+/** Rests what a 402 names, and only that; none when nothing rests (the request's own, or no known wait). */
+export function paymentChanges(account: string, key: KeyRecord, outcome: PaymentOutcome, at: number): StateChange[] {
   const reason = outcome.message ?? `upstream answered 402 (${outcome.cause})`;
   switch (outcome.cause) {
     case "request-too-big":
-      return false;
+      return [];
     case "in-flight":
       // Temporary: the account's paid models wait out the announced time, never longer.
-      if (outcome.until === undefined) return false;
-      book.addRest(key, { scope: "account", modelClass: "paid", until: outcome.until, source: "retry-after", reason, cause: "in-flight" });
-      return true;
+      if (outcome.until === undefined) return [];
+      return [{ kind: "account-rest", account, modelClass: "paid", until: outcome.until, source: "retry-after", reason, cause: "in-flight" }];
     case "key-limit": {
       const reset = nextLimitReset(key.keyLimit?.reset, at);
-      book.addRest(key, { scope: "key", keyId: key.id, modelClass: "paid", until: reset.until, source: reset.source, reason, cause: "key-limit" });
-      return true;
+      return [{ kind: "account-rest", account, keyId: key.id, modelClass: "paid", until: reset.until, source: reset.source, reason, cause: "key-limit" }];
     }
     case "credits":
     case "negative-balance":
-      book.addRest(key, {
-        scope: "account",
-        modelClass: outcome.cause === "credits" ? "paid" : "all",
-        until: at + UNTIL_CLEARED_HORIZON_MS,
-        untilCleared: true,
-        source: "until-credits",
-        reason,
-        cause: outcome.cause,
-      });
-      return true;
+      return [
+        {
+          kind: "account-rest",
+          account,
+          modelClass: outcome.cause === "credits" ? "paid" : "all",
+          until: at + UNTIL_CLEARED_HORIZON_MS,
+          untilCleared: true,
+          source: "until-credits",
+          reason,
+          cause: outcome.cause,
+        },
+      ];
   }
-}
-
-export function clearOnEnable(book: AccountBook, key: KeyRecord): AccountRest[] {
-  return book.clearRests(key, clearableByPerson);
 }
 
 /** "paid models (credits): Insufficient credits…", for the enable-key output and the log. */

@@ -1,9 +1,10 @@
 /**
- * The shape of key state as the pool and the stores share it, and the `StateChange` union that
- * moves it between instances. The merge rules live in changes.ts; this file is types only (and
- * the empty values), so stores and transports can import it without the rules.
+ * The `StateChange` union: what the pool decides and what moves between instances, and the key
+ * list's entry as people's edits build it. The rules live in changes.ts; this file is types (and
+ * which kinds are counters), so stores and transports can import it without the rules.
  */
-import type { RestClass } from "../domain/model-class.ts";
+import type { RestCause, RestClass } from "../domain/model-class.ts";
+import type { KeyLimit } from "./schema.ts";
 
 /** Where an instant came from, for status pages and logs; the winner's cause is kept. */
 export interface Cause {
@@ -19,9 +20,14 @@ export type KeyEdit =
   | { edit: "label"; label?: string };
 
 /**
- * Runtime facts carry the `basis` they were learned on: the key's switch version (its last
- * enable/disable/add by a person) as the emitting instance knew it. A fact on an older basis
- * than the key's loses to the person's edit.
+ * A decision of the pool, or a fact heard from elsewhere, as one change that `apply` (changes.ts)
+ * folds into the pool's memory. Runtime facts carry the `basis` they were learned on: the key's
+ * switch version (its last enable/disable/add by a person) as the deciding instance knew it. A
+ * fact on an older basis than the key's loses to the person's edit.
+ *
+ * The kinds marked *local* are this instance's own and never travel: they have no instant or sum
+ * another instance could merge (a rest until credits come back ends on a GET /key, not at a time;
+ * a floor under a count is only right where the count was taken).
  */
 export type StateChange =
   | ({ kind: "key-edit"; keyId: string; version: number } & KeyEdit)
@@ -31,10 +37,28 @@ export type StateChange =
   | { kind: "key-success"; keyId: string; basis: number; at: number }
   | { kind: "key-counters"; keyId: string; delta: CounterDelta; lastUsedAt?: number }
   | { kind: "key-account"; keyId: string; account: string }
-  | ({ kind: "account-rest"; account: string; modelClass: RestClass; until: number } & Cause)
-  | ({ kind: "model-rest"; account: string; model: string; until: number } & Cause)
+  | ({ kind: "account-rest"; account: string; modelClass: RestClass; until: number } & Cause & RestDetail)
+  | ({ kind: "model-rest"; account: string; model: string; until: number } & Cause & Pick<RestDetail, "cause">)
   | { kind: "free-requests"; account: string; day: string; delta: number }
-  | { kind: "free-limit"; account: string; day: string; limit: number; learnedAt: number };
+  | { kind: "free-limit"; account: string; day: string; limit: number; learnedAt: number }
+  /** Local: the day's count is at least `used` (GET /key's count, a free-models-per-day 429). */
+  | { kind: "free-used"; account: string; day: string; used: number }
+  /** Local: what GET /key said about the key's own spending cap. */
+  | { kind: "key-limit"; keyId: string; keyLimit: KeyLimit }
+  /** Local: a person's enable-key (`person`), or a GET /key showing credits again (`credits`), ends rests of the key's account. */
+  | { kind: "rests-cleared"; account: string; keyId: string; by: "person" | "credits" };
+
+/** What a rest may say beyond its instant; rests that carry `keyId` or `untilCleared` are local. */
+export interface RestDetail {
+  cause?: RestCause;
+  /** One key of the account rests (its own spending cap), not the account. */
+  keyId?: string;
+  /** Lasts until credits are seen again: `until` is only a horizon. */
+  untilCleared?: boolean;
+}
+
+/** The counters' kinds: a listener that only persists counters lazily tells them apart by kind. */
+export const counterKinds: ReadonlySet<StateChange["kind"]> = new Set(["key-counters", "free-requests"]);
 
 export interface CounterDelta {
   requests?: number;
@@ -43,6 +67,9 @@ export interface CounterDelta {
   tokens?: number;
   cost?: number;
 }
+
+/** A key's counters as a shared store totals them. */
+export type CounterTotals = Required<CounterDelta> & { lastUsedAt: number };
 
 /**
  * A key as people keep it, as registers that each keep the edit with the highest version: the
@@ -72,54 +99,3 @@ export interface KeyListEntry {
   /** Disabled by a person (`disable-key`): only a person's newer enable (or add) ends it. */
   personDisabled?: { at: number; reason: string };
 }
-
-export interface Instant extends Cause {
-  until: number;
-}
-
-export interface KeyRuntime {
-  /** The switch version these facts were learned on. */
-  basis: number;
-  cooldown?: Instant;
-  disabled?: { since: number; reason: string };
-  /**
-   * The failures since the last success, as their instants (not a count): a failure and a
-   * success that cross in flight then merge the same in either order. `failures.length` is the
-   * consecutive-failure count; at most `STREAK_CAP` are kept (past any failure threshold).
-   */
-  streak: { lastSuccessAt: number; failures: readonly number[] };
-  lastUsedAt: number;
-  requests: number;
-  successes: number;
-  failures: number;
-  tokens: number;
-  cost: number;
-}
-
-export interface AccountRuntime {
-  /** Rests by identity: `class:<all|free|paid>` for the account, `model:<id>` for one model. */
-  rests: ReadonlyMap<string, Instant & { scope: "account" | "model"; modelClass?: RestClass; model?: string }>;
-  free?: { day: string; used: number; limit?: number; limitLearnedAt?: number };
-}
-
-export interface PoolState {
-  keys: ReadonlyMap<string, KeyListEntry>;
-  runtime: ReadonlyMap<string, KeyRuntime>;
-  accounts: ReadonlyMap<string, AccountRuntime>;
-}
-
-/** FAILURE_THRESHOLD's maximum: a longer streak disables the key anyway. */
-export const STREAK_CAP = 1000;
-
-export const emptyPoolState = (): PoolState => ({ keys: new Map(), runtime: new Map(), accounts: new Map() });
-
-export const emptyRuntime = (basis: number): KeyRuntime => ({
-  basis,
-  streak: { lastSuccessAt: 0, failures: [] },
-  lastUsedAt: 0,
-  requests: 0,
-  successes: 0,
-  failures: 0,
-  tokens: 0,
-  cost: 0,
-});

@@ -18,7 +18,7 @@ export interface Availability extends Record<KeyState, number> {
 
 export function availability(core: PoolCore): Availability {
   const at = core.now();
-  const accounts = core.book.raw();
+  const { accounts } = core;
   const counts: Record<KeyState, number> = { active: 0, limited: 0, resting: 0, cooling: 0, disabled: 0 };
   let nextAvailableAt = Infinity;
   for (const key of core.keys) {
@@ -30,15 +30,15 @@ export function availability(core: PoolCore): Availability {
   return { total: core.keys.length, available, ...counts, ...(Number.isFinite(nextAvailableAt) ? { nextAvailableAt } : {}) };
 }
 
-export const statusOf = (core: PoolCore, record: KeyRecord): KeyStatus => keyStatus(record, core.book.raw(), core.now());
+export const statusOf = (core: PoolCore, record: KeyRecord): KeyStatus => keyStatus(record, core.accounts, core.now());
 
-export const keysByState = (core: PoolCore): Record<KeyState, number> => countByState(core.keys, core.book.raw(), core.now());
+export const keysByState = (core: PoolCore): Record<KeyState, number> => countByState(core.keys, core.accounts, core.now());
 
 export const keyViews = (core: PoolCore): KeyView[] => {
   const at = core.now();
-  return core.keys.map((key) => viewKey(key, core.book.raw(), at));
+  return core.keys.map((key) => viewKey(key, core.accounts, at));
 };
 
-export const accountViews = (core: PoolCore): AccountView[] => viewAccounts(core.keys, core.book.raw(), core.now());
+export const accountViews = (core: PoolCore): AccountView[] => viewAccounts(core.keys, core.accounts, core.now());
 
 export const records = (core: PoolCore): KeyRecord[] => core.keys.map((key) => ({ ...key }));

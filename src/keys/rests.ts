@@ -17,6 +17,12 @@ export function clearableByPerson(rest: AccountRest): boolean {
   return true;
 }
 
+/** Which rests end when a person enables a key (`person`), and when GET /key shows credits again (`credits`). */
+export const endedBy: Readonly<Record<"person" | "credits", (rest: AccountRest) => boolean>> = {
+  person: clearableByPerson,
+  credits: (rest) => rest.cause === "credits" || rest.cause === "negative-balance",
+};
+
 const DAY = 86_400_000;
 /** Without a known `limit_reset`, a key that hit its cap rests this long, then is tried again. */
 export const UNKNOWN_KEY_LIMIT_REST_MS = 3_600_000;

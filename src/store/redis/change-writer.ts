@@ -12,6 +12,7 @@
  * | free-limit                   | the day's known limit                            | yes       |
  * | key-account                  | (the key list keeps accounts)                    | yes       |
  * | key-edit                     | not here: people's edits go through key-list.ts  | —         |
+ * | local kinds and rests (pool-state.ts): a key's own rest, one until credits, a privacy rest, `free-used`, `key-limit`, `rests-cleared` | nowhere | no |
  *
  * `free-requests` is only for requests sent without a reservation (Redis was away): a granted
  * reservation has already counted its request. Writes go through the connection's queue, so an
@@ -96,6 +97,10 @@ export function createChangeWriter({
           return publish(change);
         case "account-rest":
         case "model-rest": {
+          // No instant carries these: a key's own cap, a rest until credits are seen again (only a
+          // later GET /key ends it, and an extend-only instant would outlive that), a privacy
+          // setting (a soft rest, which the shared cause text cannot say). Each instance learns them.
+          if (change.cause === "privacy" || (change.kind === "account-rest" && (change.keyId !== undefined || change.untilCleared))) return;
           const restId = change.kind === "account-rest" ? `class:${change.modelClass}` : `model:${change.model}`;
           write(scripts.extendRest({ account: change.account, restId, until: change.until, cause: change }));
           return publish(change);
@@ -117,6 +122,10 @@ export function createChangeWriter({
           return publish(change);
         case "key-edit":
           return; // people's edits: key-list.ts
+        case "free-used":
+        case "key-limit":
+        case "rests-cleared":
+          return; // local (pool-state.ts)
       }
     },
     flush,

@@ -9,7 +9,7 @@
  * The marker lives `markerTtlMs` (24 h by default): longer than any replay can come late, at one
  * small key per batch (one a second per instance: ~86,400 a day).
  */
-import type { CounterDelta, KeyRuntime } from "../../keys/pool-state.ts";
+import type { CounterDelta, CounterTotals } from "../../keys/pool-state.ts";
 import type { RedisWrite } from "./connection.ts";
 import { freeDayExpiry, type RedisKeys } from "./redis-keys.ts";
 import { evalWrite, luaScript } from "./scripts.ts";
@@ -38,8 +38,6 @@ end
 return 1
 `);
 
-type Sums = Pick<KeyRuntime, "requests" | "successes" | "failures" | "tokens" | "cost" | "lastUsedAt">;
-
 export interface CounterBatcher {
   add(keyId: string, delta: CounterDelta, lastUsedAt?: number): void;
   /** Free-model requests an account was sent without a reservation in Redis (it was away). */
@@ -61,7 +59,7 @@ export interface CounterBatcherOptions {
 }
 
 export function createCounterBatcher({ keys, instanceId, markerTtlMs = 86_400_000 }: CounterBatcherOptions): CounterBatcher {
-  let sums = new Map<string, Sums>();
+  let sums = new Map<string, CounterTotals>();
   /** day → account → free requests */
   let free = new Map<string, Map<string, number>>();
   let sequence = 0;
@@ -88,7 +86,7 @@ export function createCounterBatcher({ keys, instanceId, markerTtlMs = 86_400_00
     },
     take() {
       if (sums.size === 0 && free.size === 0) return undefined;
-      const [takenSums, takenFree] = [sums, free];
+      const [takenCounterTotals, takenFree] = [sums, free];
       sums = new Map();
       free = new Map();
       sequence += 1;
@@ -99,7 +97,7 @@ export function createCounterBatcher({ keys, instanceId, markerTtlMs = 86_400_00
         args.push(String(kept.length));
         for (const [field, op, value] of kept) args.push(field, op, String(value));
       };
-      for (const [keyId, s] of takenSums) {
+      for (const [keyId, s] of takenCounterTotals) {
         hashes.push(keys.keyStats(keyId));
         operations([
           ["requests", "i", s.requests],

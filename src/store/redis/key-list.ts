@@ -11,7 +11,7 @@
  * one-line error naming the variable.
  */
 import { z } from "zod";
-import { applyChange, emptyPoolState } from "../../keys/changes.ts";
+import { applyEdit } from "../../keys/changes.ts";
 import type { KeyEdit, KeyListEntry, StateChange } from "../../keys/pool-state.ts";
 import type { SecretBox } from "../secret-box.ts";
 import type { CallResult, RedisConnection } from "./connection.ts";
@@ -143,9 +143,8 @@ export function createRedisKeyList({ connection, keys, scripts, box, attempts = 
         // Any other edit of a key that is not there is no edit either (the CLI says "no such key").
         if (change.edit !== "add" && (current === undefined || current.removed)) return { ok: true, value: { applied: false } };
         // The entry as stored is the starting state; the pure rules decide the rest.
-        const state = current ? { ...emptyPoolState(), keys: new Map([[keyId, current]]) } : emptyPoolState();
-        const entry = applyChange(state, change).keys.get(keyId);
-        if (entry === undefined || entry === current) return { ok: true, value: { applied: false } };
+        const entry = applyEdit(current, change);
+        if (entry === undefined) return { ok: true, value: { applied: false } };
         const written = await runScript(connection, COMPARE_AND_SET, [listKey], [keyId, before, JSON.stringify(entry)]);
         if (!written.ok) return written;
         if (written.value !== 1) continue; // another edit of this key landed in between: read again

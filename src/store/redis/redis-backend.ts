@@ -10,19 +10,19 @@
 import type { Config } from "../../config.ts";
 import { createJsonFileStore } from "../../keys/json-file-store.ts";
 import type { KeyPool } from "../../keys/key-pool.ts";
-import type { StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore, StoreLoad } from "../../keys/key-store.ts";
 import { createLease } from "./lease.ts";
 import { startDiscoveryLease, type DiscoveryLease } from "./discovery-lease.ts";
 import type { EventBus } from "../../domain/events.ts";
 import { freeSlotReserve } from "./free-reservation.ts";
 import type { Reserve } from "../../upstream/forward-types.ts";
-import { createRedisKeyStore, type RedisKeyStore } from "./redis-key-store.ts";
+import { createRedisKeyStore } from "./redis-key-store.ts";
 import { startSharedPool, type SharedPool } from "./shared-pool.ts";
 import { openSharedState, type SharedState } from "./shared-state.ts";
 
 export interface RedisBackend {
   shared: SharedState;
-  store: RedisKeyStore;
+  store: KeyStore;
   /** Wires a pool to the shared state; `reserve` takes free-model slots for the request run. */
   attach(input: { pool: KeyPool; events: EventBus }): { reserve: Reserve; sharedPool: SharedPool };
   /**
@@ -96,7 +96,7 @@ export async function openRedisBackend({ config, url, now, events }: RedisBacken
         return imported;
       },
       attach({ pool, events }) {
-        sharedPool = startSharedPool({ pool, shared, store, events, now });
+        sharedPool = startSharedPool({ pool, shared, events, now });
         return { reserve: freeSlotReserve({ pool, shared, now }), sharedPool };
       },
       async stop() {

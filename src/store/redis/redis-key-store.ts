@@ -29,14 +29,7 @@ export interface RedisKeyStoreOptions {
   backstopMs?: number;
 }
 
-export interface RedisKeyStore extends KeyStore {
-  /** The switch version of each key as last loaded: the basis of the pool's facts about it. */
-  switchVersion(keyId: string): number;
-  /** Disabled by a person (not by failures): only a person's enable ends it. */
-  personDisabled(keyId: string): boolean;
-}
-
-export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel = {}, backstopMs = 5_000 }: RedisKeyStoreOptions): RedisKeyStore {
+export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel = {}, backstopMs = 5_000 }: RedisKeyStoreOptions): KeyStore {
   const name = `Redis at ${displayUrl(url)} (key list ${shared.keys.keyList})`;
   let entries = new Map<string, KeyListEntry>();
   let cached: KeyFileDocument = { records: [], accounts: new Map(), extraTopLevel };
@@ -57,8 +50,6 @@ export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel
   return {
     name,
     load,
-    switchVersion: (keyId) => entries.get(keyId)?.switchVersion ?? 0,
-    personDisabled: (keyId) => entries.get(keyId)?.personDisabled !== undefined,
 
     async save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>): Promise<StoreLoad> {
       // Runtime state is not saved here (shared-pool.ts sends it as changes): the stored list wins

@@ -1,30 +1,27 @@
 /**
- * The pool and the shared state in Redis, wired both ways (issue 14), without touching the pool's
- * decisions:
+ * The pool and the shared state in Redis, wired both ways:
  *
- * - out: the pool's decision events (key.cooldown, key.failure, key.disabled, account.rest) and
- *   each finished request (success: the failure streak ends; counters) become `StateChange`s for
- *   the change writer, which never waits: the hot path only hands them over;
+ * - out: the pool's stream of decisions (`pool.onChange`) goes to the change writer, which never
+ *   waits: the hot path only hands changes over. The writer's table says where each kind lands.
+ *   Two things the pool's decisions do not say are added here: the tokens and cost of a finished
+ *   request (usage arrives after the answer was relayed, long after `report`), and the end of a
+ *   failure streak that another instance counted;
  * - in: changes other instances publish, and Redis's verdict when this instance's failure reached
  *   FAILURE_THRESHOLD across instances, go to `pool.apply`; a full resync (every (re)subscribe,
  *   and every `resyncMs` as the backstop for anything the channel missed) applies every instant
- *   Redis holds and takes the day's free-model counts as a floor.
- *
- * A change being applied here makes the pool emit nothing it would publish, but the account
- * book does announce rests it adds: `applying` keeps those from being sent back out.
+ *   Redis holds and takes the day's free-model counts as a floor. What the pool applies is never
+ *   handed back out, so nothing heard is published again.
  */
 import type { KeyPool } from "../../keys/key-pool.ts";
 import { utcDayOf } from "../../keys/account-state.ts";
 import type { StateChange } from "../../keys/pool-state.ts";
 import type { EventBus } from "../../domain/events.ts";
-import type { RedisKeyStore } from "./redis-key-store.ts";
 import { readSharedSnapshot } from "./shared-snapshot.ts";
 import type { SharedState } from "./shared-state.ts";
 
 export interface SharedPoolOptions {
   pool: KeyPool;
   shared: SharedState;
-  store: RedisKeyStore;
   events: EventBus;
   now: () => number;
   /** The backstop resync's period. */
@@ -39,20 +36,8 @@ export interface SharedPool {
   stop(): Promise<void>;
 }
 
-export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5_000 }: SharedPoolOptions): SharedPool {
-  let applying = false;
-  const apply = (change: StateChange): void => {
-    applying = true;
-    try {
-      pool.apply(change);
-    } finally {
-      applying = false;
-    }
-  };
-  const record = (change: StateChange): void => {
-    if (!applying) shared.writer.record(change);
-  };
-  const basis = (keyId: string): number => store.switchVersion(keyId);
+export function startSharedPool({ pool, shared, events, now, resyncMs = 5_000 }: SharedPoolOptions): SharedPool {
+  const record = (change: StateChange): void => shared.writer.record(change);
   /**
    * Keys with a failure streak in Redis, as far as this instance knows (its own failures, and what
    * each resync reads): only their successes are written, so a healthy pool's paid requests cost
@@ -60,70 +45,57 @@ export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5
    */
   const streaking = new Set<string>();
 
+  const publish = (changes: readonly StateChange[]): void => {
+    for (const change of changes) {
+      switch (change.kind) {
+        case "free-requests":
+          continue; // the free-model reservation counted the request in Redis before it was sent
+        case "key-failure":
+          streaking.add(change.keyId);
+          break;
+        case "key-success":
+          streaking.delete(change.keyId);
+          break;
+        case "key-counters":
+          // This pool saw no streak, another instance did: this success ends it in Redis too.
+          if (change.delta.successes && streaking.delete(change.keyId)) record({ kind: "key-success", keyId: change.keyId, basis: basisOf(change.keyId), at: now() });
+          break;
+      }
+      record(change);
+    }
+  };
+  const basisOf = (keyId: string): number => pool.records().find((key) => key.id === keyId)?.resetAt ?? 0;
+
   const offs = [
-    events.on("key.cooldown", ({ keyId, until, source, reason }) => record({ kind: "key-cooldown", keyId, basis: basis(keyId), until, source, reason })),
-    events.on("key.failure", ({ keyId }) => {
-      streaking.add(keyId);
-      record({ kind: "key-failure", keyId, basis: basis(keyId), at: now() });
+    pool.onChange(publish),
+    events.on("request.done", ({ keyId, usage }) => {
+      const tokens = usage?.totalTokens ?? 0;
+      const cost = usage?.cost ?? 0;
+      if (keyId !== undefined && (tokens !== 0 || cost !== 0)) record({ kind: "key-counters", keyId, delta: { tokens, cost } });
     }),
-    events.on("key.disabled", ({ keyId, reason }) => {
-      // A person's disable is a key-list edit (the store's); this is the pool's own verdict.
-      if (!store.personDisabled(keyId)) record({ kind: "key-disabled", keyId, basis: basis(keyId), since: now(), reason });
-    }),
-    events.on("account.rest", (rest) => {
-      // A rest until credits come back has no end an instant can carry (only a later GET /key
-      // ends it, and an extend-only instant would outlive that): each instance learns it itself.
-      if (applying || rest.scope === "key" || rest.source === "until-credits") return;
-      const cause = { until: rest.until, source: rest.source, reason: rest.reason };
-      if (rest.scope === "model" && rest.model !== undefined) record({ kind: "model-rest", account: rest.account, model: rest.model, ...cause });
-      else if (rest.modelClass === "all" || rest.modelClass === "free" || rest.modelClass === "paid") record({ kind: "account-rest", account: rest.account, modelClass: rest.modelClass, ...cause });
-      // A daily free limit is learned right after its rest (outcome-rests.ts): publish it too,
-      // so every instance's reservations check it.
-      if (rest.modelClass !== "paid") queueMicrotask(() => publishFreeLimit(rest.account));
-    }),
-    events.on("request.done", (done) => {
-      if (done.keyId === undefined) return;
-      const ok = done.status >= 200 && done.status < 400;
-      if (ok && streaking.delete(done.keyId)) record({ kind: "key-success", keyId: done.keyId, basis: basis(done.keyId), at: now() });
-      record({
-        kind: "key-counters",
-        keyId: done.keyId,
-        delta: { requests: 1, successes: ok ? 1 : 0, failures: ok ? 0 : 1, tokens: done.usage?.totalTokens ?? 0, cost: done.usage?.cost ?? 0 },
-        lastUsedAt: done.startedAt,
-      });
-    }),
-    shared.onRemoteChange((change) => (change.kind === "key-account" ? learnAccount(change.keyId, change.account) : apply(change))),
-    shared.onVerdict(apply),
+    shared.onRemoteChange((change) => (change.kind === "key-account" ? learnAccount(change) : pool.apply(change))),
+    shared.onVerdict((change) => pool.apply(change)),
     shared.onResync(async () => {
       await resync();
     }),
   ];
 
   /**
-   * Another instance's GET /key named a key's account: learned as if asked here (which also ends
-   * the wait of a key just added). The key list may bring the key a moment after the news: kept
-   * until it does.
+   * Another instance's GET /key named a key's account (which also ends the wait of a key just
+   * added here). The key list may bring the key a moment after the news: kept until it does.
    */
-  const heardAccounts = new Map<string, string>();
-  const learnAccount = (keyId: string, account: string): void => {
-    if (!pool.records().some((record) => record.id === keyId)) {
-      heardAccounts.set(keyId, account);
-      return;
-    }
-    applying = true;
-    try {
-      pool.learn(keyId, { account });
-    } finally {
-      applying = false;
-    }
+  const heardAccounts = new Map<string, Extract<StateChange, { kind: "key-account" }>>();
+  const learnAccount = (change: Extract<StateChange, { kind: "key-account" }>): void => {
+    if (pool.records().some((record) => record.id === change.keyId)) pool.apply(change);
+    else heardAccounts.set(change.keyId, change);
   };
   offs.push(
     events.on("key.added", ({ keyId }) => {
-      const account = heardAccounts.get(keyId);
-      if (account === undefined) return;
+      const change = heardAccounts.get(keyId);
+      if (change === undefined) return;
       heardAccounts.delete(keyId);
-      // key.added is announced while the pool swaps its list in: learn once the swap is done.
-      queueMicrotask(() => learnAccount(keyId, account));
+      // key.added is announced while the pool swaps its list in: apply once the swap is done.
+      queueMicrotask(() => learnAccount(change));
     }),
   );
 
@@ -144,15 +116,15 @@ export function startSharedPool({ pool, shared, store, events, now, resyncMs = 5
     const day = utcDayOf(now());
     const snapshot = await readSharedSnapshot(shared.connection, shared.keys, { keyIds: [], day });
     if (!snapshot.ok) return false;
-    for (const change of snapshot.value.instants) apply(change);
+    for (const change of snapshot.value.instants) pool.apply(change);
     for (const [keyId, count] of snapshot.value.streaks) if (count > 0) streaking.add(keyId);
     const local = pool.accounts();
     for (const [account, { used, limit }] of snapshot.value.free) {
       const mine = local.get(account)?.free;
       const counted = mine?.day === day ? mine.used : 0;
-      if (limit !== undefined && mine?.limit !== limit) apply({ kind: "free-limit", account, day, limit, learnedAt: now() });
+      if (limit !== undefined && mine?.limit !== limit) pool.apply({ kind: "free-limit", account, day, limit, learnedAt: now() });
       // Redis holds every instance's count (reservations included): it is the floor of ours.
-      if (used > counted) apply({ kind: "free-requests", account, day, delta: used - counted });
+      if (used > counted) pool.apply({ kind: "free-requests", account, day, delta: used - counted });
     }
     return true;
   };

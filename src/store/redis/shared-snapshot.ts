@@ -11,11 +11,9 @@
  */
 import { causeFromText } from "../../keys/changes.ts";
 import type { RestClass } from "../../domain/model-class.ts";
-import type { KeyRuntime, StateChange } from "../../keys/pool-state.ts";
+import type { CounterTotals, StateChange } from "../../keys/pool-state.ts";
 import type { CallResult, RedisConnection } from "./connection.ts";
 import type { RedisKeys } from "./redis-keys.ts";
-
-export type KeyTotals = Pick<KeyRuntime, "requests" | "successes" | "failures" | "tokens" | "cost" | "lastUsedAt">;
 
 export interface SharedSnapshot {
   /** Cooldowns, disabled-since and rests as changes to apply (each on its key's current basis). */
@@ -25,7 +23,7 @@ export interface SharedSnapshot {
   /** Consecutive failures per key, as Redis counted them. */
   streaks: Map<string, number>;
   /** Counter totals of the keys asked for. */
-  totals: Map<string, KeyTotals>;
+  totals: Map<string, CounterTotals>;
   /** The day's free-model count and known limit per account. */
   free: Map<string, { used: number; limit?: number }>;
 }
@@ -68,7 +66,7 @@ export async function readSharedSnapshot(
     if (change) instants.push(change);
   }
 
-  const totals = new Map<string, KeyTotals>();
+  const totals = new Map<string, CounterTotals>();
   keyIds.forEach((keyId, index) => {
     const stats = hash(values[9 + index]);
     const number = (field: string): number => Number(stats[field] ?? 0) || 0;
