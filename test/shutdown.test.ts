@@ -2,7 +2,7 @@
  * Shutdown, with the server as a child process (`bun run src/main.ts serve`) so that real signals
  * reach it: SIGTERM/SIGINT stop new connections, let streams in flight finish within
  * SHUTDOWN_GRACE_SECONDS, end the rest, save key state and logs, and exit 0; a second signal
- * exits at once.
+ * exits at once. One test runs the proxy in process, to begin the stop at an exact point.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { readFile, writeFile } from "node:fs/promises";
@@ -13,7 +13,7 @@ import { keyEndpoint } from "./helpers/key-endpoint.ts";
 import { allLogText } from "./helpers/log-files.ts";
 import { killAllProxies, startProxyProcess, type ProxyProcess } from "./helpers/proxy-process.ts";
 import { connectRaw, parseRawResponse } from "./helpers/raw-http.ts";
-import { eventually, tempDir, testKeys } from "./helpers/test-proxy.ts";
+import { eventually, startTestProxy, tempDir, testKeys } from "./helpers/test-proxy.ts";
 
 const [keyA] = testKeys as [string];
 let fake: FakeOpenRouter;
@@ -203,6 +203,32 @@ describe("shutdown", () => {
     stream.upstream.end();
     await stream.readRest();
     expect(await withinMs(child.exited, 5000, "the exit")).toBe(0);
+  });
+
+  test("a request whose first bytes reached the socket but were not yet read when the stop began still gets its 503 shutting_down", async () => {
+    // In process, so that the stop begins in the same tick as the write and the proxy has not read
+    // the bytes yet: the child-process test above meets the same when a loaded machine has the
+    // child handle the signal before it reads the socket.
+    const { dir, cleanup } = await tempDir();
+    cleanups.push(cleanup);
+    const proxy = await startTestProxy({ upstream: fake.url, keys: [keyA], dir, config: { SHUTDOWN_GRACE_SECONDS: 10 } });
+    const kept = await connectRaw(proxy.server.port as number);
+    await kept.write("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    expect(await kept.waitFor(/\r\n\r\n.*ok/is)).toBe(true); // accepted, and idle again
+    const answered = kept.received().length;
+
+    const headSent = kept.write("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    const stopped = proxy.stop();
+    expect(await headSent).toBe(true);
+    await kept.write("Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+    expect(await kept.waitFor(/shutting_down"\}\}/)).toBe(true);
+    const answer = parseRawResponse(kept.received().slice(answered));
+    expect(answer?.status).toBe(503);
+    expect(answer?.headers.get("connection")).toBe("close");
+    expect(JSON.parse(answer?.body ?? "{}")).toMatchObject({ error: { type: "service_unavailable", code: "shutting_down" } });
+    await withinMs(kept.closed, 2000, "the connection to be closed");
+    await withinMs(stopped, 5000, "the stop");
+    expect(fake.requests.filter((request) => request.path === "/chat/completions")).toHaveLength(0);
   });
 
   test("a stream that outlives SHUTDOWN_GRACE_SECONDS is ended when the grace runs out, key state and its log line are still saved, and the exit status is 0", async () => {

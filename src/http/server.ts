@@ -43,11 +43,24 @@ const SETTLE_MS = 2000;
  * (oven-sh/bun#35130); `stop(true)` is still asked for, not awaited, to close what is left.
  */
 export async function stopGracefully(server: HttpServer, graceMs: number, endInFlight?: () => void): Promise<void> {
+  await pendingReads();
   const drained = server.stop(false).then(() => "drained" as const);
   if ((await raceTimer(drained, graceMs)) === "drained") return;
   endInFlight?.();
   await raceTimer(drained, SETTLE_MS);
   server.stop(true).catch(() => {});
+}
+
+/**
+ * Resolves once the event loop has read what is already waiting on the sockets. `stop(false)`
+ * closes every connection on which Bun has not seen a request begin, and it sees only bytes it has
+ * read: a client whose next request had reached the socket, unread, when the signal was handled
+ * would lose its connection with no answer instead of getting 503 shutting_down. The readiness
+ * poll comes before the timers in each turn of Bun's loop and after its immediates (one
+ * setImmediate was measured not to be enough), so a zero timer fires only after that read.
+ */
+function pendingReads(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 async function raceTimer<T>(work: Promise<T>, ms: number): Promise<T | "timeout"> {
