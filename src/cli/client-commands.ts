@@ -6,7 +6,7 @@
  * standard error. Exit codes: 0 done, 1 the operation failed, 2 bad usage.
  */
 import type { Config } from "../config.ts";
-import { createJsonFileStore } from "../keys/json-file-store.ts";
+import { createJsonFileStore } from "../store/file/json-file-store.ts";
 import type { KeyStore } from "../keys/key-store.ts";
 import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type ClientMap } from "../clients/client-admin.ts";
 import { newClientKey } from "../clients/client-key.ts";

@@ -6,7 +6,7 @@
  */
 import type { Config } from "../config.ts";
 import { factsOf } from "../keys/account-discovery.ts";
-import { createJsonFileStore } from "../keys/json-file-store.ts";
+import { createJsonFileStore } from "../store/file/json-file-store.ts";
 import { addKey, disableKey, enableKey, removeKey, setAccounts, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf, maskKey } from "../domain/key-identity.ts";
 import type { KeyFacts } from "../keys/key-pool.ts";

@@ -44,7 +44,7 @@ export function adminClientRoutes({ adminToken, clients, now = Date.now }: Admin
       const message = outcome.kind === "store" ? outcome.failure.message : outcome.message;
       throw new ProxyError(409, `cannot change clients: ${message}`, { type: "invalid_request_error", code: "keys_file_invalid" });
     }
-    clients.sync.adopt(outcome.stored);
+    clients.adopt(outcome.stored);
     const done = outcome.edit;
     if (!done.ok) {
       const [status, type] = editErrors[done.code];

@@ -58,7 +58,7 @@ export function acquire(core: PoolCore, options: AcquireOptions = {}): AcquireRe
   key.lastUsedAt = core.lastStamp;
   key.requests++;
   core.chooser.used(key.id);
-  core.changed();
+  core.changed("counters");
   return { ok: true, lease: leaseOf(key) };
 }
 

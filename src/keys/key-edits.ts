@@ -4,7 +4,6 @@
  * enable-key or a background GET /key showing credits again may end.
  */
 import { accountIdOf } from "./account-state.ts";
-import { carryUnsaved } from "./file-merge.ts";
 import { clearOnEnable, describeCleared } from "./outcome-rests.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { KeyRecord } from "./schema.ts";
@@ -17,7 +16,7 @@ export function clearRests(core: PoolCore, keyId: string): string[] {
   if (cleared.length === 0) return [];
   const described = cleared.map(describeCleared);
   core.events?.emit("account.rests-cleared", { account: accountIdOf(key), keyId, cleared: described });
-  core.changed();
+  core.changed("decision");
   return described;
 }
 
@@ -28,7 +27,7 @@ export function paidAgain(core: PoolCore, keyId: string): void {
   const cleared = core.book.clearRests(key, (rest) => rest.cause === "credits" || rest.cause === "negative-balance");
   if (cleared.length === 0) return;
   core.events?.emit("account.rests-cleared", { account: accountIdOf(key), keyId, cleared: cleared.map(describeCleared) });
-  core.changed();
+  core.changed("decision");
 }
 
 /** Adopts a stored list: new keys join, missing ones leave, known ones keep runtime state. */
@@ -57,7 +56,11 @@ export function replaceKeys(core: PoolCore, records: readonly KeyRecord[]): void
       // What GET /key and error bodies taught the server stays, even if the file has not caught up.
       return {
         ...record,
-        ...carryUnsaved(record, known), // counters are not a decision: what was counted here stays
+        // Counters are not a decision, and this server is their only writer: its count stays.
+        requests: known.requests,
+        successes: known.successes,
+        failures: known.failures,
+        lastUsedAt: Math.max(record.lastUsedAt, known.lastUsedAt),
         ...(record.account === undefined && known.account !== undefined ? { account: known.account } : {}),
         ...(record.keyLimit || !known.keyLimit ? {} : { keyLimit: known.keyLimit }),
       };

@@ -11,7 +11,6 @@ import type { Rotation } from "../config.ts";
 import type { Outcome } from "../domain/outcome.ts";
 import type { EventBus } from "../domain/events.ts";
 import { createAccountBook } from "./account-book.ts";
-import { adoptState } from "./adopt-state.ts";
 import type { AccountState } from "./account-state.ts";
 import { acquire, outlook, type AcquireOptions, type AcquireResult, type Outlook } from "./key-acquire.ts";
 import { clearRests, paidAgain, replaceKeys } from "./key-edits.ts";
@@ -19,7 +18,7 @@ import { learn, report, type KeyFacts, type ReportContext } from "./key-report.t
 import type { KeyState, KeyStatus } from "./key-status.ts";
 import type { AccountView, KeyView } from "./key-view.ts";
 import { applyToPool } from "./pool-apply.ts";
-import type { PoolCore } from "./pool-core.ts";
+import type { ChangeKind, PoolCore } from "./pool-core.ts";
 import type { StateChange } from "./pool-state.ts";
 import { accountViews, availability, keysByState, keyViews, records, statusOf, type Availability } from "./pool-views.ts";
 import { createChooser } from "./rotation.ts";
@@ -29,6 +28,7 @@ export type { AcquireOptions, AcquireResult, KeyLease, Outlook } from "./key-acq
 export type { KeyFacts, ReportContext } from "./key-report.ts";
 export type { KeyState, KeyStatus } from "./key-status.ts";
 export type { Availability } from "./pool-views.ts";
+export type { ChangeKind } from "./pool-core.ts";
 
 export interface KeyPool {
   acquire(options?: AcquireOptions): AcquireResult;
@@ -60,12 +60,10 @@ export interface KeyPool {
   keyViews(): KeyView[];
   /** Adopts a stored list: new keys join, missing ones leave, known ones keep runtime state. */
   replaceKeys(records: readonly KeyRecord[]): void;
-  /** Adopts state another server saved, already merged with this pool's (file-merge.ts): known keys' runtime, all accounts. */
-  adoptState(records: readonly KeyRecord[], accounts: ReadonlyMap<string, AccountState>): void;
   records(): KeyRecord[];
   statusOf(record: KeyRecord): KeyStatus;
-  /** Subscribes to "state changed, persist me"; returns an unsubscribe. */
-  onChange(listener: () => void): () => void;
+  /** Subscribes to "state changed, persist me" (a decision promptly, counters every few seconds); returns an unsubscribe. */
+  onChange(listener: (kind: ChangeKind) => void): () => void;
   /** A change another instance made (issue 14, pool-apply.ts); emits none of the pool's events. */
   apply(change: StateChange): void;
 }
@@ -80,7 +78,7 @@ export interface KeyPoolOptions {
 }
 
 export function createKeyPool({ rotation, failureThreshold, now = Date.now, events, holdAddedKeys = false }: KeyPoolOptions): KeyPool {
-  const changeListeners = new Set<() => void>();
+  const changeListeners = new Set<(kind: ChangeKind) => void>();
   const core: PoolCore = {
     keys: [],
     byId: new Map(),
@@ -93,8 +91,8 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     now,
     failureThreshold,
     holdAddedKeys,
-    changed() {
-      for (const listener of changeListeners) listener();
+    changed(kind) {
+      for (const listener of changeListeners) listener(kind);
     },
   };
   return {
@@ -112,7 +110,6 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     accountViews: () => accountViews(core),
     keyViews: () => keyViews(core),
     replaceKeys: (list) => replaceKeys(core, list),
-    adoptState: (list, accounts) => adoptState(core, list, accounts),
     records: () => records(core),
     statusOf: (record) => statusOf(core, record),
     onChange(listener) {
@@ -120,7 +117,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       return () => changeListeners.delete(listener);
     },
     apply(change) {
-      if (applyToPool(change, { byId: core.byId, keys: core.keys, book: core.book, dropped: (keyId) => core.chooser.dropped(keyId), now })) core.changed();
+      if (applyToPool(change, { byId: core.byId, keys: core.keys, book: core.book, dropped: (keyId) => core.chooser.dropped(keyId), now })) core.changed("decision");
     },
   };
 }

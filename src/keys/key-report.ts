@@ -79,7 +79,7 @@ export function report(core: PoolCore, keyId: string, outcome: Outcome, context:
     case "upstream-error":
       if (!learned) return; // not the key's doing: nothing to remember
   }
-  core.changed();
+  core.changed(outcome.kind === "ok" && !outcome.exhausted && !learned ? "counters" : "decision");
 }
 
 /** What GET /key said (or that it failed: no facts); either way a key added at runtime may now take free-model requests. */
@@ -95,5 +95,5 @@ export function learn(core: PoolCore, keyId: string, { account, freeUsed, freeLi
     if (freeLimit !== undefined) budget.limit = freeLimit;
   }
   if (keyLimit !== undefined) key.keyLimit = keyLimit;
-  core.changed();
+  core.changed("decision");
 }

@@ -1,15 +1,12 @@
 /**
- * Where key state is remembered. The pool decides; a store remembers. The JSON file is the first
- * implementation (json-file-store.ts); a shared one (Redis) can follow without touching the pool.
+ * Where key state is remembered: the port both stores implement, the JSON file (store/file/) and
+ * Redis (store/redis/). The pool decides; a store remembers.
  *
- * Several writers share a store: people (an editor, `add-key`, the admin API) change the key list,
- * servers (one or more on the same file) change runtime state. A save merges (file-merge.ts): the
- * stored list wins for which keys exist and their labels, instants merge by max, counters add
- * each server's deltas to the stored totals, and a key a person has reset since (its `resetAt`
- * differs) keeps the person's reset.
+ * People (an editor, `add-key`, the admin API) change the key list through `update`; the server's
+ * sync (store/state-sync.ts) saves what the pool learned. What a stored list and the server's
+ * memory make together is one rule, the pool's `replaceKeys` (key-edits.ts).
  */
-import type { AccountState } from "./account-state.ts";
-import type { KeyFileDocument, KeyRecord } from "./schema.ts";
+import type { KeyFileDocument } from "./schema.ts";
 
 /**
  * What a store operation came to. Failures are values, never exceptions: `invalid` when the stored
@@ -23,50 +20,13 @@ export type StoreFailure = { ok: false; kind: "invalid" | "io"; message: string 
 export interface KeyStore {
   /** A human name for messages, e.g. the file path. */
   readonly name: string;
-  /**
-   * The store holds runtime state that other servers write too (the JSON file): saves merge with
-   * it and the pool adopts it from what is read or written (file-merge.ts). Unset when runtime
-   * state travels another way (Redis: as changes), and the pool takes only the key list from it.
-   */
-  readonly holdsSharedState?: boolean;
   load(): Promise<StoreLoad>;
   /**
-   * Persists the server's records merged with whatever the store holds now (file-merge.ts): each
-   * record's counters count beyond its `synced` base, each account beyond the `synced` it carries
-   * (`accountsWithBase`). Returns what was written (so the pool can adopt outside changes), or an
-   * error when the stored data is unreadable: then nothing is written over it.
-   */
-  save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>): Promise<StoreLoad>;
-  /**
-   * Read-modify-write for people's changes (CLI, admin API), under the store's lock. `change` may
-   * run more than once (again when someone edits the file while it is being written), so it must
-   * be a pure function of the document it is given.
+   * Read-modify-write under the store's lock (people's changes; the server's saves to the file).
+   * `change` may run more than once (Redis runs it again when another edit landed in between),
+   * so it must depend only on the document it is given; returning that same document writes nothing.
    */
   update(change: (doc: KeyFileDocument) => KeyFileDocument): Promise<StoreLoad>;
   /** Calls back with the stored list when someone else changes it; returns an unsubscribe. */
   watch(onChange: (result: StoreLoad) => void): () => void;
-}
-
-/**
- * For a store that keeps no runtime state of its own (Redis: runtime state travels as changes):
- * the stored list wins for which keys exist and their labels, the server's memory for the rest,
- * except for a key a person has reset since (its `resetAt` differs).
- */
-export function mergeKeyLists(theirs: readonly KeyRecord[], ours: readonly KeyRecord[]): KeyRecord[] {
-  const oursById = new Map(ours.map((record) => [record.id, record]));
-  return theirs.map((stored) => {
-    const mine = oursById.get(stored.id);
-    if (!mine || mine.resetAt !== stored.resetAt) return stored;
-    const account = mine.account ?? stored.account;
-    // What GET /key said last, whoever asked (add-key writes it; the server learns it too).
-    const keyLimit = (stored.keyLimit?.checkedAt ?? 0) > (mine.keyLimit?.checkedAt ?? 0) ? stored.keyLimit : mine.keyLimit;
-    return {
-      ...mine,
-      label: stored.label,
-      extra: stored.extra,
-      addedAt: stored.addedAt,
-      ...(account === undefined ? {} : { account }),
-      ...(keyLimit === undefined ? {} : { keyLimit }),
-    };
-  });
 }

@@ -9,6 +9,9 @@ import type { AccountBook } from "./account-book.ts";
 import type { Chooser } from "./rotation.ts";
 import type { KeyRecord } from "./schema.ts";
 
+/** What a change was: see `PoolCore.changed`. */
+export type ChangeKind = "decision" | "counters";
+
 export interface PoolCore {
   keys: KeyRecord[];
   byId: Map<string, KeyRecord>;
@@ -24,6 +27,9 @@ export interface PoolCore {
   readonly now: () => number;
   readonly failureThreshold: number;
   readonly holdAddedKeys: boolean;
-  /** Tells the store the state changed (it writes later, coalesced). */
-  changed(): void;
+  /**
+   * Tells the store the state changed (it writes later, coalesced): a decision (a rest, a cooldown,
+   * a disable, a person's edit, a learned fact) is saved promptly, counters only every few seconds.
+   */
+  changed(kind: ChangeKind): void;
 }

@@ -86,8 +86,6 @@ export function createRedisClientStore({ connection, keys, url, now = Date.now, 
   return {
     name,
     load,
-    // Counters go to Redis as increments (client-counters.ts), never as a saved document.
-    save: load,
 
     async update(change) {
       for (let attempt = 0; attempt < attempts; attempt++) {

@@ -15,10 +15,6 @@ export function lazyStore(name: string, open: () => Promise<KeyStore | StoreLoad
       const store = await opened();
       return isStore(store) ? store.load() : store;
     },
-    async save(ours, accounts) {
-      const store = await opened();
-      return isStore(store) ? store.save(ours, accounts) : store;
-    },
     async update(change) {
       const store = await opened();
       return isStore(store) ? store.update(change) : store;

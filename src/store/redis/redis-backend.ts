@@ -8,7 +8,7 @@
  * The clients section stays in KEYS_FILE (it is read from there, as without Redis).
  */
 import type { Config } from "../../config.ts";
-import { createJsonFileStore } from "../../keys/json-file-store.ts";
+import { createJsonFileStore } from "../file/json-file-store.ts";
 import type { KeyPool } from "../../keys/key-pool.ts";
 import type { StoreLoad } from "../../keys/key-store.ts";
 import { createLease } from "./lease.ts";

@@ -9,7 +9,7 @@
  * - KEYS_FILE's, served from memory, when Redis cannot be reached at startup; Redis's are adopted
  *   as soon as it answers.
  */
-import { createJsonFileStore } from "../../keys/json-file-store.ts";
+import { createJsonFileStore } from "../file/json-file-store.ts";
 import type { KeyStore } from "../../keys/key-store.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { EventBus } from "../../domain/events.ts";
