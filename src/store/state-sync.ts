@@ -66,6 +66,11 @@ export function startStateSync({
   let retryTimer: Timer | undefined;
   let saving: Promise<void> | undefined;
   let again = false;
+  /**
+   * The shortest delay asked for while a save ran: the timer starts when that save is done, so
+   * counters are written at most once per `counterSaveDelayMs` measured from write to write.
+   */
+  let askedWhileSaving: number | undefined;
   /** The store problem last reported and not yet over: each is reported when it starts and when it ends. */
   let problem: StoreFailure | undefined;
   /**
@@ -152,20 +157,29 @@ export function startStateSync({
       })
       .finally(() => {
         saving = undefined;
+        if (askedWhileSaving !== undefined) {
+          const delayMs = askedWhileSaving;
+          askedWhileSaving = undefined;
+          scheduleSave(delayMs);
+        }
       });
     await saving;
     if (again) await save();
   };
 
-  const scheduleSave = (delayMs: number) => {
+  function scheduleSave(delayMs: number): void {
     if (!saves) return;
+    if (saving) {
+      askedWhileSaving = Math.min(askedWhileSaving ?? Infinity, delayMs);
+      return;
+    }
     const at = performance.now() + delayMs;
     if (timer !== undefined && dueAt <= at) return;
     clearTimeout(timer);
     dueAt = at;
     timer = setTimeout(save, delayMs);
     timer.unref?.();
-  };
+  }
   const delayOf = (kind: ChangeKind) => (kind === "decision" ? saveDelayMs : counterSaveDelayMs);
 
   const offPool = pool.onChange((kind) => scheduleSave(delayOf(kind)));

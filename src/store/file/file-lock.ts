@@ -58,7 +58,7 @@ interface LockState {
 async function lockState(lockPath: string): Promise<LockState | undefined> {
   try {
     const info = await lstat(lockPath);
-    if (!info.isFile()) throw new Error(`its lock ${lockPath} is ${info.isDirectory() ? "a folder" : info.isSymbolicLink() ? "a symbolic link" : "not a regular file"}, not a lock file: remove it`);
+    if (!info.isFile()) throw new Error(`its lock ${lockPath} is ${info.isDirectory() ? "a folder" : info.isSymbolicLink() ? "a symbolic link" : "a special file"}, not a lock file: remove it`);
     return { text: await readFile(lockPath, "utf8"), ino: info.ino, mtimeMs: info.mtimeMs };
   } catch (error) {
     if (isNotFound(error)) return undefined;
