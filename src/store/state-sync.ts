@@ -118,7 +118,7 @@ export function startStateSync({
     // Nothing stored and nothing to remember: do not create a file nobody asked for.
     if (records.length === 0 && doc.records.length === 0 && doc.extraTopLevel.clients === undefined) return doc;
     const next: KeyFileDocument = { ...doc, records, accounts: pool.accounts() };
-    return clientsApart || !clients.savesCounters ? next : clients.withCounters(next);
+    return clientsApart ? next : clients.withCounters(next);
   };
 
   /** After a failed write nothing else may ask for a save (an idle pool): try again by itself. */
