@@ -158,7 +158,7 @@ describe("save cadence", () => {
     const asked = performance.now();
     expect(await chat(proxy.url)).toBe(200); // keyA cools, keyB answers
     const written = await firstWrite;
-    expect(written - asked).toBeLessThan(500 + 150); // the 500 ms delay, and the write itself on a busy machine
+    expect(written - asked).toBeLessThan(500 + 250); // the 500 ms delay, plus the request and the write on a busy shared machine
     const stored = JSON.parse(await readFile(proxy.keysFile, "utf8")) as { keys: Array<{ key: string; state: { cooldownUntil?: string; requests: number } }> };
     expect(stored.keys.find((entry) => entry.key === keyA)?.state.cooldownUntil).toBe(new Date(reset).toISOString());
     expect(stored.keys.reduce((sum, entry) => sum + entry.state.requests, 0)).toBe(2); // the counters ride along
