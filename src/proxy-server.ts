@@ -15,7 +15,7 @@ import { startAccountRefresher, type AccountRefresher } from "./keys/account-ref
 import { createJsonFileStore } from "./store/file/json-file-store.ts";
 import { claimKeysFile, type ServerClaim } from "./store/file/server-claim.ts";
 import { createKeyPool, type KeyPool } from "./keys/key-pool.ts";
-import type { KeyStore } from "./keys/key-store.ts";
+import type { KeyStore } from "./store/ports.ts";
 import { startStateSync, type StateSync } from "./store/state-sync.ts";
 import { startHttpServer, stopGracefully, type HttpServer } from "./http/server.ts";
 import { isLoopbackHost } from "./http/client-auth.ts";
@@ -129,7 +129,6 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   const started = startClients({
     doc: clientDoc ?? loaded.doc,
     keysFile: config.KEYS_FILE,
-    store: sharedClients?.clients.store ?? store,
     sharedCounters: sharedClients?.clients.counters,
     events,
     requireClientKey: onlyClientKeysGuard,
@@ -147,6 +146,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     pool,
     store,
     clients,
+    clientStore: sharedClients?.clients.store,
     saves: !redis,
     events,
     ...(overrides.saveDelayMs === undefined ? {} : { saveDelayMs: overrides.saveDelayMs }),
@@ -194,6 +194,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     forward,
     pool,
     store,
+    clientStore: sharedClients?.clients.store,
     checkKey: checkUpstreamKey,
     adminToken: config.ADMIN_TOKEN,
     proxyApiKeys: config.PROXY_API_KEYS,

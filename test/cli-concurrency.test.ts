@@ -10,7 +10,7 @@ import { expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createJsonFileStore } from "../src/store/file/json-file-store.ts";
-import type { KeyStore } from "../src/keys/key-store.ts";
+import type { KeyStore } from "../src/store/ports.ts";
 import { runCli } from "./helpers/cli.ts";
 import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";
 import { useSuite } from "./helpers/suite.ts";

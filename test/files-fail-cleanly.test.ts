@@ -12,7 +12,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { createJsonFileStore } from "../src/store/file/json-file-store.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
-import type { KeyStore, StoreFailure } from "../src/keys/key-store.ts";
+import type { KeyStore, StoreFailure } from "../src/store/ports.ts";
 import { newKeyRecord, type KeyFileDocument } from "../src/keys/schema.ts";
 import { runCli } from "./helpers/cli.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";

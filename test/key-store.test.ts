@@ -12,7 +12,7 @@ import { chmod, readdir, readFile, rename, stat, utimes, writeFile } from "node:
 import { join } from "node:path";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createJsonFileStore } from "../src/store/file/json-file-store.ts";
-import type { KeyStore } from "../src/keys/key-store.ts";
+import type { KeyStore } from "../src/store/ports.ts";
 import { resolveTarget } from "../src/store/file/file-target.ts";
 import { newKeyRecord, type KeyFileDocument } from "../src/keys/schema.ts";
 import { useSuite } from "./helpers/suite.ts";

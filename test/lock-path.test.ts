@@ -81,12 +81,13 @@ describe.each(cases)("a lock path that is %s", (_what, make, says, skip) => {
       }).then(async (answer) => (log.record(await answer.text()), answer.status));
     expect(await chat()).toBe(200);
     await proxy.sync.flush(); // the save fails, and is tried again every 20 ms from now on
-    const cpuBefore = process.cpuUsage();
-    const wallBefore = performance.now();
     expect(await chat()).toBe(200);
-    await Bun.sleep(300); // about 15 retries
-    const cpuMs = (process.cpuUsage(cpuBefore).user + process.cpuUsage(cpuBefore).system) / 1000;
-    expect(cpuMs / (performance.now() - wallBefore)).toBeLessThan(0.5); // retries on a timer, never a spin
+    const wallBefore = performance.now();
+    const cpuBefore = process.cpuUsage();
+    await Bun.sleep(500); // about 25 retries
+    const cpu = process.cpuUsage(cpuBefore);
+    const busy = (cpu.user + cpu.system) / 1000 / (performance.now() - wallBefore);
+    expect(busy).toBeLessThan(0.5); // retries on a timer, never a spin (a spin keeps a core busy: 1)
     expect(problems).toEqual([`cannot write ${keysFile}: its lock ${keysFile}.lock ${says}; serving from memory and trying the save again every 1 s`]);
     expect(proxy.pool.records().map((record) => record.id)).toEqual([keyIdOf(keyA)]);
   });

@@ -2,13 +2,12 @@
  * Client keys as the server runs them: the directory loaded from the store's document, the gate
  * the proxy handler asks, and the charge of every finished request's usage to its client.
  * proxy-server.ts builds this once; the store's sync (store/state-sync.ts) saves the counters and
- * hands people's changes to `adopt`.
+ * hands people's changes to `adopt`, as the admin API does with its own.
  *
  * The counters of a client whose name and creation time match are the server's (its memory wins);
  * everything else in the section is the store's.
  */
 import type { EventBus } from "../domain/events.ts";
-import type { KeyStore, StoreLoad } from "../keys/key-store.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 import { createClientDirectory, type ClientDirectory } from "./client-directory.ts";
 import { createClientGate, type ClientGate } from "./client-gate.ts";
@@ -18,12 +17,10 @@ import type { SharedClientCounters } from "./shared-counters.ts";
 export interface Clients {
   directory: ClientDirectory;
   gate: ClientGate;
-  /** The store the admin API changes clients through (the keys file, or Redis's client records). */
-  store: KeyStore;
   /** Counters are saved in the store's document (false with REDIS_URL: they are increments in Redis). */
   savesCounters: boolean;
   /** Takes the clients section of a stored document (people's changes), keeping the counters held here. */
-  adopt(result: StoreLoad): void;
+  adopt(doc: KeyFileDocument, storeName: string): void;
   /** `doc` with its clients section carrying the counters held here (what a save writes); `doc` itself when the section does not parse. */
   withCounters(doc: KeyFileDocument): KeyFileDocument;
   stop(): Promise<void>;
@@ -32,8 +29,6 @@ export interface Clients {
 export interface ClientsOptions {
   doc: KeyFileDocument;
   keysFile: string;
-  /** Where the clients are stored: the one store of the keys file, or Redis's client records. */
-  store: KeyStore;
   events: EventBus;
   requireClientKey: boolean;
   now: () => number;
@@ -44,7 +39,7 @@ export interface ClientsOptions {
   sharedCounters?: ((directory: ClientDirectory) => SharedClientCounters) | undefined;
 }
 
-export function startClients({ doc, keysFile, store, events, requireClientKey, now, sharedCounters }: ClientsOptions): { ok: true; clients: Clients } | { ok: false; message: string } {
+export function startClients({ doc, keysFile, events, requireClientKey, now, sharedCounters }: ClientsOptions): { ok: true; clients: Clients } | { ok: false; message: string } {
   const loaded = clientsFromDocument(doc, now());
   if (!loaded.ok) return { ok: false, message: `${keysFile}: ${loaded.message}; the file was left untouched` };
   const directory = createClientDirectory(loaded.clients);
@@ -62,19 +57,17 @@ export function startClients({ doc, keysFile, store, events, requireClientKey, n
     clients: {
       directory,
       gate: createClientGate({ directory, requireClientKey, now, shared, onRefused: (client, code) => events.emit("client.refused", { client, code }) }),
-      store,
       savesCounters: shared === undefined,
-      adopt(result) {
-        if (!result.ok) return; // the store's sync reports a broken file
-        const stored = clientsFromDocument(result.doc, now());
-        if (!stored.ok) {
-          const message = `${store.name}: ${stored.message}; serving the clients held in memory until it is fixed`;
+      adopt(stored, storeName) {
+        const loaded = clientsFromDocument(stored, now());
+        if (!loaded.ok) {
+          const message = `${storeName}: ${loaded.message}; serving the clients held in memory until it is fixed`;
           if (message !== lastError) events.emit("store.error", { message });
           lastError = message;
           return;
         }
         lastError = undefined;
-        directory.adopt(stored.clients);
+        directory.adopt(loaded.clients);
       },
       withCounters(doc) {
         const stored = clientsFromDocument(doc, now());

@@ -18,7 +18,7 @@
 import type { Clients } from "../clients/clients.ts";
 import type { EventBus } from "../domain/events.ts";
 import type { ChangeKind, KeyPool } from "../keys/key-pool.ts";
-import type { KeyStore, StoreFailure, StoreLoad } from "../keys/key-store.ts";
+import type { KeyStore, StoreFailure, StoreLoad } from "./ports.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 
 export interface StateSync {
@@ -33,6 +33,8 @@ export interface StateSyncOptions {
   /** The keys file, or the key list in Redis. */
   store: KeyStore;
   clients: Clients;
+  /** With REDIS_URL the clients have a store of their own; by default they live in `store`'s document. */
+  clientStore?: KeyStore | undefined;
   /** false: runtime state is not this store's to keep (Redis); people's edits are still adopted. */
   saves?: boolean;
   /** How soon a decision is saved. */
@@ -52,6 +54,7 @@ export function startStateSync({
   pool,
   store,
   clients,
+  clientStore,
   saves = true,
   saveDelayMs = 500,
   counterSaveDelayMs = 5000,
@@ -79,8 +82,6 @@ export function startStateSync({
    * save, or that state would stay unwritten until the next request.
    */
   let unsaved = false;
-  /** The clients live in the keys' document (the file); with Redis they have a store of their own. */
-  const clientsApart = clients.store !== store;
 
   const report = (failure: StoreFailure) => {
     if (failure.message === problem?.message) return;
@@ -108,7 +109,7 @@ export function startStateSync({
   /** People's edits in a stored document reach the pool and the clients. */
   const adoptDoc = (doc: KeyFileDocument) => {
     pool.replaceKeys(doc.records);
-    if (!clientsApart) clients.adopt({ ok: true, doc, exists: true });
+    if (!clientStore) clients.adopt(doc, store.name);
   };
 
   /** The document as it is stored now (people's edits) with what this server holds written in. */
@@ -118,7 +119,7 @@ export function startStateSync({
     // Nothing stored and nothing to remember: do not create a file nobody asked for.
     if (records.length === 0 && doc.records.length === 0 && doc.extraTopLevel.clients === undefined) return doc;
     const next: KeyFileDocument = { ...doc, records, accounts: pool.accounts() };
-    return clientsApart ? next : clients.withCounters(next);
+    return clientStore ? next : clients.withCounters(next);
   };
 
   /** After a failed write nothing else may ask for a save (an idle pool): try again by itself. */
@@ -183,14 +184,15 @@ export function startStateSync({
   const delayOf = (kind: ChangeKind) => (kind === "decision" ? saveDelayMs : counterSaveDelayMs);
 
   const offPool = pool.onChange((kind) => scheduleSave(delayOf(kind)));
-  const offClients = clients.savesCounters && !clientsApart ? clients.directory.onChange(() => scheduleSave(counterSaveDelayMs)) : () => {};
+  const offClients = clients.savesCounters && !clientStore ? clients.directory.onChange(() => scheduleSave(counterSaveDelayMs)) : () => {};
   const unwatch = store.watch((result) => {
     if (!result.ok) return report(result);
     settle("read");
     adoptDoc(result.doc);
     if (unsaved) scheduleSave(saveDelayMs);
   });
-  const unwatchClients = clientsApart ? clients.store.watch((result) => clients.adopt(result)) : () => {};
+  // A broken clients store is reported by what it says (clients.adopt), not as the key store's problem.
+  const unwatchClients = clientStore ? clientStore.watch((result) => result.ok && clients.adopt(result.doc, clientStore.name)) : () => {};
 
   /** Until nothing is pending: a change made while a save runs needs the save after it too. */
   const flush = async () => {

@@ -16,8 +16,8 @@
  *   the store's own writes.
  */
 import { readFile, rename, stat, unlink } from "node:fs/promises";
-import { parseKeyFile } from "../../keys/key-file-parse.ts";
-import type { KeyStore, StoreFailure, StoreLoad } from "../../keys/key-store.ts";
+import { parseKeyFile } from "./key-file-parse.ts";
+import type { KeyStore, StoreFailure, StoreLoad } from "../ports.ts";
 import { fileTextFromDocument, type KeyFileDocument } from "../../keys/schema.ts";
 import { describeFileProblem, isNotFound, type FileAction } from "./file-problem.ts";
 import { withFileLock } from "./file-lock.ts";

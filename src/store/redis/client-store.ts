@@ -18,7 +18,7 @@
  * and a reload every `backstopMs`.
  */
 import { displayUrl } from "../../domain/redact.ts";
-import type { KeyStore, StoreFailure, StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore, StoreFailure, StoreLoad } from "../ports.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { RedisConnection } from "./connection.ts";
 import { readClientUsage, type ClientCounterKeys } from "./client-counter-keys.ts";

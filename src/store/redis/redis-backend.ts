@@ -10,7 +10,7 @@
 import type { Config } from "../../config.ts";
 import { createJsonFileStore } from "../file/json-file-store.ts";
 import type { KeyPool } from "../../keys/key-pool.ts";
-import type { StoreLoad } from "../../keys/key-store.ts";
+import type { StoreLoad } from "../ports.ts";
 import { createLease } from "./lease.ts";
 import { startDiscoveryLease, type DiscoveryLease } from "./discovery-lease.ts";
 import type { EventBus } from "../../domain/events.ts";

@@ -10,7 +10,7 @@
  * not a time: the pool only compares it, and runtime facts name it as their basis.
  */
 import { displayUrl } from "../../domain/redact.ts";
-import type { KeyStore, StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore, StoreLoad } from "../ports.ts";
 import type { KeyEdit, KeyListEntry } from "../../keys/pool-state.ts";
 import type { KeyFileDocument, KeyRecord } from "../../keys/schema.ts";
 import { readSharedSnapshot, type SharedSnapshot } from "./shared-snapshot.ts";

@@ -10,7 +10,7 @@
  *   as soon as it answers.
  */
 import { createJsonFileStore } from "../file/json-file-store.ts";
-import type { KeyStore } from "../../keys/key-store.ts";
+import type { KeyStore } from "../ports.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { EventBus } from "../../domain/events.ts";
 import type { ClientDirectory } from "../../clients/client-directory.ts";

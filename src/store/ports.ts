@@ -1,12 +1,14 @@
 /**
- * Where key state is remembered: the port both stores implement, the JSON file (store/file/) and
- * Redis (store/redis/). The pool decides; a store remembers.
+ * The store port: what the server, the CLI and the admin API ask of a store, which both stores
+ * implement, the JSON file (store/file/json-file-store.ts) and Redis (store/redis/redis-key-store.ts
+ * for the key list, client-store.ts for the clients). The pool decides; a store remembers.
  *
- * People (an editor, `add-key`, the admin API) change the key list through `update`; the server's
- * sync (store/state-sync.ts) saves what the pool learned. What a stored list and the server's
- * memory make together is one rule, the pool's `replaceKeys` (key-edits.ts).
+ * People (an editor, `add-key`, the admin API) change the stored document through `update`; the
+ * server's sync (state-sync.ts) saves what the pool learned. What a stored list and the server's
+ * memory make together is one rule, the pool's `replaceKeys` (keys/key-edits.ts). The domain
+ * folders (keys/, clients/) never name this port: storage depends on them, not the other way.
  */
-import type { KeyFileDocument } from "./schema.ts";
+import type { KeyFileDocument } from "../keys/schema.ts";
 
 /**
  * What a store operation came to. Failures are values, never exceptions: `invalid` when the stored
