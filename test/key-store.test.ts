@@ -376,7 +376,7 @@ describe("changes made by someone else while the proxy runs", () => {
     expect(entryOf(await readJson(proxy.keysFile), keyA)).toMatchObject({ label: "renamed", state: { requests: 2 } });
   });
 
-  test("the proxy's own writes never overwrite edits made while the pool keeps changing", async () => {
+  test("the proxy's own writes never overwrite edits another writer makes under the lock while the pool keeps changing", async () => {
     const dir = await folder();
     const path = join(dir, "keys.json");
     await writeFile(path, JSON.stringify({ keys: [{ key: keyA, label: "a" }, { key: keyB, label: "b" }] }));
@@ -396,13 +396,17 @@ describe("changes made by someone else while the proxy runs", () => {
     served++;
     await eventually(() => counted.saves() >= 5, { what: "the first writes" });
 
-    // Several edits, each landing somewhere in the middle of the proxy's write cycle.
+    // Several edits by another process's store (what add-key and the admin API use), each landing
+    // somewhere in the middle of the proxy's write cycle. (An editor takes no lock: json-file-store.ts
+    // says what is left to chance for it.)
+    const editor = createJsonFileStore({ path });
     const added = Array.from({ length: 5 }, (_, i) => `sk-or-v1-test-added-while-busy-${i}-${"e".repeat(30)}`);
     for (const [i, key] of added.entries()) {
-      await editJson(path, (file) => {
-        file.keys.push({ key, label: `added ${i}` });
-        entryOf(file, keyA).label = `renamed ${i}`;
-      });
+      const edited = await editor.update((doc) => ({
+        ...doc,
+        records: [...doc.records.map((record) => (record.id === idA ? { ...record, label: `renamed ${i}` } : record)), newKeyRecord(key, Date.now(), `added ${i}`)],
+      }));
+      expect(edited.ok).toBe(true);
       await eventually(() => running.pool.records().some((record) => record.id === keyIdOf(key)), { timeoutMs: 1000, what: `edit ${i} to be picked up` });
     }
     const savesAfterEdits = counted.saves();

@@ -1,7 +1,7 @@
 /**
  * A lock path (`<keys file>.lock`) that no lock could be: a folder, a symbolic link (dangling or
- * not), a file that cannot be read. Waiting for it to be released would never end (the server
- * used to spin at 87% CPU on it and the CLI to hang): each writer says so in one line instead.
+ * not), a named pipe, a file that cannot be read. Waiting for it to be released would never end (a
+ * server would spin on it, the CLI hang): each writer says so in one line instead.
  */
 import { describe, expect, test } from "bun:test";
 import { chmod, mkdir, symlink, writeFile } from "node:fs/promises";

@@ -4,7 +4,7 @@
  * - Every read-modify-write holds `<file>.lock` (file-lock.ts): the server's saves, the CLI's and
  *   the admin API's edits never interleave, so a write needs no merge: what it read under the
  *   lock is what it replaces. A person's editor takes no lock: a file found changed just before
- *   the rename is read again and the change run on it.
+ *   the rename is read again and the change run on it (see `write` for the instant that is left).
  * - A write goes to a temporary file next to the file (next to its target, when `KEYS_FILE` is a
  *   symbolic link: the link stays a link), is flushed to disk and renamed over the file (mode
  *   0600): a crash at any instant leaves the old file or the new one, never a torn one.
@@ -15,7 +15,8 @@
  * - `watch` polls the file (async stat, a few times a second) and reports changes that are not
  *   the store's own writes.
  */
-import { readFile, rename, stat, unlink } from "node:fs/promises";
+import { readFileSync, renameSync } from "node:fs";
+import { readFile, stat, unlink } from "node:fs/promises";
 import { parseKeyFile } from "./key-file-parse.ts";
 import type { KeyStore, StoreFailure, StoreLoad } from "../ports.ts";
 import { fileTextFromDocument, type KeyFileDocument } from "../../keys/schema.ts";
@@ -72,6 +73,15 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
     return result;
   }
 
+  function readTextSync(file: string): string | undefined {
+    try {
+      return readFileSync(file, "utf8");
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw new FileProblem("read", error);
+    }
+  }
+
   async function load(): Promise<StoreLoad> {
     try {
       const text = await readText(path);
@@ -87,18 +97,21 @@ export function createJsonFileStore({ path, now = Date.now, pollMs = 250, staleL
    * Writes `doc` over `target`, which held `expected` when it was read. Every writer that knows of
    * the lock holds it; a person's editor does not, so the file is compared with what was read
    * right before the rename: if it changed, nothing is written ("changed") and the caller reads
-   * the edit and runs its change again.
+   * the edit and runs its change again. Without an atomic exchange an editor's save landing
+   * between that comparison and the rename (microseconds, more if the process is descheduled right
+   * then) can still be replaced; the key commands and the admin API take the lock and never are.
    */
   async function write(target: string, doc: KeyFileDocument, expected: string | undefined): Promise<"written" | "changed"> {
     const text = fileTextFromDocument(doc, now());
     // The rename keeps inode, size and mtime: the watcher knows this file as ours without reading it.
     const { path: temp, signature } = await writeTempFile(target, text);
     try {
-      if ((await readText(target)) !== expected) {
+      // Compared and renamed with no await between, to keep that window as short as it can be.
+      if (readTextSync(target) !== expected) {
         await unlink(temp);
         return "changed";
       }
-      await rename(temp, target);
+      renameSync(temp, target);
     } catch (error) {
       await unlink(temp).catch(() => {});
       throw error;
