@@ -12,10 +12,11 @@ import { createEventBus } from "./observe/events.ts";
 import type { EventBus } from "./domain/events.ts";
 import { discoverAccounts } from "./keys/account-discovery.ts";
 import { startAccountRefresher, type AccountRefresher } from "./keys/account-refresh.ts";
-import { createJsonFileStore } from "./keys/json-file-store.ts";
+import { createJsonFileStore } from "./store/file/json-file-store.ts";
+import { claimKeysFile, type ServerClaim } from "./store/file/server-claim.ts";
 import { createKeyPool, type KeyPool } from "./keys/key-pool.ts";
-import type { KeyStore } from "./keys/key-store.ts";
-import { startKeySync, type KeySync } from "./keys/key-sync.ts";
+import type { KeyStore } from "./store/ports.ts";
+import { startStateSync, type StateSync } from "./store/state-sync.ts";
 import { startHttpServer, stopGracefully, type HttpServer } from "./http/server.ts";
 import { isLoopbackHost } from "./http/client-auth.ts";
 import { hasClients, startClients, type Clients } from "./clients/clients.ts";
@@ -31,7 +32,10 @@ export interface ProxyOverrides {
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
   events?: EventBus;
   store?: KeyStore;
+  /** How soon a decision (a rest, a cooldown, a person's edit) is saved to the keys file. */
   saveDelayMs?: number;
+  /** How often, at most, counters alone are saved to the keys file. */
+  counterSaveDelayMs?: number;
   idleTimeoutSeconds?: number;
   onStoreError?: (message: string) => void;
   onStoreRecovered?: (message: string) => void;
@@ -51,7 +55,7 @@ export interface RunningProxy {
   url: string;
   pool: KeyPool;
   store: KeyStore;
-  sync: KeySync;
+  sync: StateSync;
   events: EventBus;
   ledger: UsageLedger;
   logging: Logging;
@@ -86,8 +90,10 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     ...(overrides.logErr ? { err: overrides.logErr } : {}),
   });
   let redis: RedisBackend | undefined;
+  let claim: ServerClaim | undefined;
   /** A start that cannot go on: what was opened is closed again, and what was said is written. */
   const failedStart = async (failure: { message: string }): Promise<StartResult> => {
+    await claim?.release();
     await redis?.stop();
     await logging.close();
     return { ok: false, message: failure.message };
@@ -114,14 +120,18 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     });
   }
   if (!loaded.ok) return failedStart({ message: loaded.kind === "invalid" ? `${loaded.message}; the file was left untouched` : loaded.message });
+  // Without Redis this server is the keys file's only writer of runtime state: one server per file.
+  if (!redis) {
+    const claimed = await claimKeysFile(config.KEYS_FILE, `http://${hostText(config.HOST)}:${config.PORT}`);
+    if (!claimed.ok) return failedStart(claimed);
+    claim = claimed.claim;
+  }
   const started = startClients({
     doc: clientDoc ?? loaded.doc,
     keysFile: config.KEYS_FILE,
-    store: overrides.store ?? sharedClients?.clients.store,
     sharedCounters: sharedClients?.clients.counters,
     events,
     requireClientKey: onlyClientKeysGuard,
-    saveDelayMs: overrides.saveDelayMs,
     now,
   });
   if (!started.ok) return failedStart(started);
@@ -132,12 +142,15 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   pool.replaceKeys(loaded.doc.records);
   pool.loadAccounts(loaded.doc.accounts);
   const redisWiring = redis?.attach({ pool, events });
-  const sync = startKeySync({
+  const sync = startStateSync({
     pool,
     store,
+    clients,
+    clientStore: sharedClients?.clients.store,
+    saves: !redis,
     events,
-    now,
     ...(overrides.saveDelayMs === undefined ? {} : { saveDelayMs: overrides.saveDelayMs }),
+    ...(overrides.counterSaveDelayMs === undefined ? {} : { counterSaveDelayMs: overrides.counterSaveDelayMs }),
     ...(overrides.onStoreError ? { onStoreError: overrides.onStoreError } : {}),
     ...(overrides.onStoreRecovered ? { onStoreRecovered: overrides.onStoreRecovered } : {}),
     ...(overrides.storeRetryDelayMs === undefined ? {} : { retryDelayMs: overrides.storeRetryDelayMs }),
@@ -183,6 +196,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     forward,
     pool,
     store,
+    clientStore: sharedClients?.clients.store,
     checkKey: checkUpstreamKey,
     adminToken: config.ADMIN_TOKEN,
     proxyApiKeys: config.PROXY_API_KEYS,
@@ -204,8 +218,8 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       ...(overrides.idleTimeoutSeconds === undefined ? {} : { idleTimeoutSeconds: overrides.idleTimeoutSeconds }),
     });
   } catch (error) {
-    await sync.stop();
     await clients.stop();
+    await sync.stop();
     const reason = error instanceof Error ? error.message : String(error);
     return failedStart({ message: `cannot listen on ${config.HOST}:${config.PORT}: ${reason}` });
   }
@@ -233,12 +247,13 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       })
     : undefined;
 
-  const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
+  const url = `http://${hostText(config.HOST)}:${server.port}`;
+  await claim?.listening(url);
   return {
     ok: true,
     proxy: {
       server,
-      url: `http://${host}:${server.port}`,
+      url,
       pool,
       store,
       sync,
@@ -258,9 +273,13 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
         );
         await clients.stop();
         await sync.stop();
+        await claim?.release();
         await redis?.stop();
         await logging.close();
       },
     },
   };
 }
+
+/** A host as it goes in a URL (an IPv6 address in brackets). */
+const hostText = (host: string) => (host.includes(":") ? `[${host}]` : host);

@@ -9,8 +9,8 @@
 import { expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import { keyIdOf } from "../src/domain/key-identity.ts";
-import { createJsonFileStore } from "../src/keys/json-file-store.ts";
-import type { KeyStore } from "../src/keys/key-store.ts";
+import { createJsonFileStore } from "../src/store/file/json-file-store.ts";
+import type { KeyStore } from "../src/store/ports.ts";
 import { runCli } from "./helpers/cli.ts";
 import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";
 import { useSuite } from "./helpers/suite.ts";
@@ -50,13 +50,13 @@ test(
     // The server's store, counting its saves (the server's own writes to the file).
     let saves = 0;
     const fileStore = createJsonFileStore({ path: `${dir}/keys.json` });
-    const store: KeyStore = { ...fileStore, save: (records) => (saves++, fileStore.save(records)) };
+    const store: KeyStore = { ...fileStore, update: (change) => (saves++, fileStore.update(change)) };
     const proxy: TestProxy = await startTestProxy({
       upstream: fake.url,
       dir,
       keys: [keyA, keyB, keyC],
       config: { ROTATION: "round-robin", FAILURE_THRESHOLD: 2, MAX_ATTEMPTS: 3, ADMIN_TOKEN: adminToken },
-      overrides: { store, saveDelayMs: 10 },
+      overrides: { store, saveDelayMs: 10, counterSaveDelayMs: 10 },
     });
     cleanups.push(() => proxy.close());
     const recordOf = (id: string) => proxy.pool.records().find((record) => record.id === id);
@@ -118,7 +118,7 @@ test(
     // Nothing either side wrote was lost. The load has stopped, so the pool no longer changes;
     // its state must reach the file. (Waited for rather than read right after `sync.flush()`:
     // flush can resolve before the follow-up save that a change during an in-flight save made
-    // necessary, see key-sync.ts; the comparison below is exact either way.)
+    // necessary, see state-sync.ts; the comparison below is exact either way.)
     await proxy.sync.flush();
     const inMemory = new Map(proxy.pool.records().map((record) => [record.id, record.requests]));
     const readStored = async () => (JSON.parse(await readFile(proxy.keysFile, "utf8")) as { keys: StoredEntry[] }).keys;

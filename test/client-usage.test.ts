@@ -108,7 +108,7 @@ test("list-clients shows what the server counted, once saved (requests, tokens, 
   const { proxy, admin } = await start();
   const alice = await admin.add("alice", { rpd: 10, usdPerMonth: 5 });
   for (let i = 0; i < 2; i++) expect(await chat(proxy, alice)).toBe(200);
-  await proxy.clients.sync.flush();
+  await proxy.sync.flush();
   const listed = await runCli(["list-clients", "--json"], { cwd: proxy.dir, env: { KEYS_FILE: proxy.keysFile }, log });
   const [view] = (JSON.parse(listed.stdout) as { clients: Array<{ usage: { today: Record<string, number>; month: Record<string, number> } }> }).clients;
   expect(view?.usage.today).toEqual({ requests: 2, tokens: 200, cost: 0.004 });

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { watch, type FSWatcher } from "node:fs";
 import { readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { parseKeyFile } from "../src/keys/key-file-parse.ts";
+import { parseKeyFile } from "../src/store/file/key-file-parse.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { createOutputLog, runCli } from "./helpers/cli.ts";
 import { chatCompletion, startFakeOpenRouter, type FakeOpenRouter } from "./helpers/fake-openrouter.ts";

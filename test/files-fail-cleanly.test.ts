@@ -10,9 +10,9 @@ import { existsSync } from "node:fs";
 import { lstat, mkdir, readFile, readdir, readlink, stat, symlink, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { createJsonFileStore } from "../src/keys/json-file-store.ts";
+import { createJsonFileStore } from "../src/store/file/json-file-store.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
-import type { KeyStore, StoreFailure } from "../src/keys/key-store.ts";
+import type { KeyStore, StoreFailure } from "../src/store/ports.ts";
 import { newKeyRecord, type KeyFileDocument } from "../src/keys/schema.ts";
 import { runCli } from "./helpers/cli.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";
@@ -101,7 +101,6 @@ describe("a failed save removes its temp file and its lock", () => {
     await disk.readOnly();
     const store = createJsonFileStore({ path });
     expect(await store.update(addKeyB)).toEqual({ ok: false, kind: "io", message: `cannot write ${path}: the file system is read-only` });
-    expect(await store.save([newKeyRecord(keyA, Date.now())])).toEqual({ ok: false, kind: "io", message: `cannot write ${path}: the file system is read-only` });
     expect(await openHandlesUnder(disk.dir)).toEqual([]);
     expect((await store.load()).ok).toBe(true); // reading still works
     await disk.writable();
@@ -241,7 +240,7 @@ describe("a symlinked KEYS_FILE stays a symlink; its target is what changes", ()
     expect((await lstat(proxy.keysFile)).isSymbolicLink()).toBe(true);
     const [entry] = (JSON.parse(await readFile(target, "utf8")) as { keys: Array<{ state?: { requests?: number } }> }).keys;
     expect(entry?.state?.requests).toBe(1);
-    expect(await readdir(join(home, "real"))).toEqual(["keys.json"]);
+    expect(await readdir(join(home, "real"))).toEqual(["keys.json", "keys.json.server"]); // the running server's claim on the file
   });
 });
 
@@ -280,7 +279,6 @@ describe("a read-only or missing folder gives a one-line error naming the file a
       const verb = path === missing ? "write" : "read"; // a folder in the way is found when the store reads what is there
       const failed: StoreFailure = { ok: false, kind: "io", message: `cannot ${verb} ${path}: ${cause}` };
       expect(await store.update(addKeyB)).toEqual(failed);
-      expect(await store.save([newKeyRecord(keyA, Date.now())])).toEqual(failed);
     }
     expect(await readdir(cwd)).toEqual(["keys.json"]);
   });
@@ -384,8 +382,8 @@ describe("a disk problem is reported when it starts and when it ends, each time"
       const fileStore = createJsonFileStore({ path });
       const store: KeyStore = {
         ...fileStore,
-        save: async (records, accounts) => {
-          const result = await fileStore.save(records, accounts);
+        update: async (change) => {
+          const result = await fileStore.update(change);
           if (!result.ok) failedSaves++;
           return result;
         },
@@ -416,7 +414,7 @@ describe("a disk problem is reported when it starts and when it ends, each time"
       await proxy.sync.flush();
       const entries = (JSON.parse(await readFile(path, "utf8")) as { keys: Array<{ state?: { requests?: number } }> }).keys;
       expect(entries.reduce((sum, entry) => sum + (entry.state?.requests ?? 0), 0)).toBe(2);
-      expect(await filesIn(disk.dir)).toEqual(["keys.json"]);
+      expect(await filesIn(disk.dir)).toEqual(["keys.json", "keys.json.server"]); // the running server's claim on the file
       // The loggers print each start and each end once, on stderr: nothing else prints them.
       await proxy.logging.flush();
       expect(proxy.output.err.split("\n").filter((line) => line.includes("no space left"))).toHaveLength(2);

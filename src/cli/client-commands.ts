@@ -6,11 +6,11 @@
  * standard error. Exit codes: 0 done, 1 the operation failed, 2 bad usage.
  */
 import type { Config } from "../config.ts";
-import { createJsonFileStore } from "../keys/json-file-store.ts";
-import type { KeyStore } from "../keys/key-store.ts";
+import { createJsonFileStore } from "../store/file/json-file-store.ts";
+import type { KeyStore } from "../store/ports.ts";
 import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type ClientMap } from "../clients/client-admin.ts";
 import { newClientKey } from "../clients/client-key.ts";
-import { editClients } from "../clients/client-edit.ts";
+import { editClients } from "../store/client-edit.ts";
 import { clientsFromDocument } from "../clients/client-schema.ts";
 import { clientSettingNames, flagOf, parseClientSettings, type ClientSettings } from "../clients/client-settings.ts";
 import { clientRow, clientTableHeader, viewClient } from "../clients/client-view.ts";

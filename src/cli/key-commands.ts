@@ -6,11 +6,11 @@
  */
 import type { Config } from "../config.ts";
 import { factsOf } from "../keys/account-discovery.ts";
-import { createJsonFileStore } from "../keys/json-file-store.ts";
+import { createJsonFileStore } from "../store/file/json-file-store.ts";
 import { addKey, disableKey, enableKey, removeKey, setAccounts, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf, maskKey } from "../domain/key-identity.ts";
 import type { KeyFacts } from "../keys/key-pool.ts";
-import type { KeyStore } from "../keys/key-store.ts";
+import type { KeyStore } from "../store/ports.ts";
 import { describeRest, describeStatus, echoInput, viewAccounts, viewKey, type KeyView } from "../keys/key-view.ts";
 import { checkKey } from "../upstream/key-info.ts";
 import type { KeyCheck } from "../domain/key-check.ts";

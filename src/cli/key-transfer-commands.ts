@@ -7,8 +7,8 @@
  */
 import { chmod } from "node:fs/promises";
 import type { Config } from "../config.ts";
-import { createJsonFileStore } from "../keys/json-file-store.ts";
-import type { KeyStore } from "../keys/key-store.ts";
+import { createJsonFileStore } from "../store/file/json-file-store.ts";
+import type { KeyStore } from "../store/ports.ts";
 import type { KeyRecord } from "../keys/schema.ts";
 import type { CommandIO } from "./io.ts";
 

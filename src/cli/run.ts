@@ -16,7 +16,7 @@ import { loadConfig, parseDotenv, type Config, type EnvInput } from "../config.t
 // must not come back in full (stderr ends up in terminals' scrollback and CI logs).
 import { echoInput } from "../keys/key-view.ts";
 import { maskKey } from "../domain/key-identity.ts";
-import { describeFileProblem } from "../keys/file-problem.ts";
+import { describeFileProblem } from "../store/file/file-problem.ts";
 
 const io = processIO();
 

@@ -1,35 +1,36 @@
 /**
- * Client keys as the server runs them: the directory loaded from the keys file, the gate the
- * proxy handler asks, the sync that saves counters and adopts people's changes, and the charge of
- * every finished request's usage to its client. proxy-server.ts builds this once.
+ * Client keys as the server runs them: the directory loaded from the store's document, the gate
+ * the proxy handler asks, and the charge of every finished request's usage to its client.
+ * proxy-server.ts builds this once; the store's sync (store/state-sync.ts) saves the counters and
+ * hands people's changes to `adopt`, as the admin API does with its own.
+ *
+ * The counters of a client whose name and creation time match are the server's (its memory wins);
+ * everything else in the section is the store's.
  */
 import type { EventBus } from "../domain/events.ts";
-import { createJsonFileStore } from "../keys/json-file-store.ts";
-import type { KeyStore } from "../keys/key-store.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 import { createClientDirectory, type ClientDirectory } from "./client-directory.ts";
 import { createClientGate, type ClientGate } from "./client-gate.ts";
-import { clientsFromDocument } from "./client-schema.ts";
-import { startClientSync, type ClientSync } from "./client-sync.ts";
+import { clientsFromDocument, documentWithClients, type ClientRecord } from "./client-schema.ts";
 import type { SharedClientCounters } from "./shared-counters.ts";
 
 export interface Clients {
   directory: ClientDirectory;
   gate: ClientGate;
-  sync: ClientSync;
-  /** The store the admin API changes clients through. */
-  store: KeyStore;
+  /** Counters are saved in the store's document (false with REDIS_URL: they are increments in Redis). */
+  savesCounters: boolean;
+  /** Takes the clients section of a stored document (people's changes), keeping the counters held here. */
+  adopt(doc: KeyFileDocument, storeName: string): void;
+  /** `doc` with its clients section carrying the counters held here (what a save writes); `doc` itself when the section does not parse. */
+  withCounters(doc: KeyFileDocument): KeyFileDocument;
   stop(): Promise<void>;
 }
 
 export interface ClientsOptions {
   doc: KeyFileDocument;
   keysFile: string;
-  /** A store given by a test; by default a store of its own on KEYS_FILE (see below). */
-  store?: KeyStore | undefined;
   events: EventBus;
   requireClientKey: boolean;
-  saveDelayMs?: number | undefined;
   now: () => number;
   /**
    * With REDIS_URL: the counters shared by every instance, made for the directory. Then counters
@@ -38,22 +39,12 @@ export interface ClientsOptions {
   sharedCounters?: ((directory: ClientDirectory) => SharedClientCounters) | undefined;
 }
 
-export function startClients({ doc, keysFile, store: given, events, requireClientKey, saveDelayMs, now, sharedCounters }: ClientsOptions): { ok: true; clients: Clients } | { ok: false; message: string } {
+export function startClients({ doc, keysFile, events, requireClientKey, now, sharedCounters }: ClientsOptions): { ok: true; clients: Clients } | { ok: false; message: string } {
   const loaded = clientsFromDocument(doc, now());
   if (!loaded.ok) return { ok: false, message: `${keysFile}: ${loaded.message}; the file was left untouched` };
   const directory = createClientDirectory(loaded.clients);
-  // A store instance of its own: a JSON file store's watcher skips text its instance has already
-  // seen, so two watchers on one instance would miss each other's news.
-  const store = given ?? createJsonFileStore({ path: keysFile, now });
   const shared = sharedCounters?.(directory);
-  const sync = startClientSync({
-    directory,
-    store,
-    now,
-    saveCounters: shared === undefined,
-    ...(saveDelayMs === undefined ? {} : { saveDelayMs }),
-    onError: (message) => events.emit("store.error", { message }),
-  });
+  let lastError: string | undefined;
   const unsubscribe = events.on("request.done", (record) => {
     if (!record.client || !record.usage) return;
     const at = now();
@@ -66,15 +57,39 @@ export function startClients({ doc, keysFile, store: given, events, requireClien
     clients: {
       directory,
       gate: createClientGate({ directory, requireClientKey, now, shared, onRefused: (client, code) => events.emit("client.refused", { client, code }) }),
-      sync,
-      store,
+      savesCounters: shared === undefined,
+      adopt(stored, storeName) {
+        const loaded = clientsFromDocument(stored, now());
+        if (!loaded.ok) {
+          const message = `${storeName}: ${loaded.message}; serving the clients held in memory until it is fixed`;
+          if (message !== lastError) events.emit("store.error", { message });
+          lastError = message;
+          return;
+        }
+        lastError = undefined;
+        directory.adopt(loaded.clients);
+      },
+      withCounters(doc) {
+        const stored = clientsFromDocument(doc, now());
+        return stored.ok ? documentWithClients(doc, withOurCounters(stored.clients, directory)) : doc;
+      },
       async stop() {
         unsubscribe();
-        await sync.stop();
         await shared?.stop();
       },
     },
   };
+}
+
+/** The stored clients, with the counters this server holds for the same clients. */
+function withOurCounters(stored: ReadonlyMap<string, ClientRecord>, directory: ClientDirectory): Map<string, ClientRecord> {
+  const merged = new Map<string, ClientRecord>();
+  for (const [name, record] of stored) {
+    const ours = directory.byName(name)?.record;
+    const same = ours !== undefined && ours.createdAt === record.createdAt;
+    merged.set(name, same ? { ...record, usage: structuredClone(ours.usage) } : record);
+  }
+  return merged;
 }
 
 /** Whether the document defines any client (before anything is started). */

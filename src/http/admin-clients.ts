@@ -8,10 +8,11 @@
 import { Hono, type Context } from "hono";
 import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type ClientMap } from "../clients/client-admin.ts";
 import { newClientKey } from "../clients/client-key.ts";
-import { editClients } from "../clients/client-edit.ts";
+import { editClients } from "../store/client-edit.ts";
 import { parseClientSettings } from "../clients/client-settings.ts";
 import { viewClient } from "../clients/client-view.ts";
 import type { Clients } from "../clients/clients.ts";
+import type { KeyStore } from "../store/ports.ts";
 import { ProxyError } from "../domain/errors.ts";
 import { requireAdminToken } from "./admin-auth.ts";
 import type { AppEnv } from "./app-env.ts";
@@ -19,6 +20,8 @@ import type { AppEnv } from "./app-env.ts";
 export interface AdminClientDeps {
   adminToken: string | undefined;
   clients: Clients;
+  /** Where the clients are stored: the keys file, or Redis's client records. */
+  store: KeyStore;
   now?: () => number;
 }
 
@@ -28,14 +31,14 @@ const editErrors = {
   invalid_client_name: [400, "invalid_request_error"],
 } as const;
 
-export function adminClientRoutes({ adminToken, clients, now = Date.now }: AdminClientDeps): Hono<AppEnv> {
+export function adminClientRoutes({ adminToken, clients, store, now = Date.now }: AdminClientDeps): Hono<AppEnv> {
   const routes = new Hono<AppEnv>();
   routes.use("/clients", requireAdminToken(adminToken));
   routes.use("/clients/*", requireAdminToken(adminToken));
 
   /** Runs `change` under the store's lock and puts the outcome in force here at once. */
   const edit = async (change: (clients: ClientMap) => ClientEdit) => {
-    const outcome = await editClients(clients.store, now, change);
+    const outcome = await editClients(store, now, change);
     if (outcome.kind === "store" && outcome.failure.kind === "io") {
       // The disk refused (a read-only or missing folder, a full disk): the server's fault, not the client's.
       throw new ProxyError(500, `cannot change clients: ${outcome.failure.message}; nothing was changed`, { type: "internal_error", code: "keys_file_unwritable" });
@@ -44,7 +47,7 @@ export function adminClientRoutes({ adminToken, clients, now = Date.now }: Admin
       const message = outcome.kind === "store" ? outcome.failure.message : outcome.message;
       throw new ProxyError(409, `cannot change clients: ${message}`, { type: "invalid_request_error", code: "keys_file_invalid" });
     }
-    clients.sync.adopt(outcome.stored);
+    clients.adopt(outcome.stored.doc, store.name);
     const done = outcome.edit;
     if (!done.ok) {
       const [status, type] = editErrors[done.code];

@@ -10,7 +10,7 @@ import { factsOf } from "../keys/account-discovery.ts";
 import { addKey, enableKey, removeKey, type AddOutcome } from "../keys/key-admin.ts";
 import { keyIdOf } from "../domain/key-identity.ts";
 import type { KeyFacts, KeyPool } from "../keys/key-pool.ts";
-import type { KeyStore, StoreLoad } from "../keys/key-store.ts";
+import type { KeyStore, StoreLoad } from "../store/ports.ts";
 import { echoInput } from "../keys/key-view.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 import type { KeyCheck } from "../domain/key-check.ts";

@@ -5,7 +5,7 @@
 import { Hono } from "hono";
 import { ProxyError, renderError } from "../domain/errors.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
-import type { KeyStore } from "../keys/key-store.ts";
+import type { KeyStore } from "../store/ports.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import type { UsageLedger } from "../observe/usage-ledger.ts";
 import { adminRoutes } from "./admin.ts";
@@ -42,6 +42,8 @@ export interface AppDeps {
   listenHost?: string;
   /** Client keys: the gate for the API, and what the admin API changes. */
   clients?: Clients;
+  /** With REDIS_URL the clients have a store of their own; by default they live in `store`. */
+  clientStore?: KeyStore | undefined;
   now?: () => number;
   /** With REDIS_URL: whether Redis is reachable (/readyz says degraded while it is not). */
   sharedState?: () => "connected" | "degraded";
@@ -87,7 +89,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
   };
 }
 
-export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, clients, now = Date.now, reportInternalError, sharedState }: AppDeps): Hono<AppEnv> {
+export function createApp({ pool, store, clientStore, checkKey, ledger, metrics, adminToken, clients, now = Date.now, reportInternalError, sharedState }: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async function requestId(c, next) {
@@ -103,7 +105,7 @@ export function createApp({ pool, store, checkKey, ledger, metrics, adminToken, 
   app.get("/admin", statusPage(adminToken));
   app.get("/admin/", statusPage(adminToken));
   app.route("/admin", adminRoutes({ adminToken, pool, store, checkKey, now }));
-  if (clients) app.route("/admin", adminClientRoutes({ adminToken, clients, now }));
+  if (clients) app.route("/admin", adminClientRoutes({ adminToken, clients, store: clientStore ?? store, now }));
   app.route("/admin", statusRoutes({ ledger, adminToken, now }));
   // Metrics are behind the admin token when there is one, open otherwise (a local scraper).
   if (adminToken) app.get("/metrics", requireAdminToken(adminToken), metricsHandler(metrics));

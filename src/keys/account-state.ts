@@ -43,11 +43,6 @@ export interface FreeBudget {
 export interface AccountState {
   rests: AccountRest[];
   free?: FreeBudget;
-  /**
-   * Only in what a server hands its store to save: the account as the file held it when the server
-   * last read or wrote it, the base of the merge (file-merge.ts). Never written, never in the pool.
-   */
-  synced?: AccountState;
 }
 
 export const accountIdOf = (key: { id: string; account?: string }): string => key.account ?? `key:${key.id}`;

@@ -5,7 +5,6 @@
  */
 import { accountIdOf } from "./account-state.ts";
 import { apply } from "./changes.ts";
-import { carryUnsaved } from "./file-merge.ts";
 import { describeCleared } from "./outcome-rests.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { KeyRecord } from "./schema.ts";
@@ -60,7 +59,11 @@ export function replaceKeys(core: PoolCore, records: readonly KeyRecord[]): void
       // What GET /key and error bodies taught the server stays, even if the file has not caught up.
       return {
         ...record,
-        ...carryUnsaved(record, known), // counters are not a decision: what was counted here stays
+        // Counters are not a decision, and this server is their only writer: its count stays.
+        requests: known.requests,
+        successes: known.successes,
+        failures: known.failures,
+        lastUsedAt: Math.max(record.lastUsedAt, known.lastUsedAt),
         ...(record.account === undefined && known.account !== undefined ? { account: known.account } : {}),
         ...(record.keyLimit || !known.keyLimit ? {} : { keyLimit: known.keyLimit }),
       };

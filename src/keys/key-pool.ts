@@ -12,7 +12,6 @@
 import type { Rotation } from "../config.ts";
 import type { Outcome } from "../domain/outcome.ts";
 import type { EventBus } from "../domain/events.ts";
-import { adoptState } from "./adopt-state.ts";
 import { copyAccounts, type AccountState } from "./account-state.ts";
 import { apply } from "./changes.ts";
 import { acquire, outlook, type AcquireOptions, type AcquireResult, type Outlook } from "./key-acquire.ts";
@@ -68,8 +67,6 @@ export interface KeyPool {
   keyViews(): KeyView[];
   /** Adopts a stored list: new keys join, missing ones leave, known ones keep runtime state. */
   replaceKeys(records: readonly KeyRecord[]): void;
-  /** Adopts state another server saved, already merged with this pool's (file-merge.ts): known keys' runtime, all accounts. */
-  adoptState(records: readonly KeyRecord[], accounts: ReadonlyMap<string, AccountState>): void;
   records(): KeyRecord[];
   statusOf(record: KeyRecord): KeyStatus;
   /** Subscribes to the pool's decisions, as the changes each one made; returns an unsubscribe. */
@@ -142,7 +139,6 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     accountViews: () => accountViews(core),
     keyViews: () => keyViews(core),
     replaceKeys: (list) => replaceKeys(core, list),
-    adoptState: (list, accounts) => adoptState(core, list, accounts),
     records: () => records(core),
     statusOf: (record) => statusOf(core, record),
     onChange(listener) {

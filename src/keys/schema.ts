@@ -62,7 +62,7 @@ export interface KeyLimit {
   checkedAt: number;
 }
 
-/** A key's counters, as the file totals them (file-merge.ts adds each server's deltas to them). */
+/** A key's counters (the server counts them; the file keeps their totals). */
 export interface KeyCounts {
   requests: number;
   successes: number;
@@ -84,11 +84,6 @@ export interface KeyRecord extends KeyCounts {
   consecutiveFailures: number;
   disabled?: { reason: string; at: number };
   lastUsedAt: number;
-  /**
-   * The counters as the file held them when this process last read or wrote it: what the record
-   * counts beyond them is this process's own, still to be added to the file's totals. Never written.
-   */
-  synced?: KeyCounts;
   /** Fields of the entry (and of its state) that the proxy does not know; written back as they were. */
   extra: Record<string, unknown>;
   extraState: Record<string, unknown>;
@@ -156,7 +151,6 @@ export function recordsFromFile(parsed: z.infer<typeof KeyFileSchema>, now: numb
       requests: state?.requests ?? 0,
       successes: state?.successes ?? 0,
       failures: state?.failures ?? 0,
-      synced: { requests: state?.requests ?? 0, successes: state?.successes ?? 0, failures: state?.failures ?? 0 },
       extra: pick(raw, knownEntryFields),
       extraState: state ? pick(state, knownStateFields) : {},
     });

@@ -44,6 +44,7 @@ export async function startTestProxy({ upstream, keys = testKeys, keysFileText, 
     defaultConfig({ PORT: 0, OPENROUTER_BASE_URL: upstream, KEYS_FILE: keysFile, RETRY_BACKOFF_MS: 0, LOG_DIR: logDir, ...config }),
     {
       saveDelayMs: 20,
+      counterSaveDelayMs: 20,
       // GET /key at startup would reach the fake and use up scripted replies; tests of it opt in.
       discoverAccounts: false,
       logOut: (text) => {

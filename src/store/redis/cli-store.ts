@@ -5,7 +5,7 @@
  * error, as a keys file that cannot be read is. The Redis modules are imported on first use.
  */
 import type { Config } from "../../config.ts";
-import type { KeyStore } from "../../keys/key-store.ts";
+import type { KeyStore } from "../ports.ts";
 import { displayUrl } from "../../domain/redact.ts";
 import { lazyStore } from "./lazy-store.ts";
 

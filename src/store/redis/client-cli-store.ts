@@ -5,7 +5,7 @@
  * cannot be reached is the command's one-line error, as a keys file that cannot be read is.
  */
 import type { Config } from "../../config.ts";
-import type { KeyStore } from "../../keys/key-store.ts";
+import type { KeyStore } from "../ports.ts";
 import { displayUrl } from "../../domain/redact.ts";
 import { clientCounterKeys } from "./client-counter-keys.ts";
 import { createRedisClientStore } from "./client-store.ts";

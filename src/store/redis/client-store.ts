@@ -18,7 +18,7 @@
  * and a reload every `backstopMs`.
  */
 import { displayUrl } from "../../domain/redact.ts";
-import type { KeyStore, StoreFailure, StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore, StoreFailure, StoreLoad } from "../ports.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { RedisConnection } from "./connection.ts";
 import { readClientUsage, type ClientCounterKeys } from "./client-counter-keys.ts";
@@ -86,8 +86,6 @@ export function createRedisClientStore({ connection, keys, url, now = Date.now, 
   return {
     name,
     load,
-    // Counters go to Redis as increments (client-counters.ts), never as a saved document.
-    save: load,
 
     async update(change) {
       for (let attempt = 0; attempt < attempts; attempt++) {

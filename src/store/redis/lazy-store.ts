@@ -3,7 +3,7 @@
  * commands are done before they would touch it, and a Redis that cannot be reached must become the
  * command's one-line error (the `StoreLoad` failure `open` gives) rather than a throw.
  */
-import type { KeyStore, StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore, StoreLoad } from "../ports.ts";
 
 export function lazyStore(name: string, open: () => Promise<KeyStore | StoreLoad>): KeyStore {
   let opening: Promise<KeyStore | StoreLoad> | undefined;
@@ -14,10 +14,6 @@ export function lazyStore(name: string, open: () => Promise<KeyStore | StoreLoad
     async load() {
       const store = await opened();
       return isStore(store) ? store.load() : store;
-    },
-    async save(ours, accounts) {
-      const store = await opened();
-      return isStore(store) ? store.save(ours, accounts) : store;
     },
     async update(change) {
       const store = await opened();

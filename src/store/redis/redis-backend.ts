@@ -8,9 +8,9 @@
  * The clients section stays in KEYS_FILE (it is read from there, as without Redis).
  */
 import type { Config } from "../../config.ts";
-import { createJsonFileStore } from "../../keys/json-file-store.ts";
+import { createJsonFileStore } from "../file/json-file-store.ts";
 import type { KeyPool } from "../../keys/key-pool.ts";
-import type { KeyStore, StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore, StoreLoad } from "../ports.ts";
 import { createLease } from "./lease.ts";
 import { startDiscoveryLease, type DiscoveryLease } from "./discovery-lease.ts";
 import type { EventBus } from "../../domain/events.ts";

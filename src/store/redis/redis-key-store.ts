@@ -4,15 +4,13 @@
  * edit) goes through here: a person's change (`update`) is turned into key-list edits (add, remove,
  * enable, disable, label: key-list.ts numbers and merges them) and published, and every instance
  * reloads the list when it hears one. What the pool learns (cooldowns, failures, rests, counts)
- * travels as changes through shared-pool.ts, so `save` writes nothing: it hands back the stored
- * list merged with the pool's memory, as the file store does.
+ * travels as changes through shared-pool.ts: the server's sync only adopts the list from here.
  *
  * A record's `resetAt` here is the key's switch version (its last add/enable/disable by a person),
  * not a time: the pool only compares it, and runtime facts name it as their basis.
  */
 import { displayUrl } from "../../domain/redact.ts";
-import type { AccountState } from "../../keys/account-state.ts";
-import { mergeKeyLists, type KeyStore, type StoreLoad } from "../../keys/key-store.ts";
+import type { KeyStore, StoreLoad } from "../ports.ts";
 import type { KeyEdit, KeyListEntry } from "../../keys/pool-state.ts";
 import type { KeyFileDocument, KeyRecord } from "../../keys/schema.ts";
 import { readSharedSnapshot, type SharedSnapshot } from "./shared-snapshot.ts";
@@ -50,12 +48,6 @@ export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel
   return {
     name,
     load,
-
-    async save(ours: readonly KeyRecord[], accounts?: ReadonlyMap<string, AccountState>): Promise<StoreLoad> {
-      // Runtime state is not saved here (shared-pool.ts sends it as changes): the stored list wins
-      // for which keys exist, the pool's memory for what it learned, as in the file store.
-      return { ok: true, doc: { ...cached, records: mergeKeyLists(cached.records, ours), accounts: new Map(accounts ?? []) }, exists: true };
-    },
 
     async update(change) {
       const before = await load();

@@ -9,8 +9,8 @@
  * - KEYS_FILE's, served from memory, when Redis cannot be reached at startup; Redis's are adopted
  *   as soon as it answers.
  */
-import { createJsonFileStore } from "../../keys/json-file-store.ts";
-import type { KeyStore } from "../../keys/key-store.ts";
+import { createJsonFileStore } from "../file/json-file-store.ts";
+import type { KeyStore } from "../ports.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { EventBus } from "../../domain/events.ts";
 import type { ClientDirectory } from "../../clients/client-directory.ts";

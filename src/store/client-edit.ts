@@ -3,9 +3,9 @@
  * admin API both run. The change sees the clients as stored now (it may run twice, when the file
  * is edited while it is written), and the outcome says which of three things happened.
  */
-import type { KeyStore, StoreFailure, StoreLoad } from "../keys/key-store.ts";
-import type { ClientEdit, ClientMap } from "./client-admin.ts";
-import { clientsFromDocument, documentWithClients } from "./client-schema.ts";
+import type { KeyStore, StoreFailure, StoreLoad } from "./ports.ts";
+import type { ClientEdit, ClientMap } from "../clients/client-admin.ts";
+import { clientsFromDocument, documentWithClients } from "../clients/client-schema.ts";
 
 export type ClientEditOutcome =
   /** The keys file could not be read or written (its own message names the file and the cause). */

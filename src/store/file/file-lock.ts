@@ -9,8 +9,8 @@
  * handle closed: a failed attempt leaves nothing behind.
  */
 import { hostname } from "node:os";
-import { open, readFile, stat, unlink } from "node:fs/promises";
-import { isExists } from "./file-problem.ts";
+import { lstat, open, readFile, unlink } from "node:fs/promises";
+import { errorCode, isExists, isNotFound } from "./file-problem.ts";
 
 export interface FileLockOptions {
   /** How old a lock of an owner that cannot be checked must be before it is broken. */
@@ -50,12 +50,20 @@ interface LockState {
   mtimeMs: number;
 }
 
+/**
+ * The lock as it is now; undefined when there is none (released in between). A lock path that is
+ * not a lock file this code could have made (a folder, a symbolic link, dangling or not) or that
+ * cannot be read is thrown as one line: waiting would never end, and only a person can fix it.
+ */
 async function lockState(lockPath: string): Promise<LockState | undefined> {
   try {
-    const [text, info] = await Promise.all([readFile(lockPath, "utf8"), stat(lockPath)]);
-    return { text, ino: info.ino, mtimeMs: info.mtimeMs };
-  } catch {
-    return undefined;
+    const info = await lstat(lockPath);
+    if (!info.isFile()) throw new Error(`its lock ${lockPath} is ${info.isDirectory() ? "a folder" : info.isSymbolicLink() ? "a symbolic link" : "a special file"}, not a lock file: remove it`);
+    return { text: await readFile(lockPath, "utf8"), ino: info.ino, mtimeMs: info.mtimeMs };
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    if (errorCode(error) === "EACCES" || errorCode(error) === "EPERM") throw new Error(`its lock ${lockPath} cannot be read (permission denied): remove it`);
+    throw error;
   }
 }
 
@@ -80,10 +88,11 @@ async function tryCreate(lockPath: string): Promise<boolean> {
 }
 
 /**
- * Whether the lock names a process on this host that has ended. A lock being written right now
- * (empty, or without a host) cannot be told, and neither can another host's: those wait for age.
+ * Whether `<pid>\n<hostname>\n…` (a lock, a server's claim) names a process on this host that has
+ * ended. One being written right now (empty, or without a host) cannot be told, and neither can
+ * another host's: a lock waits for age then.
  */
-function ownerIsGone(holder: string): boolean {
+export function ownerIsGone(holder: string): boolean {
   const [pidText = "", host = ""] = holder.split("\n");
   const pid = Number(pidText);
   if (!Number.isSafeInteger(pid) || pid <= 0 || host !== thisHost) return false;

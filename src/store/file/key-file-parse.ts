@@ -4,8 +4,8 @@
  */
 import type { z } from "zod";
 import { findJsonSyntaxError } from "./json-syntax.ts";
-import type { StoreLoad } from "./key-store.ts";
-import { KeyFileSchema, recordsFromFile } from "./schema.ts";
+import type { StoreLoad } from "../ports.ts";
+import { KeyFileSchema, recordsFromFile } from "../../keys/schema.ts";
 
 export function parseKeyFile(text: string, name: string, now: number): StoreLoad {
   let json: unknown;
