@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { defaultConfig } from "../src/config.ts";
-import { startProxy } from "../src/proxy-server.ts";
+import { startProxy } from "../src/compose.ts";
 
 /** Seconds to announce; `none` for no reset at all. */
 const asked = process.argv.slice(2).map((word) => (word === "none" ? undefined : Number(word))).filter((n) => n === undefined || Number.isFinite(n));

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config.ts";
 import { keyIdOf, maskKey } from "../src/domain/key-identity.ts";
-import { startProxy } from "../src/proxy-server.ts";
+import { startProxy } from "../src/compose.ts";
 import { runCli, unreachableUpstream } from "./helpers/cli.ts";
 import { chatCompletion, errorReply } from "./helpers/fake-openrouter.ts";
 import { keyEndpoint } from "./helpers/key-endpoint.ts";

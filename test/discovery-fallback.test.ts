@@ -9,7 +9,7 @@ import { afterEach, expect, test } from "bun:test";
 import { startAccountRefresher, type AccountRefresher } from "../src/keys/account-refresh.ts";
 import { createKeyPool, type KeyPool } from "../src/keys/key-pool.ts";
 import { newKeyRecord } from "../src/keys/schema.ts";
-import { createEventBus } from "../src/observe/events.ts";
+import { createEventBus } from "../src/observe/event-bus.ts";
 import { checkKey } from "../src/upstream/key-info.ts";
 import { id, orKey } from "./helpers/accounts-suite.ts";
 import { startFakeAccounts, type FakeAccounts } from "./helpers/fake-accounts.ts";

@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { createEventBus } from "../src/observe/events.ts";
+import { createEventBus } from "../src/observe/event-bus.ts";
 import type { ProxyEventName } from "../src/domain/events.ts";
 
 test("a failing event listener is handed to the error sink, and the other listeners still hear the event", () => {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import type { Rotation } from "../src/config.ts";
-import { createEventBus } from "../src/observe/events.ts";
+import { createEventBus } from "../src/observe/event-bus.ts";
 import { createKeyPool, type KeyPool } from "../src/keys/key-pool.ts";
 import { newKeyRecord } from "../src/keys/schema.ts";
 

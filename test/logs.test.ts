@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { mkdir, rename, symlink, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config.ts";
-import { createEventBus } from "../src/observe/events.ts";
+import { createEventBus } from "../src/observe/event-bus.ts";
 import { keyIdOf } from "../src/domain/key-identity.ts";
 import { startLogging } from "../src/observe/log/loggers.ts";
 import type { RequestRecord } from "../src/domain/request-record.ts";
@@ -118,7 +118,7 @@ describe("log files", () => {
     const script = join(dir, "log-in-kiritimati.ts");
     await writeFile(
       script,
-      `import { createEventBus } from ${JSON.stringify(join(import.meta.dir, "..", "src", "observe", "events.ts"))};
+      `import { createEventBus } from ${JSON.stringify(join(import.meta.dir, "..", "src", "observe", "event-bus.ts"))};
 import { startLogging } from ${JSON.stringify(join(import.meta.dir, "..", "src", "observe", "log", "loggers.ts"))};
 if (new Date(Date.parse("2026-11-25T23:30:00Z")).getDate() !== 26) throw new Error("TZ was not applied");
 const events = createEventBus();

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { RedisClient } from "bun";
 import { createKeyPool, type KeyPool } from "../src/keys/key-pool.ts";
 import { newKeyRecord } from "../src/keys/schema.ts";
-import { createEventBus } from "../src/observe/events.ts";
+import { createEventBus } from "../src/observe/event-bus.ts";
 import { startSharedPool } from "../src/store/redis/shared-pool.ts";
 import { openSharedState, type SharedState } from "../src/store/redis/shared-state.ts";
 import { hasRedis, useRedisServer } from "./helpers/redis-suite.ts";

@@ -1,8 +1,8 @@
 /** `serve`: start the proxy and run until SIGINT/SIGTERM. */
 import type { Config } from "../config.ts";
-import { startProxy } from "../proxy-server.ts";
+import { startProxy } from "../compose.ts";
 import { displayUrl } from "../domain/redact.ts";
-import { isLoopbackHost } from "../http/client-auth.ts";
+import { isLoopbackHost } from "../http/loopback.ts";
 import type { CommandIO } from "./io.ts";
 import { version } from "./usage.ts";
 

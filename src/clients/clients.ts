@@ -1,7 +1,7 @@
 /**
  * Client keys as the server runs them: the directory loaded from the store's document, the gate
  * the proxy handler asks, and the charge of every finished request's usage to its client.
- * proxy-server.ts builds this once; the store's sync (store/state-sync.ts) saves the counters and
+ * compose.ts builds this once; the store's sync (store/state-sync.ts) saves the counters and
  * hands people's changes to `adopt`, as the admin API does with its own.
  *
  * The counters of a client whose name and creation time match are the server's (its memory wins);

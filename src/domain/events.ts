@@ -1,6 +1,6 @@
 /**
  * What the proxy announces, by name, and the bus's face: the key pool and the request path emit,
- * the logs, metrics and tests listen (observe/events.ts is the bus). A leaf, so src/keys announces
+ * the logs, metrics and tests listen (observe/event-bus.ts is the bus). A leaf, so src/keys announces
  * without importing src/observe.
  */
 import type { ResetSource } from "./outcome.ts";

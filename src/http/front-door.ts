@@ -18,7 +18,7 @@
  * and one string compare with the last allowed `Host` value.
  */
 import { errorBody, type ProxyErrorType } from "../domain/errors.ts";
-import { isLoopbackHost } from "./client-auth.ts";
+import { isLoopbackHost } from "./loopback.ts";
 import { requestIdFor } from "./request-id.ts";
 
 export interface FrontDoorOptions {

@@ -6,7 +6,7 @@
 import type { Outcome, PaymentOutcome } from "../domain/outcome.ts";
 import { utcDayOf, type AccountRest } from "./account-state.ts";
 import type { StateChange } from "./pool-state.ts";
-import { nextLimitReset, restTarget } from "./rests.ts";
+import { nextLimitReset, restTarget } from "./rest-rules.ts";
 import type { KeyRecord } from "./schema.ts";
 
 /** A rest that lasts until credits are seen again is written with this horizon (the file needs a time). */

@@ -5,7 +5,7 @@
 import { describeFetchError } from "./answer-checks.ts";
 import type { ProxyRequest } from "./forward-types.ts";
 import type { RelayEnd } from "./relay.ts";
-import { bodyForLog } from "./request-record.ts";
+import { bodyForLog } from "./record-fields.ts";
 import type { RequestRecord } from "../domain/request-record.ts";
 import type { UsageTap } from "./usage-tap.ts";
 

@@ -27,7 +27,7 @@ import { keepsEncoding } from "./encoded-answers.ts";
 import { judgeAnswer, type Judged } from "./read-answer.ts";
 import { relay, type RelayEnd, type RelayEnds } from "./relay.ts";
 import { newRequestRecord, recordRelayEnd } from "./record-filling.ts";
-import { BODY_LOG_LIMIT, bodyForLog, generationIdOf } from "./request-record.ts";
+import { BODY_LOG_LIMIT, bodyForLog, generationIdOf } from "./record-fields.ts";
 import type { AttemptRecord, RequestRecord } from "../domain/request-record.ts";
 import { RetryPlan } from "./retry-plan.ts";
 import { UsageTap } from "./usage-tap.ts";

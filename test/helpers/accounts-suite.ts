@@ -10,7 +10,7 @@
 import { afterEach } from "bun:test";
 import type { Config } from "../../src/config.ts";
 import { keyIdOf } from "../../src/domain/key-identity.ts";
-import type { ProxyOverrides } from "../../src/proxy-server.ts";
+import type { ProxyOverrides } from "../../src/compose.ts";
 import { startFakeAccounts, type FakeAccountSpec, type FakeAccounts } from "./fake-accounts.ts";
 import { startTestProxy, type TestProxy } from "./test-proxy.ts";
 

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaultConfig, type Config } from "../../src/config.ts";
-import { startProxy, type ProxyOverrides, type RunningProxy } from "../../src/proxy-server.ts";
+import { startProxy, type ProxyOverrides, type RunningProxy } from "../../src/compose.ts";
 
 export const testKeys = ["sk-or-v1-test-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "sk-or-v1-test-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "sk-or-v1-test-cccccccccccccccccccccccccccccccccccccc"];
 

@@ -1,5 +1,5 @@
 /**
- * What `serve` runs on when REDIS_URL is set (issue 14), in one place so proxy-server.ts only
+ * What `serve` runs on when REDIS_URL is set (issue 14), in one place so compose.ts only
  * asks for it: the shared state (shared-state.ts), the key list as the store (redis-key-store.ts),
  * the pool bridge (shared-pool.ts), the free-model reservation the request run asks before it
  * sends (free-reservation.ts), and the one line on stdout when Redis becomes unreachable and the
