@@ -6,12 +6,13 @@
  *   bun run bench/keys-file-writes.ts [--rate 1000] [--seconds 16] [command ...]
  *
  * The command defaults to the proxy from source (`bun run src/main.ts`). Each write is a rename of
- * a new file over the old one, so the writes are counted as changes of the file's inode, polled
- * every 2 ms. The first 2 s (startup, the first save) are not counted.
+ * a new file over the old one, so the writes are counted as changes of the file's inode
+ * (bench/lib/file-writes.ts, polled every 2 ms). The first 2 s (startup, the first save) are not counted.
  */
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { countFileWrites } from "./lib/file-writes.ts";
 import { commandArgv, freePort, killTree, readReadyLine, waitForOk } from "./lib/proc.ts";
 
 const args = process.argv.slice(2);
@@ -42,17 +43,7 @@ Object.assign(env, { PORT: String(port), HOST, OPENROUTER_BASE_URL: upstream, KE
 const target = Bun.spawn(commandArgv(command), { cwd: ROOT, env, stdout: "ignore", stderr: "inherit" });
 await waitForOk(`http://${HOST}:${port}/healthz`, performance.now(), 15_000, 5, target);
 
-const writes: number[] = [];
-let inode = statSync(keysFile).ino;
-const watcher = setInterval(() => {
-  try {
-    const now = statSync(keysFile).ino;
-    if (now !== inode) writes.push(performance.now());
-    inode = now;
-  } catch {
-    // between the unlink and the rename of another writer: looked at again in 2 ms
-  }
-}, 2);
+const watcher = countFileWrites(keysFile, 2);
 
 const body = JSON.stringify({ model: "openai/gpt-4o-mini", max_tokens: 64, messages: [{ role: "user", content: "hi" }] });
 const started = performance.now();
@@ -77,7 +68,7 @@ while (performance.now() - started < seconds * 1000) {
 }
 await Promise.all(inFlight);
 const ended = performance.now();
-clearInterval(watcher);
+const writes = await watcher.stop();
 await killTree(target);
 await killTree(mock);
 rmSync(dir, { recursive: true, force: true });

@@ -469,7 +469,7 @@ async function main(opts: Options, tmp: string): Promise<void> {
       const writes = countFileWrites(join(tmp, t.name, "keys.json"));
       const r = await load(gen, opts, t, "chat", opts.connections, opts.durationS);
       const used = cpuMs(t.child.pid) - before;
-      const keysFileWrites = await writes.stop();
+      const keysFileWrites = (await writes.stop()).length;
       res.a[t.name] = { load: r, cpuMs: used, cpuUsPerReq: r.requests > 0 ? (used * 1000) / r.requests : Number.NaN, keysFileWrites };
       if (has("d")) res.afterARss[t.name] = rssBytes(t.child.pid);
     }

@@ -7,17 +7,17 @@
 import { stat } from "node:fs/promises";
 
 export interface FileWriteCounter {
-  /** Stops polling; the number of writes seen since the start. */
-  stop(): Promise<number>;
+  /** Stops polling; when each write was seen (`performance.now()`), since the start. */
+  stop(): Promise<number[]>;
 }
 
 export function countFileWrites(path: string, pollMs = 20): FileWriteCounter {
   let last: string | undefined;
-  let writes = 0;
+  const writes: number[] = [];
   let running = true;
   const look = async (): Promise<void> => {
     const seen = await stat(path).then((info) => `${info.ino}:${info.mtimeMs}`, () => "missing");
-    if (last !== undefined && seen !== last && seen !== "missing") writes++;
+    if (last !== undefined && seen !== last && seen !== "missing") writes.push(performance.now());
     last = seen;
   };
   const loop = (async () => {
