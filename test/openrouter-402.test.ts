@@ -119,13 +119,16 @@ describe("402 by cause", () => {
     return (day + (7 - ((day + 3) % 7))) * 86_400_000;
   })();
   test.each([
-    ["daily", MIDNIGHT],
-    ["weekly", monday],
-    ["monthly", Date.UTC(2026, 3, 1)],
-    [null, START + 3_600_000],
-  ] as const)("a 402 on a key's own limit (limit_reset %p) rests that key for paid models until its next reset; the account's other keys keep serving", async (reset, until) => {
+    [402, "daily", MIDNIGHT],
+    [402, "weekly", monday],
+    [402, "monthly", Date.UTC(2026, 3, 1)],
+    [402, null, START + 3_600_000],
+    [403, "daily", MIDNIGHT],
+    [403, "weekly", monday],
+    [403, null, START + 3_600_000],
+  ] as const)("a %d on a key's own limit without resets_at (limit_reset %p) rests that key for paid models until its next reset; the account's other keys keep serving", async (status, reset, until) => {
     const upstream = startFake([
-      { id: "user_A", keys: [a1, a2], keyLimits: { [a1]: { limit: 1, reset, used: 1 } } },
+      { id: "user_A", keys: [a1, a2], keyLimits: { [a1]: { limit: 1, reset, used: 1, status } } },
       { id: "user_B", keys: [b1] },
     ]);
     const proxy = await start(upstream, [a1, a2, b1]);
