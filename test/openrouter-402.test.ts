@@ -1,7 +1,9 @@
 /**
- * 402 by cause (issue 12, rule 1): what a 402 rests is decided from `limit_source`, `reason`,
- * `Retry-After` and the message, never from the status alone; no single request can rest more
- * than the key or account its answer names; a 402 never counts toward disabling a key. The real
+ * 402 and 403 by cause: what a 402 (or a 403 on a spending cap) rests is decided from `reason`,
+ * then `limit_source`, `Retry-After` and, only when those say nothing, the message; never from the
+ * status alone. No single request can rest more than the key or account its answer names; a 402
+ * or a spending cap never counts toward disabling a key; `error.availability` is read before the
+ * message. The real
  * proxy runs against the multi-account upstream double (helpers/fake-accounts.ts) on an injected clock.
  */
 import { describe, expect, test } from "bun:test";

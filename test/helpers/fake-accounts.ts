@@ -11,7 +11,7 @@
  * - `GET /key` with `creator_user_id`, `free_model_daily_requests` and each key's own cap
  *   (`limit`, `limit_remaining`, `limit_reset`), answered from the state of the moment, so it
  *   changes as requests spend and as a test moves credits (`setCredits`);
- * - 402s by cause ("402 by cause" in docs/openrouter.md): `openrouter_credits` when
+ * - 402s by cause ("402 and 403 by cause" in docs/openrouter.md): `openrouter_credits` when
  *   the account cannot pay, `openrouter_key_limit` when a key's cap is spent (or the newer 403
  *   "Budget limit exceeded" with `resets_at`), `weight_exceeds_budget` (or the bare message) when
  *   `max_tokens` × `pricePerToken` is more than the account holds, a 402 on a free model when
