@@ -328,6 +328,19 @@ describe("spending caps answer 402 or 403: the key rests until resets_at, never 
   });
 });
 
+test("a spending cap that announced no reset rests its key for an hour, and all_keys_over_budget then carries no Retry-After: the hour is the proxy's guess", async () => {
+  const upstream = startFake([{ id: "user_A", keys: [a1] }]);
+  upstream.scriptOnce({ reply: () => budgetReply({ limitSource: "openrouter_guardrail_budget" }) });
+  const proxy = await start(upstream, [a1]);
+  const refused = await ask(proxy, PAID);
+  expect(refused.status).toBe(402);
+  expect(refused.headers.get("retry-after")).toBeNull();
+  const body = (await refused.json()) as { error: { code: string; message: string } };
+  expect(body.error.code).toBe("all_keys_over_budget");
+  expect(body.error.message).toContain(new Date(START + 3_600_000).toISOString());
+  expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ scope: "key", cause: "guardrail-budget", source: "default" })]);
+});
+
 describe("error.availability is read before the message", () => {
   const unavailable = (status: number, code: string, message: string) => () =>
     Response.json({ error: { code: status, message, availability: { code, fallback_models: [PAID] }, error_type: "provider_overloaded" } }, { status });
