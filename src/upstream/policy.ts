@@ -5,7 +5,8 @@ import { paymentOutcome } from "./payment-causes.ts";
 /**
  * What an upstream answer means for the key that carried it, decided from the status, the
  * headers and (for errors only) the small error body. Everything about rate-limit resets is
- * parsed here and nowhere else. Facts: docs/openrouter.md ("Limits belong to the account", "Errors").
+ * parsed here and nowhere else (a spending cap's `resets_at` too). Facts: docs/openrouter.md ("Limits
+ * belong to the account", "Errors", "402 and 403 by cause", "Availability").
  */
 
 /** How long a model rests on an account after a privacy 404: settings change rarely, people can clear it. */
