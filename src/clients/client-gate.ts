@@ -20,11 +20,12 @@ export interface ClientGate {
   /** True once callers need a client key (a client exists, or only client keys guard a public HOST). */
   inUse(): boolean;
   /**
-   * The client whose key `token` is; "unknown" when none is (then only a PROXY_API_KEYS entry may
-   * pass); "off" when no client keys exist and none are required (the proxy behaves as before:
+   * The client whose key is among `tokens` (the keys a request presents, http/bearer.ts; the first
+   * that is a client's wins); "unknown" when none is (then only a PROXY_API_KEYS entry may pass);
+   * "off" when no client keys exist and none are required (the proxy behaves as before:
    * PROXY_API_KEYS if set, else open). An expired key throws 401 `invalid_api_key`.
    */
-  identify(token: string | undefined): LiveClient | "unknown" | "off";
+  identify(tokens: readonly string[]): LiveClient | "unknown" | "off";
   /**
    * Checks the request's model(s) and the client's limits, and counts it; returns the client's
    * name for the request record. Throws (or rejects with) 403 `model_not_allowed` or 429. A
@@ -46,7 +47,7 @@ export interface ClientGateOptions {
 
 /** 401 for a bearer that is no client's key (and no PROXY_API_KEYS entry). */
 export const unknownClientKey = () =>
-  new ProxyError(401, "this proxy needs a client key: send Authorization: Bearer sk-orp-… (its admin makes one with `openrouter-proxy add-client NAME`)", {
+  new ProxyError(401, "this proxy needs a client key: send Authorization: Bearer sk-orp-… or x-api-key: sk-orp-… (its admin makes one with `openrouter-proxy add-client NAME`)", {
     type: "authentication_error",
     code: "invalid_api_key",
   });
@@ -58,9 +59,10 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
   };
   return {
     inUse: () => directory.size > 0 || requireClientKey,
-    identify(token) {
+    identify(tokens) {
       if (directory.size === 0 && !requireClientKey) return "off";
-      const client = token === undefined ? undefined : directory.byKeyHash(hashClientKey(token));
+      let client: LiveClient | undefined;
+      for (const token of tokens) if ((client = directory.byKeyHash(hashClientKey(token)))) break;
       if (client) {
         const { expires, name } = client.record;
         if (expires !== undefined && expires <= now()) {
