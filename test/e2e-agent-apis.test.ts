@@ -8,7 +8,19 @@
 import { afterAll, expect, test } from "bun:test";
 import Anthropic from "@anthropic-ai/sdk";
 import OpenAI from "openai";
-import { jsonAnswer, messageObject, messagesStreamText, responseObject, responsesStreamText, streamAnswer } from "./helpers/api-shapes.ts";
+import type { RequestRecord } from "../src/domain/request-record.ts";
+import {
+  jsonAnswer,
+  messageObject,
+  messagesErrorEvent,
+  messagesStreamText,
+  responseObject,
+  responsesErrorEvent,
+  responsesFailedEvent,
+  responsesStreamStart,
+  responsesStreamText,
+  streamAnswer,
+} from "./helpers/api-shapes.ts";
 import { adminClient, adminToken } from "./helpers/clients.ts";
 import { killAllProxies } from "./helpers/proxy-process.ts";
 import { useSuite } from "./helpers/suite.ts";
@@ -137,4 +149,48 @@ test("a client key (and a PROXY_API_KEYS entry) is accepted as x-api-key, also b
   expect(fake.requests).toHaveLength(5);
   expectClientKeyNeverSent(key);
   for (const request of fake.requests) expect(`${[...request.headers].join("\n")}`.includes("team-secret-x")).toBe(false);
+});
+
+/** The record of the next request to end. */
+function nextRecord(proxy: TestProxy): Promise<RequestRecord> {
+  return new Promise((resolve) => {
+    const off = proxy.events.on("request.done", (record) => {
+      off();
+      resolve(record);
+    });
+  });
+}
+
+test.each([
+  ["a Responses `error` event", "/responses", responsesErrorEvent, responsesStreamText(["Fine"], spent)],
+  ["a Responses `response.failed` event", "/responses", responsesFailedEvent, responsesStreamText(["Fine"], spent)],
+  ["an Anthropic `event: error`", "/messages", messagesErrorEvent, messagesStreamText(["Fine"], spent)],
+])("%s before any content is retried on another key, invisibly, as a chat stream's error chunk is", async (_what, path, errorEvent, good) => {
+  const { proxy } = await start();
+  fake.replyOnce(
+    () => streamAnswer(`: OPENROUTER PROCESSING\n\n${errorEvent}`),
+    () => streamAnswer(good),
+  );
+  const recorded = nextRecord(proxy);
+  const response = await fetch(`${proxy.url}/v1${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "openai/gpt-4.1", stream: true, input: "hi" }) });
+  expect(response.status).toBe(200);
+  expect(response.headers.get("x-proxy-attempts")).toBe("2");
+  expect(await response.text()).toBe(good);
+  const record = await recorded;
+  expect(record.usage).toMatchObject({ totalTokens: 4000, cost: 0.006 });
+  expect(record.error).toBeUndefined();
+});
+
+test.each([
+  ["a Responses `error` event", "/responses", `${responsesStreamStart()}${responsesErrorEvent}`, "server_error: The model failed to generate a response."],
+  ["a Responses `response.failed` event", "/responses", `${responsesStreamStart()}${responsesFailedEvent}`, "server_error: The model failed to generate a response."],
+  ["an Anthropic `event: error`", "/messages", `${messagesStreamText(["Hel"], spent).split("event: content_block_stop")[0]}${messagesErrorEvent}`, "overloaded_error: Overloaded"],
+])("%s after content passes through untouched and is the record's late error", async (_what, path, sent, error) => {
+  const { proxy } = await start();
+  fake.replyOnce(() => streamAnswer(sent));
+  const recorded = nextRecord(proxy);
+  const response = await fetch(`${proxy.url}/v1${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "openai/gpt-4.1", stream: true, input: "hi" }) });
+  expect(await response.text()).toBe(sent);
+  expect(fake.requests).toHaveLength(1);
+  expect((await recorded).error).toBe(`error inside the answer: ${error}`);
 });
