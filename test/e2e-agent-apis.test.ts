@@ -87,7 +87,7 @@ test("the Anthropic SDK (x-api-key, /api/v1/messages) is served on a client key;
   expect(fake.requests).toHaveLength(3);
 });
 
-test("the openai SDK's responses.create, whole and streamed, is charged what response.usage says, and the budget then refuses", async () => {
+test("the openai SDK's responses.create, whole and streamed, is charged what response.usage says (budget, /admin/usage, /metrics), and the budget then refuses", async () => {
   const { proxy, admin } = await start();
   const key = await admin.add("codex", { usdPerDay: 0.01, tpm: 100_000 });
   const openai = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: key, maxRetries: 0 });
@@ -113,6 +113,10 @@ test("the openai SDK's responses.create, whole and streamed, is charged what res
   expectClientKeyNeverSent(key);
   expect(await usageOf(admin, "codex")).toMatchObject({ requests: 2, promptTokens: 4000, completionTokens: 4000, totalTokens: 8000 });
   expect((await usageOf(admin, "codex"))?.cost).toBeCloseTo(0.012, 9);
+  const metrics = await (await fetch(`${proxy.url}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } })).text();
+  log.record(metrics);
+  expect(metrics).toMatch(/openrouter_proxy_tokens_total\{model="openai\/gpt-4.1",key_id="k_\w+",type="prompt",client="codex"\} 4000/);
+  expect(metrics).toMatch(/openrouter_proxy_cost_usd_total\{model="openai\/gpt-4.1",key_id="k_\w+",client="codex"\} 0\.012/);
 
   const refused = await openai.responses.create({ model: "openai/gpt-4.1", input: "One more?" }).catch((error: unknown) => error);
   expect(refused).toBeInstanceOf(OpenAI.RateLimitError);

@@ -28,7 +28,7 @@ export function usageShapeOf(path: string): UsageShape {
   return "chat";
 }
 
-export function field(value: unknown, name: string): unknown {
+function field(value: unknown, name: string): unknown {
   return value !== null && typeof value === "object" ? (value as Record<string, unknown>)[name] : undefined;
 }
 
