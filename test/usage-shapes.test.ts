@@ -91,6 +91,12 @@ describe("usage shapes, whole answers", () => {
     expectRead(body, "responses", false, { usage: { promptTokens: 10, completionTokens: 25_000, totalTokens: 25_010, cost: 0.25, cachedTokens: 0, reasoningTokens: 0 } });
   });
 
+  test("a `usage` the answer's metadata happens to hold, after the real one, is not taken for it", () => {
+    const answer = responseObject("Hi", { input: 36, output: 87, cost: 0.00123 });
+    const body = JSON.stringify({ ...answer, metadata: { usage: "internal" } }).replace('"metadata":{"usage":"internal"}', '"metadata":{"usage":{"tier":"gold"},"note":{"usage":"x"}}');
+    expectRead(body, "responses", false, { usage: { promptTokens: 36, completionTokens: 87, totalTokens: 123, cost: 0.00123, cachedTokens: 0, reasoningTokens: 0 } });
+  });
+
   test("a failed Responses answer (status failed, its error set) is read as a late error", () => {
     const body = JSON.stringify(responseObject("", null, "failed", { code: "server_error", message: "The model failed to generate a response." }));
     expectRead(body, "responses", false, { lateError: "server_error: The model failed to generate a response." });

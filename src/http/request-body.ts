@@ -79,7 +79,7 @@ interface BodyFields {
  */
 function modelOf(model: unknown): string | undefined {
   if (model === undefined || typeof model === "string") return model;
-  throw invalidModel(`\`model\` must be a string, like "openai/gpt-4o" (got ${describe(model)})`);
+  throw invalidModel(`\`model\` must be a string, like "openai/gpt-4o" (got ${kindOf(model)})`);
 }
 
 /**
@@ -109,7 +109,7 @@ function otherModelsOf({ models, fallbacks, preset }: BodyFields): string[] | un
   return names;
 }
 
-const describe = (value: unknown) => (value === null ? "null" : Array.isArray(value) ? "a list" : `a ${typeof value}`);
+const kindOf = (value: unknown) => (value === null ? "null" : Array.isArray(value) ? "a list" : `a ${typeof value}`);
 
 function invalidModel(message: string): ProxyError {
   return new ProxyError(400, message, { type: "invalid_request_error", code: "invalid_body" });

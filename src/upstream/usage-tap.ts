@@ -104,8 +104,8 @@ export class UsageTap {
     if (chunks.length > 0) {
       let from = chunks.length - 1;
       for (let bytes = (chunks[from] as Uint8Array).byteLength; from > 0 && bytes < FIRST_LOOK_BYTES; ) bytes += (chunks[--from] as Uint8Array).byteLength;
-      raw = readRawTail(joined(chunks, from), isEventStream);
-      if (from > 0 && raw.usage === undefined && raw.lateError === undefined) raw = readRawTail(joined(chunks, 0), isEventStream);
+      raw = readRawTail(joined(chunks, from), isEventStream, this.shape);
+      if (from > 0 && raw.usage === undefined && raw.lateError === undefined) raw = readRawTail(joined(chunks, 0), isEventStream, this.shape);
     }
     return shaped(this.shape, raw, isEventStream ? this.startUsage : undefined);
   }
@@ -125,18 +125,18 @@ function shaped(shape: UsageShape, raw: RawTail, startUsage: unknown): JsonAnswe
 /** Usage and late errors from the end of a whole answer (or its last bytes); a `/messages` stream's from its start too. */
 export function readAnswerTail(bytes: Uint8Array, isEventStream: boolean, shape: UsageShape = "chat"): TapResult {
   const start = shape === "messages" && isEventStream ? messageStartUsage(bytes.subarray(0, HEAD_BYTES)) : undefined;
-  return shaped(shape, readRawTail(bytes, isEventStream), start === "wait" ? undefined : start);
+  return shaped(shape, readRawTail(bytes, isEventStream, shape), start === "wait" ? undefined : start);
 }
 
 /** A whole JSON answer (as `readAnswerTail`), keeping the parsed answer when it carries an error. */
 export function readJsonAnswerTail(bytes: Uint8Array, shape: UsageShape = "chat"): JsonAnswerTail {
-  return shaped(shape, readJsonTail(bytes, tailStart(bytes), true), undefined);
+  return shaped(shape, readJsonTail(bytes, tailStart(bytes), shape, true), undefined);
 }
 
 const tailStart = (bytes: Uint8Array) => (bytes.byteLength > TAIL_BYTES ? bytes.byteLength - TAIL_BYTES : 0);
 
-function readRawTail(bytes: Uint8Array, isEventStream: boolean): RawTail {
-  return isEventStream ? readStreamTail(bytes, tailStart(bytes)) : readJsonTail(bytes, tailStart(bytes));
+function readRawTail(bytes: Uint8Array, isEventStream: boolean, shape: UsageShape): RawTail {
+  return isEventStream ? readStreamTail(bytes, tailStart(bytes), shape) : readJsonTail(bytes, tailStart(bytes), shape);
 }
 
 /** The last place `key` starts at or after `from`, or -1: a search of the tail only, not of a whole large answer. */
@@ -193,15 +193,11 @@ function messageStartUsage(bytes: Uint8Array): unknown {
  * event line of the tail that mentions one is read. Thousands of streams can end in the same
  * millisecond; this keeps their bookkeeping from holding up the others' chunks.
  */
-function readStreamTail(bytes: Uint8Array, from: number): RawTail {
+function readStreamTail(bytes: Uint8Array, from: number, shape: UsageShape): RawTail {
   const buffer = asBuffer(bytes);
   const result: RawTail = {};
-  const usageAt = lastIndexIn(buffer, USAGE_KEY, from);
-  if (usageAt !== -1) {
-    const lineEnd = buffer.indexOf(0x0a, usageAt);
-    const usage = objectAfterKey(decoder.decode(bytes.subarray(usageAt, lineEnd === -1 ? bytes.byteLength : lineEnd)));
-    if (usage !== undefined) result.usage = usage;
-  }
+  const usage = lastUsageObject(buffer, from, shape, true);
+  if (usage !== undefined) result.usage = usage;
   if (mentionsError(buffer, from)) {
     const lateError = lastErrorIn(decoder.decode(bytes.subarray(from)));
     if (lateError !== undefined) result.lateError = lateError;
@@ -229,14 +225,11 @@ function lastErrorIn(tail: string): string | undefined {
  * A whole JSON answer, searched as bytes (natively) for its last `"usage"`; only the text from
  * there on is decoded and parsed, not the answer: `usage` is the last thing in the body.
  */
-function readJsonTail(bytes: Uint8Array, from: number, keepErrorAnswer = false): RawTail {
+function readJsonTail(bytes: Uint8Array, from: number, shape: UsageShape, keepErrorAnswer = false): RawTail {
   const buffer = asBuffer(bytes);
   const result: RawTail = {};
-  const usageAt = lastIndexIn(buffer, USAGE_KEY, from);
-  if (usageAt !== -1) {
-    const usage = objectAfterKey(decoder.decode(bytes.subarray(usageAt)));
-    if (usage !== undefined) result.usage = usage;
-  }
+  const usage = lastUsageObject(buffer, from, shape, false);
+  if (usage !== undefined) result.usage = usage;
   // A 200 that carries an error (OpenRouter does this): rare, so the tail is parsed only when the
   // word is there as more than `"error":null`.
   if (mentionsError(buffer, from)) {
@@ -252,6 +245,27 @@ function readJsonTail(bytes: Uint8Array, from: number, keepErrorAnswer = false):
     }
   }
   return result;
+}
+
+/** How many `"usage"` keys, from the last one back, are tried before a tail is said to have none. */
+const USAGE_TRIES = 4;
+
+/**
+ * The last `usage` object from `from` on that reads as usage of `shape`, as it came. Usually the
+ * last `"usage"` key is it; the few before it are tried when it is not (`"usage":null` in a later
+ * chunk, a `metadata` field a user named `usage`). In a stream only the rest of its line is decoded.
+ */
+function lastUsageObject(buffer: Buffer, from: number, shape: UsageShape, lineBound: boolean): unknown {
+  let end = buffer.byteLength;
+  for (let tries = 0; tries < USAGE_TRIES; tries++) {
+    const at = lastIndexIn(buffer.subarray(0, end), USAGE_KEY, from);
+    if (at === -1) return undefined;
+    const lineEnd = lineBound ? buffer.indexOf(0x0a, at) : -1;
+    const value = objectAfterKey(decoder.decode(buffer.subarray(at, lineEnd === -1 ? buffer.byteLength : lineEnd)));
+    if (value !== undefined && usageReaders[shape](value) !== undefined) return value;
+    end = at + USAGE_KEY.byteLength - 1; // the next search ends before this key
+  }
+  return undefined;
 }
 
 /** The JSON object that is the value of the key `text` starts with (`"usage": {…}`), parsed; undefined for anything else (`null`). */
