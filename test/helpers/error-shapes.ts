@@ -17,7 +17,7 @@ export function proxyErrorIn(text: string, path: string, status: number): ReadEr
   const body = JSON.parse(text) as { error: Record<string, unknown> };
   expect(Object.keys(body)).toEqual(["error"]);
   const error = body.error;
-  if (new URL(path, "http://x").pathname.startsWith("/api/v1/")) {
+  if (/^\/api\/v1(?:\/|$)/.test(new URL(path, "http://x").pathname)) {
     expect(Object.keys(error).sort()).toEqual(["code", "message", "metadata"]);
     expect(error.code).toBe(status);
     const metadata = error.metadata as Record<string, unknown>;
