@@ -52,7 +52,7 @@ export interface OpenAIErrorBody {
 }
 
 /**
- * OpenRouter's own error shape (shared/openrouter-api.md, "Errors"): `code` is the HTTP status as
+ * OpenRouter's own error shape (docs/openrouter.md, "Errors"): `code` is the HTTP status as
  * a number. `@openrouter/sdk` validates it as an integer and throws `ResponseValidationError` on a
  * string, so the proxy's code and type ride in `metadata`, where that SDK accepts any record.
  */
@@ -67,7 +67,7 @@ export type ErrorDialect = "openai" | "openrouter";
  * `/api/v1/…` is OpenRouter's URL shape, offered to clients of OpenRouter's SDK; everything else
  * (`/v1/…`, the admin API, unknown routes) speaks OpenAI's, which is what clients there read.
  */
-export function errorDialect(path: string): ErrorDialect {
+function errorDialect(path: string): ErrorDialect {
   return path.startsWith("/api/v1/") || path === "/api/v1" ? "openrouter" : "openai";
 }
 
