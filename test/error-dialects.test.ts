@@ -118,6 +118,17 @@ const rows: Row[] = [
     },
   ],
   [
+    "free_model_limit_used_up",
+    429,
+    async (root) => {
+      const proxy = await start({}, { keys: [testKeys[0] as string] });
+      const free = JSON.stringify({ model: "meta-llama/llama-3.3-70b-instruct:free", messages: [{ role: "user", content: "hi" }] });
+      fake.replyOnce(() => errorReply(429, "Rate limit exceeded: free-models-per-day. ", { headers: { "X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": String(T0 + 3_600_000) } }));
+      // OpenRouter's free-models-per-day 429 rests the only account for free models: the proxy answers for it.
+      return { path: chat(root), answer: await send(proxy, chat(root), { method: "POST", headers: json, body: free }) };
+    },
+  ],
+  [
     "all_keys_disabled",
     503,
     async (root) => {
