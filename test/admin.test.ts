@@ -326,13 +326,16 @@ describe("PROXY_API_KEYS", () => {
     ["/v1", "a wrong bearer", "not-a-client-key"],
     ["/api/v1", "no bearer", ""],
     ["/api/v1", "a pool key as bearer", keyA],
-  ])("with PROXY_API_KEYS set, %s with %s gets an OpenAI-shaped 401 and the upstream is not called", async (prefix, _what, bearer) => {
+  ])("with PROXY_API_KEYS set, %s with %s gets a 401 invalid_api_key in that root's error shape and the upstream is not called", async (prefix, _what, bearer) => {
     const proxy = await start({ config: { PROXY_API_KEYS: clientKeys } });
     const answer = await chat(proxy, bearer, prefix);
     expect(answer.status).toBe(401);
-    expect(answer.json()).toEqual({
-      error: { message: "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS> (or x-api-key: <it>)", type: "authentication_error", code: "invalid_api_key" },
-    });
+    const message = "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS> (or x-api-key: <it>)";
+    expect(answer.json()).toEqual(
+      prefix === "/api/v1"
+        ? { error: { code: 401, message, metadata: { code: "invalid_api_key", type: "authentication_error" } } }
+        : { error: { message, type: "authentication_error", code: "invalid_api_key" } },
+    );
     expect(fake.requests).toEqual([]);
   });
 

@@ -8,6 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { readFile } from "node:fs/promises";
 import OpenAI from "openai";
 import { runCli } from "./helpers/cli.ts";
+import { proxyErrorIn } from "./helpers/error-shapes.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";
 import { killAllProxies, startProxyProcess } from "./helpers/proxy-process.ts";
 import { rawRequest } from "./helpers/raw-request.ts";
@@ -75,7 +76,7 @@ test("once any client key exists, /v1 and /api/v1 require a client key (or a PRO
     for (const path of ["/v1/chat/completions", "/api/v1/chat/completions"]) {
       const refused = await chat(bearer, {}, path);
       expect(refused.status).toBe(401);
-      expect(errorOf(refused.json)).toMatchObject({ type: "authentication_error", code: "invalid_api_key" });
+      expect(proxyErrorIn(JSON.stringify(refused.json), path, 401)).toMatchObject({ type: "authentication_error", code: "invalid_api_key" });
     }
   }
   const before = upstreamChats();
@@ -133,7 +134,7 @@ test("model checks see every model the upstream could use: the fallbacks, /messa
     for (const path of ["/v1/chat/completions", "/api/v1/chat/completions"]) {
       const refused = await chat(key, body, path);
       expect(refused.status).toBe(status);
-      expect(errorOf(refused.json).code).toBe(code);
+      expect(proxyErrorIn(JSON.stringify(refused.json), path, status).code).toBe(code);
     }
   }
   expect(upstreamChats()).toBe(before);

@@ -12,6 +12,7 @@
 import { describe, expect, test } from "bun:test";
 import { loadConfig, type Config } from "../src/config.ts";
 import { cliCommand, runCli } from "./helpers/cli.ts";
+import { proxyErrorIn } from "./helpers/error-shapes.ts";
 import { chatCompletion } from "./helpers/fake-openrouter.ts";
 import { rawRequest } from "./helpers/raw-request.ts";
 import { useSuite } from "./helpers/suite.ts";
@@ -33,11 +34,13 @@ function chat(proxy: TestProxy, headers: Record<string, string> = {}, root = "/v
   return fetch(`${proxy.url}${root}/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: chatBody });
 }
 
+/** The refusal's status and code, in the error shape of the path it answered (a Response knows its URL). */
 async function expectError(response: Response, status: number, code: string): Promise<void> {
   const text = await response.text();
   log.record(text);
-  expect({ status: response.status, code: (JSON.parse(text) as { error?: { code?: string } }).error?.code }).toEqual({ status, code });
-  expect((JSON.parse(text) as { error: { type: string; message: string } }).error.message.length).toBeGreaterThan(30);
+  const error = proxyErrorIn(text, response.url, response.status);
+  expect({ status: response.status, code: error.code }).toEqual({ status, code });
+  expect(error.message.length).toBeGreaterThan(30);
 }
 
 describe("a request with an Origin header is refused unless its origin is in CORS_ORIGINS", () => {
@@ -189,7 +192,7 @@ describe("while open (no PROXY_API_KEYS), the Host must be loopback, HOST or in 
       for (const path of ["/v1/models", "/api/v1/chat/completions", "/admin/keys", "/metrics", "/admin/"]) {
         const response = await get(port, host, path);
         log.record(response.body);
-        expect({ path, status: response.status, code: JSON.parse(response.body).error?.code }).toEqual({ path, status: 421, code: "host_not_allowed" });
+        expect({ path, status: response.status, code: proxyErrorIn(response.body, path, response.status).code }).toEqual({ path, status: 421, code: "host_not_allowed" });
       }
       expect(fake.requests).toHaveLength(0);
     },

@@ -5,6 +5,7 @@
  * slashes, percent-escapes, encoded slashes and dot segments, `;params`).
  */
 import { describe, expect, test } from "bun:test";
+import { proxyErrorIn } from "./helpers/error-shapes.ts";
 import { rawRequest } from "./helpers/raw-request.ts";
 import { useSuite } from "./helpers/suite.ts";
 import { startTestProxy, testKeys, type TestProxy } from "./helpers/test-proxy.ts";
@@ -17,9 +18,9 @@ async function start(): Promise<TestProxy> {
   return proxy;
 }
 
-function expectRefused(status: number, body: string): void {
+function expectRefused(status: number, body: string, path: string): void {
   expect(status).toBe(403);
-  const error = (JSON.parse(body) as { error: { code: string; type: string; message: string } }).error;
+  const error = proxyErrorIn(body, path, status);
   expect(error.code).toBe("endpoint_not_allowed");
   expect(error.type).toBe("invalid_request_error");
   expect(error.message).toContain("/credits");
@@ -37,7 +38,7 @@ describe("account and management endpoints are never forwarded with a pool key",
           headers: { "content-type": "application/json" },
           ...(method === "POST" ? { body: JSON.stringify({ name: "x" }) } : {}),
         });
-        expectRefused(response.status, await response.text());
+        expectRefused(response.status, await response.text(), `${root}${path}`);
       }
     }
     expect(fake.requests).toHaveLength(0);
@@ -68,7 +69,7 @@ describe("account and management endpoints are never forwarded with a pool key",
     const proxy = await start();
     const port = Number(proxy.server.port);
     const response = await rawRequest(port, `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`);
-    expectRefused(response.status, response.body);
+    expectRefused(response.status, response.body, path);
     expect(fake.requests).toHaveLength(0);
   });
 

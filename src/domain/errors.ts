@@ -1,9 +1,10 @@
 /**
- * The proxy's one error type and its OpenAI-shaped rendering.
+ * The proxy's one error type and its rendering, in the dialect of the URL the client called.
  *
- * OpenAI SDKs read `error.message` from `{"error":{"message","type","code"}}` and show it to
- * the user, so every error the proxy itself makes has that shape and a message that says what
- * to do next. Errors that come from the upstream are passed back as they came, not through here.
+ * SDKs show the user `error.message`, so every error the proxy itself makes carries one that says
+ * what to do next. OpenAI's SDKs read `{"error":{"message","type","code"}}`; OpenRouter's reads
+ * `{"error":{"code":<status>,"message","metadata"}}` and rejects a string `code`. Errors that come
+ * from the upstream are passed back as they came, not through here.
  */
 
 export type ProxyErrorType =
@@ -50,12 +51,36 @@ export interface OpenAIErrorBody {
   error: { message: string; type: string; code: string };
 }
 
-export function errorBody(message: string, type: ProxyErrorType, code: string): OpenAIErrorBody {
-  return { error: { message, type, code } };
+/**
+ * OpenRouter's own error shape (docs/openrouter.md, "Errors"): `code` is the HTTP status as
+ * a number. `@openrouter/sdk` validates it as an integer and throws `ResponseValidationError` on a
+ * string, so the proxy's code and type ride in `metadata`, where that SDK accepts any record.
+ */
+export interface OpenRouterErrorBody {
+  error: { code: number; message: string; metadata: { code: string; type: string } };
 }
 
-/** Renders a ProxyError (or anything thrown) as the OpenAI-shaped JSON response. */
-export function renderError(err: unknown, extraHeaders: Record<string, string> = {}): Response {
+/** Which SDK's error shape a client reading this path expects. */
+export type ErrorDialect = "openai" | "openrouter";
+
+/**
+ * `/api/v1/…` is OpenRouter's URL shape, offered to clients of OpenRouter's SDK; everything else
+ * (`/v1/…`, the admin API, unknown routes) speaks OpenAI's, which is what clients there read.
+ */
+function errorDialect(path: string): ErrorDialect {
+  return path.startsWith("/api/v1/") || path === "/api/v1" ? "openrouter" : "openai";
+}
+
+function errorBody(error: ProxyError, dialect: ErrorDialect): OpenAIErrorBody | OpenRouterErrorBody {
+  if (dialect === "openrouter") return { error: { code: error.status, message: error.message, metadata: { code: error.code, type: error.type } } };
+  return { error: { message: error.message, type: error.type, code: error.code } };
+}
+
+/**
+ * Renders a ProxyError (or anything thrown, as a 500) as JSON in the dialect of the path the
+ * client asked for: the one place the proxy's own errors get their shape.
+ */
+export function renderError(err: unknown, path: string, extraHeaders: Record<string, string> = {}): Response {
   const proxyError =
     err instanceof ProxyError
       ? err
@@ -64,7 +89,7 @@ export function renderError(err: unknown, extraHeaders: Record<string, string> =
           code: "internal_error",
           cause: err,
         });
-  return Response.json(errorBody(proxyError.message, proxyError.type, proxyError.code), {
+  return Response.json(errorBody(proxyError, errorDialect(path)), {
     status: proxyError.status,
     headers: { ...proxyError.headers, ...extraHeaders },
   });

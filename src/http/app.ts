@@ -13,11 +13,11 @@ import { adminClientRoutes } from "./admin-clients.ts";
 import { requireAdminToken } from "./admin-auth.ts";
 import { metricsHandler, statusPage, statusRoutes } from "./status.ts";
 import { healthHandler, readinessHandler } from "./health.ts";
-import { createProxyHandler, isProxyPath } from "./proxy.ts";
+import { createProxyHandler } from "./proxy.ts";
 import type { BodyLimits } from "./request-body.ts";
 import type { AppEnv } from "./app-env.ts";
 import { requestIdFor } from "./request-id.ts";
-import { absoluteUrl, isRelativeUrl, requestPath } from "./request-path.ts";
+import { absoluteUrl, isProxyPath, isRelativeUrl, requestPath } from "./request-path.ts";
 import { createFrontDoor } from "./front-door.ts";
 import type { Clients } from "../clients/clients.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
@@ -79,7 +79,7 @@ export function createHttpHandler(deps: AppDeps): HttpHandler {
     const origin = request.headers.get("origin");
     // The probes are left out: a load balancer asks by IP, and they tell a page nothing.
     if ((open || origin !== null || request.method === "OPTIONS") && path !== "/healthz" && path !== "/readyz") {
-      const answer = door.check(request, origin, isApi);
+      const answer = door.check(request, origin, path);
       if (answer !== undefined) return answer;
     }
     // Hono reads the path from an absolute URL: give it one when Bun did not.
@@ -117,12 +117,13 @@ export function createApp({ pool, store, clientStore, checkKey, ledger, metrics,
         type: "not_found_error",
         code: "route_not_found",
       }),
+      c.req.path,
     ),
   );
 
   app.onError((error, c) => {
     if (!(error instanceof ProxyError)) reportInternalError(error, c.get("requestId") ?? "-");
-    return renderError(error);
+    return renderError(error, c.req.path);
   });
 
   return app;

@@ -17,9 +17,10 @@
  * Per request this costs one header lookup when there is no `Origin`, and, while open, two more
  * and one string compare with the last allowed `Host` value.
  */
-import { errorBody, type ProxyErrorType } from "../domain/errors.ts";
+import { ProxyError, renderError } from "../domain/errors.ts";
 import { isLoopbackHost } from "./loopback.ts";
 import { requestIdFor } from "./request-id.ts";
+import { isProxyPath } from "./request-path.ts";
 
 export interface FrontDoorOptions {
   /** Exact origins (as browsers send them), or `["*"]`; empty: no page may call. */
@@ -33,8 +34,8 @@ export interface FrontDoorOptions {
 }
 
 export interface FrontDoor {
-  /** A refusal or a preflight answer, or undefined when the request may go on to its route. */
-  check(request: Request, origin: string | null, isApiPath: boolean): Response | undefined;
+  /** A refusal (in the dialect of `path`) or a preflight answer, or undefined when the request may go on to its route. */
+  check(request: Request, origin: string | null, path: string): Response | undefined;
   /** Adds the CORS headers for `origin` (already allowed by `check`) to an answer. */
   withCors(response: Response, origin: string): Response;
 }
@@ -64,14 +65,14 @@ export function createFrontDoor({ corsOrigins = [], allowedHosts = [], listenHos
   }
 
   return {
-    check(request, origin, isApiPath) {
+    check(request, origin, path) {
       const isOpen = open === true || (open !== false && open());
       if (isOpen && !hostAllowed(request.headers.get("host"))) {
         const host = String(request.headers.get("host")).slice(0, 200);
-        return refusal(request, 421, "host_not_allowed", `this proxy does not answer to Host ${JSON.stringify(host)}: while it has no PROXY_API_KEYS it answers only to loopback names (localhost, 127.0.0.1, [::1]), HOST and the names in ALLOWED_HOSTS; add the name to ALLOWED_HOSTS if it is yours`);
+        return refusal(request, path, new ProxyError(421, `this proxy does not answer to Host ${JSON.stringify(host)}: while it has no PROXY_API_KEYS it answers only to loopback names (localhost, 127.0.0.1, [::1]), HOST and the names in ALLOWED_HOSTS; add the name to ALLOWED_HOSTS if it is yours`, { type: "invalid_request_error", code: "host_not_allowed" }));
       }
       if (origin !== null && !anyOrigin && !origins.has(origin)) {
-        return refusal(request, 403, "origin_not_allowed", `requests from web pages are refused: the origin ${JSON.stringify(origin.slice(0, 200))} is not in CORS_ORIGINS; set CORS_ORIGINS to that origin to let its pages use the proxy`);
+        return refusal(request, path, new ProxyError(403, `requests from web pages are refused: the origin ${JSON.stringify(origin.slice(0, 200))} is not in CORS_ORIGINS; set CORS_ORIGINS to that origin to let its pages use the proxy`, { type: "invalid_request_error", code: "origin_not_allowed" }));
       }
       // A page's no-cors GET (`fetch` with mode "no-cors", an <img> or <script> tag) carries no
       // Origin, but browsers mark it with Sec-Fetch-Site. While open nothing else stops it (with
@@ -80,10 +81,10 @@ export function createFrontDoor({ corsOrigins = [], allowedHosts = [], listenHos
       if (isOpen && origin === null) {
         const site = request.headers.get("sec-fetch-site");
         if ((site === "cross-site" || site === "same-site") && request.headers.get("sec-fetch-mode") !== "navigate") {
-          return refusal(request, 403, "origin_not_allowed", `requests from web pages are refused: this one came from another site (Sec-Fetch-Site: ${site}) without an Origin; list the page's origin in CORS_ORIGINS and call with CORS`);
+          return refusal(request, path, new ProxyError(403, `requests from web pages are refused: this one came from another site (Sec-Fetch-Site: ${site}) without an Origin; list the page's origin in CORS_ORIGINS and call with CORS`, { type: "invalid_request_error", code: "origin_not_allowed" }));
         }
       }
-      if (isApiPath && request.method === "OPTIONS") return preflight(request, origin);
+      if (request.method === "OPTIONS" && isProxyPath(path)) return preflight(request, origin);
       return undefined;
     },
     withCors(response, origin) {
@@ -110,9 +111,8 @@ function preflight(request: Request, origin: string | null): Response {
   return new Response(null, { status: 204, headers });
 }
 
-function refusal(request: Request, status: number, code: string, message: string): Response {
-  const type: ProxyErrorType = "invalid_request_error";
-  return Response.json(errorBody(message, type, code), { status, headers: { "x-request-id": requestIdFor(request.headers) } });
+function refusal(request: Request, path: string, error: ProxyError): Response {
+  return renderError(error, path, { "x-request-id": requestIdFor(request.headers) });
 }
 
 /** The name in a Host header (`name`, `name:port`, `[v6]:port`), or undefined when it is not one. */

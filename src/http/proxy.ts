@@ -36,11 +36,6 @@ export interface ProxyHandlerOptions {
  */
 const refusedMethods = new Set(["TRACE"]);
 
-/** True for paths this handler serves. */
-export function isProxyPath(path: string): boolean {
-  return path.startsWith("/v1/") || path.startsWith("/api/v1/");
-}
-
 export function createProxyHandler({ forward, limits, isStopping = () => false, proxyApiKeys, clients, reportInternalError = () => {}, clientAddress = () => undefined }: ProxyHandlerOptions) {
   const requireKey = proxyApiKeys !== undefined && proxyApiKeys.length > 0;
 
@@ -110,7 +105,7 @@ export function createProxyHandler({ forward, limits, isStopping = () => false, 
       response = await forward(request);
     } catch (error) {
       if (!(error instanceof ProxyError)) reportInternalError(error, requestId);
-      response = renderError(error);
+      response = renderError(error, path);
     }
     response.headers.set("x-request-id", requestId);
     return response;

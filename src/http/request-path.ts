@@ -6,6 +6,11 @@
  * path such as `/admin/v1/key` would be read from its first `/v1/`.
  */
 
+/** True for the API roots the proxy forwards (proxy.ts): OpenAI's `/v1/` and OpenRouter's `/api/v1/`. */
+export function isProxyPath(path: string): boolean {
+  return path.startsWith("/v1/") || path.startsWith("/api/v1/");
+}
+
 const BASE_FOR_RELATIVE = "http://localhost";
 
 /** True when Bun gave the URL relative (`/path?query`): see absoluteUrl. */
