@@ -23,8 +23,10 @@ export function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: 
       );
     case "free-budget-exhausted": {
       const seconds = Math.max(1, Math.ceil((acquired.resetAt - now) / 1000));
-      const hours = Math.floor(seconds / 3600);
-      const minutes = Math.ceil((seconds % 3600) / 60);
+      // Rounded up to whole minutes once, so 11 h 59 min 30 s reads "12 h 0 min", never "11 h 60 min".
+      const totalMinutes = Math.ceil(seconds / 60);
+      const hours = Math.floor(totalMinutes / 60);
+      const minutes = totalMinutes % 60;
       return new ProxyError(
         429,
         `the daily free-model limit is used up on all ${acquired.accounts} account${acquired.accounts === 1 ? "" : "s"}: it resets at ${new Date(acquired.resetAt).toISOString()} (in ${hours} h ${minutes} min); paid models still work`,
