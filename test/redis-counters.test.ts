@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
-import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
+import { createCounterBatcher } from "../src/store/redis/change-writer.ts";
 import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { useRedisServer } from "./helpers/redis-suite.ts";

@@ -8,8 +8,7 @@ import { clientCommandFlags, runClientCommand } from "./client-commands.ts";
 import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, removeKeyCommand, type KeyCommandContext } from "./key-commands.ts";
 import { serve } from "./serve.ts";
 import { exportKeysCommand, importKeysCommand } from "./key-transfer-commands.ts";
-import { redisCliStore } from "../store/redis/cli-store.ts";
-import { redisClientCliStore } from "../store/redis/client-cli-store.ts";
+import { redisCliStore, redisClientCliStore } from "../store/redis/cli-store.ts";
 import { commandHelp, usage, version } from "./usage.ts";
 import { loadConfig, parseDotenv, type Config, type EnvInput } from "../config.ts";
 // Errors below echo what was typed through echoInput: a key pasted as a command or an argument
@@ -40,7 +39,7 @@ const keyContext = (config: Config): KeyCommandContext => ({
   io,
   ...(config.REDIS_URL === undefined ? {} : { store: redisCliStore(config, config.REDIS_URL) }),
 });
-// With REDIS_URL every client subcommand works on the clients in Redis (store/redis/client-cli-store.ts).
+// With REDIS_URL every client subcommand works on the clients in Redis (store/redis/cli-store.ts).
 const clientContext = (config: Config) => ({
   config,
   io,

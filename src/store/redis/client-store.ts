@@ -21,7 +21,8 @@ import { displayUrl } from "../../domain/redact.ts";
 import type { KeyStore, StoreFailure, StoreLoad } from "../ports.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { RedisConnection } from "./connection.ts";
-import { readClientUsage, type ClientCounterKeys } from "./client-counter-keys.ts";
+import { readClientUsage } from "./client-counters.ts";
+import type { RedisKeys } from "./redis-keys.ts";
 import { luaScript, runScript } from "./scripts.ts";
 
 // KEYS: the clients hash, the version counter. ARGV: triples of name, entry as read ('' absent), new entry ('' delete).
@@ -40,7 +41,7 @@ return 1
 
 export interface RedisClientStoreOptions {
   connection: RedisConnection;
-  keys: ClientCounterKeys;
+  keys: RedisKeys;
   url: string;
   now?: () => number;
   /** How often the clients are reloaded even when no edit was heard. */

@@ -20,10 +20,9 @@
  */
 import type { RedisClient } from "bun";
 import { urlCredentialsRedactor } from "../../domain/redact.ts";
-import { closeQuietly, newRedisClient } from "./client.ts";
+import { closeQuietly, errorText, newRedisClient, withTimeout } from "./redis-client.ts";
 import { createCircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker.ts";
 import { createSubscription, type Subscription, type SubscriptionHandlers } from "./subscription.ts";
-import { errorText, withTimeout } from "./timeout.ts";
 
 export interface RedisConnectionOptions {
   url: string;

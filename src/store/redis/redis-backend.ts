@@ -11,8 +11,7 @@ import type { Config } from "../../config.ts";
 import { createJsonFileStore } from "../file/json-file-store.ts";
 import type { KeyPool } from "../../keys/key-pool.ts";
 import type { KeyStore, StoreLoad } from "../ports.ts";
-import { createLease } from "./lease.ts";
-import { startDiscoveryLease, type DiscoveryLease } from "./discovery-lease.ts";
+import { createLease, startDiscoveryLease, type DiscoveryLease } from "./lease.ts";
 import type { EventBus } from "../../domain/events.ts";
 import { freeSlotReserve } from "./free-reservation.ts";
 import type { Reserve } from "../../upstream/forward-types.ts";
@@ -31,7 +30,7 @@ export interface RedisBackend {
    * reached, KEYS_FILE's keys, served from memory until it is back.
    */
   initialLoad(): Promise<StoreLoad>;
-  /** Whether this instance does the background GET /key work for all (discovery-lease.ts). */
+  /** Whether this instance does the background GET /key work for all (lease.ts). */
   discovery: DiscoveryLease;
   /** Redis is unreachable now (the instance serves from memory). */
   readonly degraded: boolean;

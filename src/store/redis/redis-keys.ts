@@ -22,7 +22,15 @@
  *                                              expires after the day
  *   <prefix>lease:<work>          string       the instance doing <work> for all (discovery, import), expiring
  *   <prefix>changes               channel      StateChange JSON (keys/change-schema.ts)
+ *   <prefix>clients               hash         client name → its entry (client-store.ts)
+ *   <prefix>clients:version       counter      client edits so far (client-store.ts)
+ *   <prefix>clients:changes       channel      a person's client edit was stored
+ *   <prefix>client:<name>:<createdAt>:<kind>:<start>
+ *                                 hash         requests, tokens (sums), cost (float sum) of one fixed
+ *                                              UTC window (minute, day, month; start in epoch ms),
+ *                                              expiring a minute after it ends (client-counters.ts)
  */
+import { windowStart, type WindowKind } from "../../clients/usage-windows.ts";
 
 export interface RedisKeys {
   readonly keyList: string;
@@ -40,6 +48,10 @@ export interface RedisKeys {
   freeDay(day: string): string;
   lease(work: string): string;
   readonly changes: string;
+  readonly clients: string;
+  readonly clientsVersion: string;
+  readonly clientChanges: string;
+  clientWindow(name: string, createdAt: number, kind: WindowKind, at: number): string;
 }
 
 export function redisKeys(prefix: string): RedisKeys {
@@ -59,6 +71,10 @@ export function redisKeys(prefix: string): RedisKeys {
     freeDay: (day) => `${prefix}free:${day}`,
     lease: (work) => `${prefix}lease:${work}`,
     changes: `${prefix}changes`,
+    clients: `${prefix}clients`,
+    clientsVersion: `${prefix}clients:version`,
+    clientChanges: `${prefix}clients:changes`,
+    clientWindow: (name, createdAt, kind, at) => `${prefix}client:${name}:${createdAt}:${kind}:${windowStart(kind, at)}`,
   };
 }
 

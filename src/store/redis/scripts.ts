@@ -101,14 +101,6 @@ redis.call('EXPIREAT', KEYS[1], ARGV[3], 'NX')
 return {1, used, limit or -1}
 `);
 
-// KEYS: the day's hash. ARGV: account, expiry. A reserved slot that was never used (the request
-// was not sent): the count goes back down, never below zero.
-export const RELEASE_FREE_SLOT = luaScript(`
-local used = tonumber(redis.call('HGET', KEYS[1], 'used:' .. ARGV[1]) or '0')
-if used <= 0 then return 0 end
-return redis.call('HINCRBY', KEYS[1], 'used:' .. ARGV[1], -1)
-`);
-
 export interface FreeSlot {
   granted: boolean;
   /** The account's count for the day after this call. */
@@ -128,7 +120,6 @@ export interface SharedStateScripts {
   recordFailure(input: { keyId: string; basis: number; threshold: number; now: number; reason: string }): Promise<CallResult<{ count: number; disabled: boolean } | "void">>;
   recordSuccess(keyId: string, basis: number): RedisWrite;
   reserveFreeSlot(input: { account: string; day: string; knownLimit?: number }): Promise<CallResult<FreeSlot>>;
-  releaseFreeSlot(account: string, day: string): RedisWrite;
   /** Records the account's daily limit for the day (HSET + expiry): later reservations check it. */
   learnFreeLimit(account: string, day: string, limit: number): RedisWrite[];
 }
@@ -161,7 +152,6 @@ export function sharedStateScripts(connection: RedisConnection, keys: RedisKeys)
       const [granted, used, limit] = integers(result.value);
       return { ok: true, value: { granted: granted === 1, used, ...(limit < 0 ? {} : { limit }) } };
     },
-    releaseFreeSlot: (account, day) => evalWrite(RELEASE_FREE_SLOT, [keys.freeDay(day)], [account]),
     learnFreeLimit: (account, day, limit) => [
       { command: "HSET", args: [keys.freeDay(day), `limit:${account}`, String(limit)], idempotent: true },
       { command: "EXPIREAT", args: [keys.freeDay(day), String(freeDayExpiry(day)), "NX"], idempotent: true },

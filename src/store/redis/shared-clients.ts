@@ -15,7 +15,7 @@ import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { EventBus } from "../../domain/events.ts";
 import type { ClientDirectory } from "../../clients/client-directory.ts";
 import type { SharedClientCounters } from "../../clients/shared-counters.ts";
-import { clientCounterKeys } from "./client-counter-keys.ts";
+import { redisKeys } from "./redis-keys.ts";
 import { createRedisClientCounters } from "./client-counters.ts";
 import { createRedisClientStore } from "./client-store.ts";
 import type { RedisConnection } from "./connection.ts";
@@ -38,7 +38,7 @@ export interface SharedClientsOptions {
 }
 
 export async function openSharedClients({ connection, prefix, url, keysFile, now, events }: SharedClientsOptions): Promise<{ ok: true; clients: SharedClients } | { ok: false; message: string }> {
-  const keys = clientCounterKeys(prefix);
+  const keys = redisKeys(prefix);
   const store = createRedisClientStore({ connection, keys, url, now });
   const counters = (directory: ClientDirectory) => createRedisClientCounters({ connection, keys, directory, now });
   const stored = await store.load();

@@ -8,9 +8,8 @@
 import type { StateChange } from "../../keys/pool-state.ts";
 import { createSecretBox, type SecretBox } from "../secret-box.ts";
 import { openChangeChannel, type ChangeChannel } from "./change-channel.ts";
-import { createChangeWriter, type ChangeWriter } from "./change-writer.ts";
 import { createRedisConnection, type RedisConnection } from "./connection.ts";
-import { createCounterBatcher } from "./counter-batch.ts";
+import { createChangeWriter, createCounterBatcher, type ChangeWriter } from "./change-writer.ts";
 import { createRedisKeyList, type RedisKeyList } from "./key-list.ts";
 import { redisKeys, type RedisKeys } from "./redis-keys.ts";
 import { sharedStateScripts, type SharedStateScripts } from "./scripts.ts";

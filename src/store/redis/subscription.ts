@@ -10,8 +10,7 @@
  * is closed before its successor subscribes.
  */
 import type { RedisClient } from "bun";
-import { closeQuietly } from "./client.ts";
-import { withTimeout } from "./timeout.ts";
+import { closeQuietly, withTimeout } from "./redis-client.ts";
 
 export interface SubscriptionHandlers {
   onMessage(message: string): void;
