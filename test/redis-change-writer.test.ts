@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import type { StateChange } from "../src/keys/pool-state.ts";
-import { openChangeChannel } from "../src/store/redis/change-channel.ts";
+import { openChangeChannel } from "../src/store/redis/shared-state.ts";
 import { createChangeWriter, createCounterBatcher, type ChangeWriter } from "../src/store/redis/change-writer.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
@@ -49,7 +49,7 @@ async function startInstance(failureThreshold = 5): Promise<Instance> {
     connection,
     scripts,
     batcher: createCounterBatcher({ keys, instanceId }),
-    channel,
+    publish: channel.publish,
     failureThreshold,
     flushMs: 60_000, // flushed by the tests themselves
     onVerdict: (change) => verdicts.push(change),

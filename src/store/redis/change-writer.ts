@@ -27,7 +27,6 @@
  * batch (one a second per instance: ~86,400 a day).
  */
 import type { CounterDelta, CounterTotals, StateChange } from "../../keys/pool-state.ts";
-import type { ChangeChannel } from "./change-channel.ts";
 import type { RedisConnection, RedisWrite } from "./connection.ts";
 import { freeDayExpiry, type RedisKeys } from "./redis-keys.ts";
 import { evalWrite, luaScript, type SharedStateScripts } from "./scripts.ts";
@@ -36,7 +35,8 @@ export interface ChangeWriterOptions {
   connection: RedisConnection;
   scripts: SharedStateScripts;
   batcher: CounterBatcher;
-  channel: ChangeChannel;
+  /** Tells the other instances (best effort, never queued: shared-state.ts). */
+  publish(change: StateChange): Promise<unknown>;
   /** FAILURE_THRESHOLD: consecutive failures (counted across instances) that disable a key. */
   failureThreshold: number;
   /** How often counter deltas are written (one batch each time). */
@@ -59,7 +59,7 @@ export function createChangeWriter({
   connection,
   scripts,
   batcher,
-  channel,
+  publish: send,
   failureThreshold,
   flushMs = 1_000,
   onVerdict,
@@ -73,7 +73,7 @@ export function createChangeWriter({
       if (inFlight === 0) for (const wake of waiters.splice(0)) wake();
     });
   };
-  const publish = (change: StateChange): void => track(channel.publish(change));
+  const publish = (change: StateChange): void => track(send(change));
   const write = (...writes: RedisWrite[]): void => {
     for (const each of writes) track(connection.write(each));
   };

@@ -1,11 +1,9 @@
 /**
- * What `serve` runs on when REDIS_URL is set (issue 14), in one place so compose.ts only
- * asks for it: the shared state (shared-state.ts), the key list as the store (redis-key-store.ts),
- * the pool bridge (shared-pool.ts), the free-model reservation the request run asks before it
- * sends (free-reservation.ts), and the one line on stdout when Redis becomes unreachable and the
- * one when it is back.
- *
- * The clients section stays in KEYS_FILE (it is read from there, as without Redis).
+ * What `serve` runs on when REDIS_URL is set, in one place so compose.ts only asks for it: the
+ * shared state (shared-state.ts), the key list as the store (redis-key-store.ts), the pool bridge
+ * and the free-model reservation (shared-pool.ts), the discovery lease (lease.ts), and the one
+ * line in the logs when Redis becomes unreachable and the one when it is back. The clients have a
+ * store of their own (client-store.ts).
  */
 import type { Config } from "../../config.ts";
 import { createJsonFileStore } from "../file/json-file-store.ts";
@@ -13,10 +11,9 @@ import type { KeyPool } from "../../keys/key-pool.ts";
 import type { KeyStore, StoreLoad } from "../ports.ts";
 import { createLease, startDiscoveryLease, type DiscoveryLease } from "./lease.ts";
 import type { EventBus } from "../../domain/events.ts";
-import { freeSlotReserve } from "./free-reservation.ts";
 import type { Reserve } from "../../upstream/forward-types.ts";
 import { createRedisKeyStore } from "./redis-key-store.ts";
-import { startSharedPool, type SharedPool } from "./shared-pool.ts";
+import { freeSlotReserve, startSharedPool, type SharedPool } from "./shared-pool.ts";
 import { openSharedState, type SharedState } from "./shared-state.ts";
 
 export interface RedisBackend {
@@ -50,7 +47,7 @@ export async function openRedisBackend({ config, url, now, events }: RedisBacken
   if (!opened.ok) return opened;
   const { shared } = opened;
   const file = await createJsonFileStore({ path: config.KEYS_FILE, now }).load();
-  const store = createRedisKeyStore({ shared, url, now, extraTopLevel: file.ok ? file.doc.extraTopLevel : {} });
+  const store = createRedisKeyStore({ shared, url, now });
   const notice = (message: string) => events.emit("shared.state", { kind: "notice", message });
   const offDegraded = shared.connection.onChange(({ degraded, reason }) =>
     events.emit(
