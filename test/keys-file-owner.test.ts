@@ -72,6 +72,17 @@ describe("one server per keys file", () => {
     expect(await Bun.file(`${keysFile}.server`).exists()).toBe(false);
   });
 
+  test("a claim naming this very pid from an earlier run (a container restarted as pid 1) does not stop the server", async () => {
+    const dir = await folder();
+    const keysFile = await keysFileIn(dir);
+    await writeFile(`${keysFile}.server`, `${process.pid}\n${hostname()}\nhttp://127.0.0.1:1\n`);
+
+    const proxy = await startTestProxy({ upstream: fake.url, dir, keys: null });
+    cleanups.push(() => proxy.stop(0));
+    expect(await readFile(`${keysFile}.server`, "utf8")).toBe(`${process.pid}\n${hostname()}\n${proxy.url}\n`);
+    expect(await chat(proxy.url)).toBe(200);
+  });
+
   test("a second server in the same process on the same file is refused too; once the first stops, a new one starts", async () => {
     const dir = await folder();
     await keysFileIn(dir);

@@ -49,15 +49,30 @@ export async function claimKeysFile(keysFile: string, address: string): Promise<
       (error: unknown) => (isExists(error) ? ("held" as const) : ("failed" as const)),
     );
     await unlink(temp).catch(() => {});
-    if (linked === "claimed") return { ok: true, claim: claimOf(path, text) };
+    if (linked === "claimed") {
+      heldHere.add(path);
+      return { ok: true, claim: claimOf(path, text) };
+    }
     if (linked === "failed") return { ok: true, claim: noClaim };
     const holder = await readFile(path, "utf8").catch(() => undefined);
     if (holder === undefined) continue; // released in between
-    if (!ownerIsGone(holder)) return { ok: false, message: heldBy(keysFile, holder) };
+    if (!ownerIsGone(holder) && !(leftByThisPid(holder) && !heldHere.has(path))) return { ok: false, message: heldBy(keysFile, holder) };
     // Left by a process that has ended: taken over, unless another starting server took it first.
     if ((await readFile(path, "utf8").catch(() => undefined)) === holder) await unlink(path).catch(() => {});
   }
   return { ok: false, message: `${keysFile} kept being claimed by other servers starting at the same time; one server per keys file (REDIS_URL to run several)` };
+}
+
+/** The claims this process holds now: a claim naming this pid and not among them is a leftover. */
+const heldHere = new Set<string>();
+
+/**
+ * A claim naming this process's pid on this host, made before this start: a container restarted
+ * in place runs as pid 1 again and finds the claim of its previous run, which no live server holds.
+ */
+function leftByThisPid(holder: string): boolean {
+  const [pid, host] = holder.split("\n");
+  return pid === String(process.pid) && host === hostname();
 }
 
 function heldBy(keysFile: string, holder: string): string {
@@ -80,6 +95,7 @@ function claimOf(path: string, claimed: string): ServerClaim {
       );
     },
     async release() {
+      heldHere.delete(path);
       if (await ours()) await unlink(path).catch(() => {});
     },
   };
