@@ -32,6 +32,7 @@ import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { RedisConnection } from "./connection.ts";
 import { createRedisClientCounters, readClientUsage } from "./client-counters.ts";
 import { redisKeys, type RedisKeys } from "./redis-keys.ts";
+import { backedReload } from "./subscription.ts";
 import { luaScript, runScript } from "./scripts.ts";
 
 // KEYS: the clients hash, the version counter. ARGV: triples of name, entry as read ('' absent), new entry ('' delete).
@@ -116,9 +117,7 @@ export function createRedisClientStore({ connection, keys, url, now = Date.now, 
     },
 
     watch(onChange) {
-      let reloading: Promise<void> | undefined;
-      let again = false;
-      const reloadOnce = async (): Promise<void> => {
+      const { reload, stop } = backedReload(async () => {
         let result = await read();
         if (result.ok && result.wiped && held.size > 0) {
           const args = [...held].flatMap(([client, text]) => [client, "", text]);
@@ -128,25 +127,10 @@ export function createRedisClientStore({ connection, keys, url, now = Date.now, 
         // While Redis is away the clients held in memory keep being served: nothing to adopt.
         if (!result.ok || result.wiped) return;
         onChange({ ok: true, doc: result.doc, exists: result.raw.size > 0 });
-      };
-      const reload = (): void => {
-        if (reloading) {
-          again = true;
-          return;
-        }
-        reloading = reloadOnce().finally(() => {
-          reloading = undefined;
-          if (again) {
-            again = false;
-            reload();
-          }
-        });
-      };
+      }, backstopMs);
       const subscription = connection.subscribe(keys.clientChanges, { onMessage: reload, onResync: reload });
-      const timer = setInterval(reload, backstopMs);
-      timer.unref?.();
       return () => {
-        clearInterval(timer);
+        stop();
         void subscription.close();
       };
     },

@@ -15,6 +15,7 @@ import type { KeyEdit, KeyListEntry } from "../../keys/pool-state.ts";
 import type { KeyRecord } from "../../keys/schema.ts";
 import { readSharedSnapshot, type SharedSnapshot } from "./shared-snapshot.ts";
 import type { SharedState } from "./shared-state.ts";
+import { backedReload } from "./subscription.ts";
 import { utcDayOf } from "../../keys/account-state.ts";
 
 export interface RedisKeyStoreOptions {
@@ -65,45 +66,25 @@ export function createRedisKeyStore({ shared, url, now = Date.now, backstopMs = 
     },
 
     watch(onChange) {
-      let reloading: Promise<void> | undefined;
-      let again = false;
-      const reload = (): void => {
-        if (reloading) {
-          again = true;
-          return;
-        }
+      const { reload, stop } = backedReload(async () => {
         const held = [...entries.values()];
-        reloading = load()
-          .then(async (result) => {
-            // Redis came back empty (restarted without persistence): put the list back as this
-            // instance holds it, versions and all, rather than dropping every key.
-            if (!result.ok || entries.size > 0) return result;
-            // An empty Redis and nothing held from it (this instance started on KEYS_FILE while
-            // Redis was away): keep serving the keys in memory, adopt nothing.
-            if (held.length === 0) return undefined;
-            const restored = await shared.keyList.restore(held);
-            return restored.ok ? load() : result;
-          })
-          .then((result) => {
-            if (result !== undefined) onChange(result);
-          })
-          .finally(() => {
-            reloading = undefined;
-            if (again) {
-              again = false;
-              reload();
-            }
-          });
-      };
+        let result = await load();
+        // Redis came back empty (restarted without persistence): put the list back as this
+        // instance holds it, versions and all, rather than dropping every key. An empty Redis and
+        // nothing held from it (this instance started on KEYS_FILE while Redis was away): keep
+        // serving the keys in memory, adopt nothing.
+        if (result.ok && entries.size === 0) {
+          if (held.length === 0) return;
+          if ((await shared.keyList.restore(held)).ok) result = await load();
+        }
+        onChange(result);
+      }, backstopMs);
       const offChange = shared.onRemoteChange((remote) => {
         if (remote.kind === "key-edit") reload();
       });
       const offResync = shared.onResync(reload);
-      // The backstop for an edit whose message was missed (published while this one resubscribed).
-      const timer = setInterval(reload, backstopMs);
-      timer.unref?.();
       return () => {
-        clearInterval(timer);
+        stop();
         offChange();
         offResync();
       };

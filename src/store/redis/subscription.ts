@@ -100,3 +100,29 @@ export function createSubscription({ channel, handlers, newClient, timeoutMs, on
     },
   };
 }
+
+/**
+ * A store's reload on every message heard, every resync and every `backstopMs` (for a message
+ * missed while resubscribing), one at a time: a call while one runs asks for one more after it,
+ * so a burst of messages costs two reloads, not one each.
+ */
+export function backedReload(run: () => Promise<void>, backstopMs: number): { reload: () => void; stop: () => void } {
+  let running: Promise<void> | undefined;
+  let again = false;
+  const reload = (): void => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = run().finally(() => {
+      running = undefined;
+      if (again) {
+        again = false;
+        reload();
+      }
+    });
+  };
+  const timer = setInterval(reload, backstopMs);
+  timer.unref?.();
+  return { reload, stop: () => clearInterval(timer) };
+}
