@@ -86,7 +86,7 @@ const settings = {
   LOG_RETENTION_DAYS: { schema: integer(1, 3650).default(14), allowed: "an integer number of days from 1 to 3650" },
   LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error"]).default("info"), allowed: "one of debug, info, warn, error" },
   LOG_BODIES: { schema: boolean.default(false), allowed: "true or false" },
-  // Several instances (issue 14). The URL may carry a password: messages show it as displayUrl does.
+  // Several instances. The URL may carry a password: messages show it as displayUrl does.
   REDIS_URL: {
     schema: z
       .url({ protocol: /^(rediss?|redis\+unix)$/ })

@@ -173,8 +173,6 @@ export interface CounterBatcher {
   add(keyId: string, delta: CounterDelta, lastUsedAt?: number): void;
   /** Free-model requests an account was sent without a reservation in Redis (it was away). */
   addFree(account: string, day: string, delta: number): void;
-  /** Keys and account-days with deltas not yet taken. */
-  readonly pending: number;
   /** The deltas so far as one idempotent write (and a fresh start), or undefined when there are none. */
   take(): RedisWrite | undefined;
 }
@@ -203,11 +201,6 @@ export function createCounterBatcher({ keys, instanceId, markerTtlMs = 86_400_00
       const accounts = free.get(day) ?? new Map<string, number>();
       accounts.set(account, (accounts.get(account) ?? 0) + delta);
       free.set(day, accounts);
-    },
-    get pending() {
-      let days = 0;
-      for (const accounts of free.values()) days += accounts.size;
-      return sums.size + days;
     },
     take() {
       if (sums.size === 0 && free.size === 0) return undefined;

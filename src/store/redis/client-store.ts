@@ -1,5 +1,5 @@
 /**
- * The client records in Redis (issue 15, with REDIS_URL), behind the `KeyStore` interface the
+ * The client records in Redis (with REDIS_URL), behind the `KeyStore` interface the
  * client code already uses (clients section of a document), so the server's sync, the admin API
  * and every client subcommand work on it unchanged:
  *

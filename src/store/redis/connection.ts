@@ -1,5 +1,5 @@
 /**
- * A supervised Redis connection (issue 14: "Redis down never stops serving"). Bun's client is
+ * A supervised Redis connection ("Redis down never stops serving"). Bun's client is
  * used as a dumb pipe (no auto-reconnect, no offline queue) and this module does the rest:
  *
  * - every call has a timeout (`timeoutMs`, 250 ms by default): a paused Redis never hangs a caller;

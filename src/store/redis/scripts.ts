@@ -4,13 +4,6 @@
  * commands could land inside it; redis-notes.md). Each is sent as EVALSHA of its SHA-1, computed
  * here, and again as EVAL when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH), which
  * also loads it for the next time.
- *
- * - `extendInstant`: an "until" only ever raised (a cooldown, a rest), its cause kept with it;
- * - `recordFailure` / `recordSuccess`: the consecutive-failure count and disabling at the
- *   threshold in one step, void for a fact learned before a person's enable (its basis is older);
- * - `reserveFreeSlot`: an account's free-model request for the UTC day, granted only while the
- *   day's count is under the account's known limit (an unknown limit grants: the 429 that follows
- *   teaches it, `learnFreeLimit`).
  */
 import { causeText } from "../../keys/changes.ts";
 import type { Cause } from "../../keys/pool-state.ts";
@@ -117,8 +110,10 @@ export interface SharedStateScripts {
   extendRest(input: { account: string; restId: string; until: number; cause: Cause }): RedisWrite;
   /** A person's enable at `version`: clears streak, disabled and cooldown; idempotent. */
   enableKey(keyId: string, version: number): RedisWrite;
+  /** Counts a failure and disables the key at the threshold, in one step; void for a fact learned before a person's enable. */
   recordFailure(input: { keyId: string; basis: number; threshold: number; now: number; reason: string }): Promise<CallResult<{ count: number; disabled: boolean } | "void">>;
   recordSuccess(keyId: string, basis: number): RedisWrite;
+  /** Counts an account's free-model request for the UTC day while under its known limit (an unknown limit grants: the 429 that follows teaches it). */
   reserveFreeSlot(input: { account: string; day: string; knownLimit?: number }): Promise<CallResult<FreeSlot>>;
   /** Records the account's daily limit for the day (HSET + expiry): later reservations check it. */
   learnFreeLimit(account: string, day: string, limit: number): RedisWrite[];
