@@ -3,7 +3,7 @@
  * used as a dumb pipe (no auto-reconnect, no offline queue) and this module does the rest:
  *
  * - every call has a timeout (`timeoutMs`, 250 ms by default): a paused Redis never hangs a caller;
- * - a circuit breaker (circuit-breaker.ts) opens after consecutive failures, or at once when the
+ * - a circuit breaker (redis-client.ts) opens after consecutive failures, or at once when the
  *   connection closes; while open, calls fail without touching the network and a probe (a fresh
  *   client when the old one is gone — Bun's gives up after its retries — then PING) runs after a
  *   backoff;
@@ -20,8 +20,7 @@
  */
 import type { RedisClient } from "bun";
 import { urlCredentialsRedactor } from "../../domain/redact.ts";
-import { closeQuietly, errorText, newRedisClient, withTimeout } from "./redis-client.ts";
-import { createCircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker.ts";
+import { closeQuietly, createCircuitBreaker, errorText, newRedisClient, withTimeout, type CircuitBreakerOptions } from "./redis-client.ts";
 import { createSubscription, type Subscription, type SubscriptionHandlers } from "./subscription.ts";
 
 export interface RedisConnectionOptions {
