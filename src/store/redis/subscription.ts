@@ -19,9 +19,6 @@ export interface SubscriptionHandlers {
 }
 
 export interface Subscription {
-  readonly channel: string;
-  /** Subscribed on a live connection right now. */
-  readonly subscribed: boolean;
   /** Re-subscribes on a fresh connection if the current one is gone. */
   check(): void;
   close(): Promise<void>;
@@ -82,10 +79,6 @@ export function createSubscription({ channel, handlers, newClient, timeoutMs, on
 
   check();
   return {
-    channel,
-    get subscribed() {
-      return client?.connected === true;
-    },
     check,
     async close() {
       closed = true;
