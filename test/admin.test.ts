@@ -331,7 +331,7 @@ describe("PROXY_API_KEYS", () => {
     const answer = await chat(proxy, bearer, prefix);
     expect(answer.status).toBe(401);
     expect(answer.json()).toEqual({
-      error: { message: "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS>", type: "authentication_error", code: "invalid_api_key" },
+      error: { message: "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS> (or x-api-key: <it>)", type: "authentication_error", code: "invalid_api_key" },
     });
     expect(fake.requests).toEqual([]);
   });

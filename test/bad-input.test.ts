@@ -80,6 +80,14 @@ describe("bad bodies get a clear OpenAI-shaped error and never reach the upstrea
     ["a wrong content type (text/plain)", 415, "unsupported_content_type", "text/plain", validBody],
     ["a wrong content type (form data)", 415, "unsupported_content_type", "application/x-www-form-urlencoded", "model=x&stream=true"],
     ["bytes that are not UTF-8", 400, "invalid_json", "application/json", new Uint8Array([0x7b, 0xff, 0xfe, 0x7d])],
+    ["a model that is a list", 400, "invalid_body", "application/json", '{"model":["openai/gpt-4o"],"models":["openai/gpt-4o-mini"],"messages":[]}'],
+    ["a model that is an object", 400, "invalid_body", "application/json", '{"model":{"id":"openai/gpt-4o"},"messages":[]}'],
+    ["a model that is null", 400, "invalid_body", "application/json", '{"model":null,"messages":[]}'],
+    ["a model that is a number", 400, "invalid_body", "application/json", '{"model":4,"messages":[]}'],
+    ["models that is not a list", 400, "invalid_body", "application/json", '{"model":"x","models":"openai/gpt-4o","messages":[]}'],
+    ["a models entry that is not a string", 400, "invalid_body", "application/json", '{"model":"x","models":["y",{"id":"z"}],"messages":[]}'],
+    ["a fallbacks entry without a model name", 400, "invalid_body", "application/json", '{"model":"x","fallbacks":[{"id":"y"}],"messages":[]}'],
+    ["a preset that is not a string", 400, "invalid_body", "application/json", '{"model":"x","preset":["y"],"messages":[]}'],
   ] as const)("%s gets %d %s", async (_what, status, code, type, body) => {
     const response = await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": type }, body });
     expect(response.status).toBe(status);

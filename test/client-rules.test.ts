@@ -42,16 +42,16 @@ test("a spent budget outranks a rate limit, and the wait is the latest boundary 
 
 test("without client keys the gate is off; on a public HOST guarded only by client keys, no clients means nobody", () => {
   const directory = createClientDirectory();
-  expect(createClientGate({ directory }).identify(undefined)).toBe("off");
-  expect(createClientGate({ directory, requireClientKey: true }).identify("anything")).toBe("unknown");
+  expect(createClientGate({ directory }).identify([])).toBe("off");
+  expect(createClientGate({ directory, requireClientKey: true }).identify(["anything"])).toBe("unknown");
   const key = newClientKey();
   const added = addClient(new Map(), "alice", {}, key, Date.now());
   if (!added.ok) throw new Error(added.message);
   directory.adopt(added.clients);
   const gate = createClientGate({ directory });
-  expect(gate.identify(key)).toMatchObject({ record: { name: "alice" } });
-  expect(gate.identify(`${key}x`)).toBe("unknown");
-  expect(gate.identify(undefined)).toBe("unknown");
+  expect(gate.identify([key])).toMatchObject({ record: { name: "alice" } });
+  expect(gate.identify([`${key}x`])).toBe("unknown");
+  expect(gate.identify([])).toBe("unknown");
 });
 
 test("counters of a client survive a change of its definition, and start over when it is removed and added again", () => {

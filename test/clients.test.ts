@@ -117,6 +117,32 @@ test("a client limited to openai/* gets 403 model_not_allowed for anthropic/… 
   expect((await chat(key, { model: "anthropic/claude-3.5-sonnet" })).status).toBe(200);
 });
 
+test("model checks see every model the upstream could use: the fallbacks, /messages' fallbacks, presets (by name), non-strings refused", async () => {
+  const { admin, chat } = await start();
+  const key = await admin.add("app", { models: ["openai/gpt-4o-mini", "@preset/team-default"] });
+  const before = upstreamChats();
+  for (const [body, status, code] of [
+    [{ model: ["openai/gpt-4o"], models: ["openai/gpt-4o-mini"] }, 400, "invalid_body"],
+    [{ model: { id: "openai/gpt-4o" } }, 400, "invalid_body"],
+    [{ models: ["openai/gpt-4o-mini", ["openai/gpt-4o"]] }, 400, "invalid_body"],
+    [{ model: "@preset/other" }, 403, "model_not_allowed"],
+    [{ model: "openai/gpt-4o-mini@preset/other" }, 403, "model_not_allowed"], // the preset may pick another model
+    [{ model: "openai/gpt-4o-mini", preset: "other" }, 403, "model_not_allowed"],
+    [{ model: "openai/gpt-4o-mini", fallbacks: [{ model: "anthropic/claude-sonnet-4.5" }] }, 403, "model_not_allowed"],
+  ] as const) {
+    for (const path of ["/v1/chat/completions", "/api/v1/chat/completions"]) {
+      const refused = await chat(key, body, path);
+      expect(refused.status).toBe(status);
+      expect(errorOf(refused.json).code).toBe(code);
+    }
+  }
+  expect(upstreamChats()).toBe(before);
+  for (const body of [{ model: "@preset/team-default" }, { model: "openai/gpt-4o-mini@preset/team-default" }, { model: "openai/gpt-4o-mini", preset: "team-default", models: ["openai/gpt-4o-mini"] }]) {
+    expect((await chat(key, body)).status).toBe(200);
+  }
+  expect(upstreamChats()).toBe(before + 3);
+});
+
 test("--rpm 3 gives the 4th request in a minute a 429 client_rate_limited with a truthful Retry-After (fixed UTC minutes)", async () => {
   const { admin, chat, clock } = await start();
   const key = await admin.add("bot", { rpm: 3 });

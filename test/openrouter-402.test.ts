@@ -1,17 +1,21 @@
 /**
- * 402 by cause (issue 12, rule 1): what a 402 rests is decided from `limit_source`, `reason`,
- * `Retry-After` and the message, never from the status alone; no single request can rest more
- * than the key or account its answer names; a 402 never counts toward disabling a key. The real
+ * 402 and 403 by cause: what a 402 (or a 403 on a spending cap) rests is decided from `reason`,
+ * then `limit_source`, `Retry-After` and, only when those say nothing, the message; never from the
+ * status alone. No single request can rest more than the key or account its answer names; a 402
+ * or a spending cap never counts toward disabling a key; `error.availability` is read before the
+ * message. The real
  * proxy runs against the multi-account upstream double (helpers/fake-accounts.ts) on an injected clock.
  */
 import { describe, expect, test } from "bun:test";
 import type { Config } from "../src/config.ts";
 import { FREE, MIDNIGHT, PAID, START, id, orKey, recordOf, restsOf, trail, useAccountsSuite } from "./helpers/accounts-suite.ts";
-import { inFlightReply, type FakeAccounts } from "./helpers/fake-accounts.ts";
-import type { TestProxy } from "./helpers/test-proxy.ts";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { budgetReply, inFlightReply, type FakeAccounts } from "./helpers/fake-accounts.ts";
+import { tempDir, type TestProxy } from "./helpers/test-proxy.ts";
 
 const [a1, a2, b1, c1] = [orKey("a1"), orKey("a2"), orKey("b1"), orKey("c1")];
-const { clock, startFake, startProxy } = useAccountsSuite({ config: { ROTATION: "round-robin" }, overrides: { discoverAccounts: true, refreshTickMs: 0 } });
+const { clock, cleanups, closed, startFake, startProxy } = useAccountsSuite({ config: { ROTATION: "round-robin" }, overrides: { discoverAccounts: true, refreshTickMs: 0 } });
 
 /** The proxy's waits (Retry-After, backoff) pass at once on the injected clock; `waits` notes each. */
 function start(upstream: FakeAccounts, keys: string[], config: Partial<Config> = {}, waits?: number[]): Promise<TestProxy> {
@@ -81,18 +85,21 @@ describe("402 by cause", () => {
     expect(recordOf(proxy, a1)?.consecutiveFailures).toBe(0);
   });
 
-  test("a 402 for a request too big for the budget (weight_exceeds_budget) tries one other account, then the upstream's 402 goes back unchanged, and nothing rests", async () => {
+  test.each([
+    ["labelled weight_exceeds_budget", "labelled", "weight_exceeds_budget"],
+    ["with no reason or limit_source, only the message that it requires more credits, or fewer max_tokens", "bare", undefined],
+  ] as const)("a 402 for a request too big for the budget (%s) tries one other account, then the upstream's 402 goes back unchanged, and nothing rests", async (_name, tooBigAnswer, reason) => {
     const upstream = startFake([
-      { id: "user_A", keys: [a1, a2] },
-      { id: "user_B", keys: [b1] },
-      { id: "user_C", keys: [c1] },
+      { id: "user_A", keys: [a1, a2], tooBigAnswer },
+      { id: "user_B", keys: [b1], tooBigAnswer },
+      { id: "user_C", keys: [c1], tooBigAnswer },
     ]);
     const proxy = await start(upstream, [a1, a2, b1, c1]);
     const response = await ask(proxy, PAID, { max_tokens: 100_000_000 });
     expect(response.status).toBe(402);
     const last = upstream.chatCalls().at(-1);
-    const body = (await response.json()) as { error: { message: string; metadata: { reason: string } } };
-    expect(body.error.metadata.reason).toBe("weight_exceeds_budget");
+    const body = (await response.json()) as { error: { message: string; metadata?: { reason: string } } };
+    expect(body.error.metadata?.reason).toBe(reason);
     expect(body.error.message).toContain("You requested up to 100000000 tokens");
     expect(trail(upstream)).toEqual(["a1 too-big", "b1 too-big"]);
     expect(last?.account).toBe("user_B");
@@ -114,13 +121,16 @@ describe("402 by cause", () => {
     return (day + (7 - ((day + 3) % 7))) * 86_400_000;
   })();
   test.each([
-    ["daily", MIDNIGHT],
-    ["weekly", monday],
-    ["monthly", Date.UTC(2026, 3, 1)],
-    [null, START + 3_600_000],
-  ] as const)("a 402 on a key's own limit (limit_reset %p) rests that key for paid models until its next reset; the account's other keys keep serving", async (reset, until) => {
+    [402, "daily", MIDNIGHT],
+    [402, "weekly", monday],
+    [402, "monthly", Date.UTC(2026, 3, 1)],
+    [402, null, START + 3_600_000],
+    [403, "daily", MIDNIGHT],
+    [403, "weekly", monday],
+    [403, null, START + 3_600_000],
+  ] as const)("a %d on a key's own limit without resets_at (limit_reset %p) rests that key for paid models until its next reset; the account's other keys keep serving", async (status, reset, until) => {
     const upstream = startFake([
-      { id: "user_A", keys: [a1, a2], keyLimits: { [a1]: { limit: 1, reset, used: 1 } } },
+      { id: "user_A", keys: [a1, a2], keyLimits: { [a1]: { limit: 1, reset, used: 1, status } } },
       { id: "user_B", keys: [b1] },
     ]);
     const proxy = await start(upstream, [a1, a2, b1]);
@@ -197,22 +207,40 @@ describe("402 by cause", () => {
     expect(upstream.chatCalls()).toHaveLength(5);
   });
 
-  test("no single request rests more than the key or account its answer names: the 100,000,000 max_tokens request against several accounts, then ordinary paid requests that all succeed", async () => {
+  test.each([
+    ["labelled weight_exceeds_budget", "labelled"],
+    ["with no reason, as OpenRouter often sends it", "bare"],
+  ] as const)("no single request rests more than the key or account its answer names: the 100,000,000 max_tokens request (%s) against several accounts, then ordinary paid requests that all succeed on every account, also after a restart", async (_name, tooBigAnswer) => {
+    const folder = await tempDir();
+    cleanups.push(folder.cleanup);
     const upstream = startFake([
-      { id: "user_A", keys: [a1, a2] },
-      { id: "user_B", keys: [b1] },
-      { id: "user_C", keys: [c1] },
+      { id: "user_A", keys: [a1, a2], tooBigAnswer },
+      { id: "user_B", keys: [b1], tooBigAnswer },
+      { id: "user_C", keys: [c1], tooBigAnswer },
     ]);
-    const proxy = await start(upstream, [a1, a2, b1, c1], { FAILURE_THRESHOLD: 2 });
+    const first = await startProxy(upstream, { keys: [a1, a2, b1, c1], dir: folder.dir, config: { FAILURE_THRESHOLD: 2 } });
     for (let round = 0; round < 5; round++) {
-      for (const stream of [false, true]) expect((await ask(proxy, PAID, { max_tokens: 100_000_000, stream })).status).toBe(402);
+      for (const stream of [false, true]) expect((await ask(first, PAID, { max_tokens: 100_000_000, stream })).status).toBe(402);
     }
-    expect(allRests(proxy)).toEqual([]);
-    const ordinary = await Promise.all(Array.from({ length: 30 }, () => ask(proxy, PAID)));
-    expect(ordinary.map((response) => response.status)).toEqual(Array(30).fill(200));
-    expect(proxy.pool.records().every((record) => record.consecutiveFailures === 0 && !record.disabled && record.cooldownUntil === 0)).toBe(true);
+    expect(allRests(first)).toEqual([]);
+    const servedAccounts = async (proxy: TestProxy) => {
+      const before = upstream.chatCalls().length;
+      const ordinary = await Promise.all(Array.from({ length: 30 }, () => ask(proxy, PAID)));
+      expect(ordinary.map((response) => response.status)).toEqual(Array(30).fill(200));
+      return new Set(upstream.chatCalls().slice(before).filter((call) => call.kind === "served").map((call) => call.account));
+    };
     // Every account served some of them: none was put aside by the big request.
-    expect(new Set(upstream.chatCalls().filter((call) => call.kind === "served").map((call) => call.account))).toEqual(new Set(["user_A", "user_B", "user_C"]));
+    expect(await servedAccounts(first)).toEqual(new Set(["user_A", "user_B", "user_C"]));
+    expect(first.pool.records().every((record) => record.consecutiveFailures === 0 && !record.disabled && record.cooldownUntil === 0)).toBe(true);
+    await first.stop(0);
+    closed.add(first);
+
+    // Nothing was written that a restart would bring back.
+    const saved = JSON.parse(await readFile(join(folder.dir, "keys.json"), "utf8")) as { accounts?: Record<string, { rests: unknown[] }> };
+    expect(Object.values(saved.accounts ?? {}).flatMap((account) => account.rests)).toEqual([]);
+    const second = await startProxy(upstream, { keys: null, dir: folder.dir });
+    expect(allRests(second)).toEqual([]);
+    expect(await servedAccounts(second)).toEqual(new Set(["user_A", "user_B", "user_C"]));
   });
 });
 
@@ -227,4 +255,144 @@ test("a credit rest stays while GET /key says the key's own cap is spent", async
   clock.now += 5 * 60_000;
   await proxy.refresher?.tick();
   expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ cause: "credits" })]);
+});
+
+describe("spending caps answer 402 or 403: the key rests until resets_at, never counted as a failure", () => {
+  const HOUR = 3_600_000;
+
+  test("a 403 \"Budget limit exceeded\" on a key's own cap rests that key only, for paid models, until resets_at; it never disables the key and the account's other keys keep serving", async () => {
+    const resetsAt = START + 2 * HOUR;
+    const upstream = startFake([
+      { id: "user_A", keys: [a1, a2], keyLimits: { [a1]: { limit: 1, reset: "monthly", used: 1, status: 403, resetsAt } } },
+      { id: "user_B", keys: [b1] },
+    ]);
+    const proxy = await start(upstream, [a1, a2, b1], { FAILURE_THRESHOLD: 1 });
+    expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(trail(upstream)).toEqual(["a1 key-limit", "a2 served"]);
+    expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ scope: "key", keyId: id(a1), modelClass: "paid", cause: "key-limit", source: "resets_at", until: new Date(resetsAt).toISOString() })]);
+    for (let i = 0; i < 4; i++) expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(upstream.chatCalls().slice(2).every((call) => call.key !== a1)).toBe(true);
+    expect(recordOf(proxy, a1)).toMatchObject({ failures: 0, consecutiveFailures: 0, cooldownUntil: 0 });
+    expect(recordOf(proxy, a1)?.disabled).toBeUndefined();
+    // Free models are not spent against the cap.
+    expect(proxy.pool.outlook({ model: FREE, exclude: new Set([id(a2), id(b1)]) })).toMatchObject({ ok: true, keyId: id(a1) });
+  });
+
+  test.each([
+    [403, "openrouter_key_limit", "key-limit"],
+    [402, "openrouter_key_limit", "key-limit"],
+    [403, "openrouter_workspace_budget", "workspace-budget"],
+    [402, "openrouter_workspace_budget", "workspace-budget"],
+    [403, "openrouter_guardrail_budget", "guardrail-budget"],
+    [402, "openrouter_guardrail_budget", "guardrail-budget"],
+  ] as const)("a %d with limit_source %s rests only the key that met it (the proxy does not know which keys share a workspace) until resets_at; the client gets another key's answer", async (status, limitSource, cause) => {
+    const resetsAt = START + 5 * HOUR;
+    const upstream = startFake([
+      { id: "user_A", keys: [a1, a2] },
+      { id: "user_B", keys: [b1] },
+    ]);
+    upstream.scriptOnce({ match: (call) => call.key === a1, reply: () => budgetReply({ limitSource, resetsAt, status }) });
+    const proxy = await start(upstream, [a1, a2, b1], { FAILURE_THRESHOLD: 1 });
+    const response = await ask(proxy, PAID);
+    expect(response.status).toBe(200);
+    expect(trail(upstream)).toEqual(["a1 scripted", "a2 served"]);
+    expect(allRests(proxy)).toEqual([expect.objectContaining({ scope: "key", keyId: id(a1), modelClass: "paid", cause, until: new Date(resetsAt).toISOString() })]);
+    expect(recordOf(proxy, a1)).toMatchObject({ failures: 0, consecutiveFailures: 0 });
+    expect(recordOf(proxy, a1)?.disabled).toBeUndefined();
+  });
+
+  test("when every key rests on a spending cap the client gets 402 all_keys_over_budget (insufficient_quota) naming the earliest resets_at, with a Retry-After to it; at that time the key serves again", async () => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1], keyLimits: { [a1]: { limit: 1, reset: "monthly", used: 1, status: 403, resetsAt: START + 2 * HOUR } } },
+      { id: "user_B", keys: [b1] },
+    ]);
+    upstream.scriptOnce({ match: (call) => call.key === b1, reply: () => budgetReply({ limitSource: "openrouter_workspace_budget", resetsAt: START + HOUR }) });
+    const proxy = await start(upstream, [a1, b1]);
+    for (const attempt of [1, 2]) {
+      const refused = await ask(proxy, PAID);
+      expect(refused.status).toBe(402);
+      expect(refused.headers.get("retry-after")).toBe("3600");
+      const body = (await refused.json()) as { error: { code: string; type: string; message: string } };
+      expect(body.error).toMatchObject({ code: "all_keys_over_budget", type: "insufficient_quota" });
+      expect(body.error.message).toContain(new Date(START + HOUR).toISOString());
+      // The second request is answered from what the pool knows: nothing goes upstream.
+      expect(upstream.chatCalls()).toHaveLength(2);
+      expect(attempt).toBeGreaterThan(0);
+    }
+    expect(trail(upstream)).toEqual(["a1 key-limit", "b1 scripted"]);
+    expect((await ask(proxy, FREE)).status).toBe(200); // free models are not held by a spending cap
+    clock.now = START + HOUR;
+    expect((await ask(proxy, PAID)).status).toBe(200);
+    expect(upstream.chatCalls().at(-1)).toMatchObject({ key: b1, kind: "served" });
+    expect(proxy.pool.records().every((record) => record.consecutiveFailures === 0 && !record.disabled)).toBe(true);
+  });
+});
+
+test("a spending cap that announced no reset rests its key for an hour, and all_keys_over_budget then carries no Retry-After: the hour is the proxy's guess", async () => {
+  const upstream = startFake([{ id: "user_A", keys: [a1] }]);
+  upstream.scriptOnce({ reply: () => budgetReply({ limitSource: "openrouter_guardrail_budget" }) });
+  const proxy = await start(upstream, [a1]);
+  const refused = await ask(proxy, PAID);
+  expect(refused.status).toBe(402);
+  expect(refused.headers.get("retry-after")).toBeNull();
+  const body = (await refused.json()) as { error: { code: string; message: string } };
+  expect(body.error.code).toBe("all_keys_over_budget");
+  expect(body.error.message).toContain(new Date(START + 3_600_000).toISOString());
+  expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ scope: "key", cause: "guardrail-budget", source: "default" })]);
+});
+
+describe("error.availability is read before the message", () => {
+  const unavailable = (status: number, code: string, message: string) => () =>
+    Response.json({ error: { code: status, message, availability: { code, fallback_models: [PAID] }, error_type: "provider_overloaded" } }, { status });
+
+  test.each([
+    [404, "no_endpoints"],
+    [503, "no_endpoints"],
+    [404, "free_variant_ended"],
+    [404, "model_deprecated"],
+    [403, "region_restricted"],
+  ] as const)("a %d with availability %s goes back to the client as it came after one attempt; nothing rests and no key is marked", async (status, code) => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1] },
+      { id: "user_B", keys: [b1] },
+    ]);
+    upstream.scriptOnce({ reply: unavailable(status, code, "No endpoints found matching your data policy") });
+    const proxy = await start(upstream, [a1, b1]);
+    const response = await ask(proxy, FREE);
+    expect(response.status).toBe(status);
+    expect(((await response.json()) as { error: { availability: { code: string } } }).error.availability.code).toBe(code);
+    expect(trail(upstream)).toEqual(["a1 scripted"]);
+    expect(allRests(proxy)).toEqual([]);
+    expect(recordOf(proxy, a1)).toMatchObject({ failures: 0, consecutiveFailures: 0, cooldownUntil: 0 });
+  });
+
+  test("availability privacy_restricted rests that model on that account and another account serves, whatever the message says", async () => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1] },
+      { id: "user_B", keys: [b1] },
+    ]);
+    upstream.scriptOnce({ match: (call) => call.key === a1, reply: unavailable(404, "privacy_restricted", "Not available") });
+    const proxy = await start(upstream, [a1, b1]);
+    expect((await ask(proxy, FREE)).status).toBe(200);
+    expect(trail(upstream)).toEqual(["a1 scripted", "b1 served"]);
+    expect(restsOf(proxy, "user_A")).toEqual([expect.objectContaining({ scope: "model", model: FREE, cause: "privacy" })]);
+  });
+
+  test("availability capacity_exhausted is the shared-capacity wait: no key is blamed, one short wait, then OpenRouter's answer with a Retry-After from its retry_after", async () => {
+    const upstream = startFake([
+      { id: "user_A", keys: [a1] },
+      { id: "user_B", keys: [b1] },
+    ]);
+    const busy = () => Response.json({ error: { code: 429, message: "Model is busy", availability: { code: "capacity_exhausted", retry_after: 30 } } }, { status: 429 });
+    upstream.scriptOnce({ reply: busy }, { reply: busy });
+    const waits: number[] = [];
+    const proxy = await start(upstream, [a1, b1], {}, waits);
+    const response = await ask(proxy, FREE);
+    expect(response.status).toBe(429);
+    expect(waits).toEqual([1000]);
+    expect(Number(response.headers.get("retry-after"))).toBeGreaterThanOrEqual(29);
+    expect(upstream.chatCalls()).toHaveLength(2);
+    expect(allRests(proxy)).toEqual([]);
+    expect(proxy.pool.records().every((record) => record.cooldownUntil === 0 && record.failures === 0)).toBe(true);
+  });
 });

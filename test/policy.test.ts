@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { classify, parseResetInstant, parseRetryAfter, readErrorBody, resetFrom } from "../src/upstream/policy.ts";
+import { classify, parseResetInstant, parseResetsAt, parseRetryAfter, readErrorBody, resetFrom } from "../src/upstream/policy.ts";
 import type { Outcome } from "../src/domain/outcome.ts";
 
 const now = Date.parse("2026-11-25T12:00:00.000Z");
@@ -69,8 +69,8 @@ describe("what an upstream status means", () => {
     expect<string>(outcomeOf(status)).toBe(kind);
   });
 
-  test("a 403 saying the key limit is exceeded blames the key, not the request", () => {
-    expect(outcomeOf(403, "Key limit exceeded")).toBe("key-failure");
+  test("a 403 saying a key limit is exceeded is that key's spending cap, never a failure of the key; a moderation 403 is the request's own", () => {
+    expect(outcomeOf(403, "Key limit exceeded")).toBe("payment");
     expect(outcomeOf(403, "Your input was flagged for moderation")).toBe("request-error");
   });
 
@@ -126,5 +126,99 @@ describe("402 by cause, never by the status alone", () => {
       classify({ status: 404, headers: new Headers(), body: readErrorBody(JSON.stringify({ error: { message, code: 404 } })), now, defaultCooldownMs: minute, model: "x/y" });
     expect(notFound("No endpoints found matching your data policy (Free model publication)")).toMatchObject({ kind: "privacy", model: "x/y" });
     expect(notFound("Model not found")).toEqual({ kind: "request-error" });
+  });
+});
+
+/**
+ * The cause table (src/upstream/payment-causes.ts and the availability table in policy.ts), one
+ * row at a time, with the bodies OpenRouter sends (shared/openrouter-api.md, "Newer facts").
+ */
+describe("402 and 403 by cause, and availability codes before message text", () => {
+  const PAID = "openai/gpt-4o-mini";
+  const FREE = "meta-llama/llama-3.3-70b-instruct:free";
+  const resetsAt = "2026-11-26T00:00:00.000Z";
+  const judge = (status: number, body: unknown, headers: Record<string, string> = {}, model = PAID) =>
+    classify({ status, headers: new Headers(headers), body: readErrorBody(JSON.stringify(body)), now, defaultCooldownMs: minute, model });
+  const tooBig = {
+    error: {
+      code: 402,
+      message: "This request requires more credits, or fewer max_tokens. You requested up to 100000000 tokens, but can only afford 4230. To increase, visit https://openrouter.ai/settings/credits and add more credits",
+    },
+  };
+  const budget = (status: number, limitSource: string, resets: string | null = resetsAt) => ({
+    error: { code: status, message: "Budget limit exceeded", metadata: { limit_source: limitSource, scope: "key", limit_usd: 5, spend_usd: 5.02, ...(resets === null ? {} : { resets_at: resets }) } },
+  });
+  const unavailable = (status: number, code: string, extra: Record<string, unknown> = {}) => ({
+    error: { code: status, message: "No endpoints found matching your data policy (Free model publication)", availability: { code, fallback_models: ["openai/gpt-4o-mini"], ...extra }, error_type: "provider_overloaded" },
+  });
+
+  test("a 402 with no reason or limit_source that says the request requires more credits, or fewer max_tokens, is the request's own: nothing rests", () => {
+    expect(judge(402, tooBig)).toEqual({ kind: "payment", cause: "request-too-big", status: 402, message: tooBig.error.message });
+  });
+
+  test("reason is read before limit_source: weight_exceeds_budget with limit_source openrouter_credits is the request's own, even with a Retry-After", () => {
+    const body = { error: { code: 402, message: "x", metadata: { reason: "weight_exceeds_budget", limit_source: "openrouter_credits" } } };
+    expect(judge(402, body, { "retry-after": "3" })).toMatchObject({ kind: "payment", cause: "request-too-big" });
+  });
+
+  test("the oversized-request message labelled only openrouter_credits is still the request's own", () => {
+    expect(judge(402, { error: { ...tooBig.error, metadata: { limit_source: "openrouter_credits" } } })).toMatchObject({ cause: "request-too-big" });
+  });
+
+  test("the unlabelled in-flight message is in flight, not the request's own, though it says it would exceed", () => {
+    const message = "This request would exceed your available credits given your current in-flight requests. Retry after in-flight requests settle, or add credits.";
+    expect(judge(402, { error: { code: 402, message } })).toMatchObject({ kind: "payment", cause: "in-flight" });
+  });
+
+  test.each([
+    [402, "openrouter_key_limit", "key-limit"],
+    [403, "openrouter_key_limit", "key-limit"],
+    [402, "openrouter_workspace_budget", "workspace-budget"],
+    [403, "openrouter_workspace_budget", "workspace-budget"],
+    [402, "openrouter_guardrail_budget", "guardrail-budget"],
+    [403, "openrouter_guardrail_budget", "guardrail-budget"],
+  ] as const)("a %d with limit_source %s is a spending cap (%s) until its resets_at, never a failure of the key", (status, limitSource, cause) => {
+    expect(judge(status, budget(status, limitSource))).toEqual({ kind: "payment", cause, until: Date.parse(resetsAt), source: "resets_at", status, message: "Budget limit exceeded" });
+  });
+
+  test("a spending cap without resets_at (or with one in the past) carries no instant: the pool picks the key's limit_reset, else an hour", () => {
+    expect(judge(403, budget(403, "openrouter_key_limit", null))).toEqual({ kind: "payment", cause: "key-limit", status: 403, message: "Budget limit exceeded" });
+    expect(judge(403, budget(403, "openrouter_key_limit", "2026-11-24T00:00:00.000Z"))).not.toHaveProperty("until");
+  });
+
+  test("a 403 \"Budget limit exceeded\" without a limit_source is still the key's cap; any other 403 is the request's own", () => {
+    expect(judge(403, { error: { code: 403, message: "Budget limit exceeded" } })).toMatchObject({ kind: "payment", cause: "key-limit" });
+    expect(judge(403, { error: { code: 403, message: "Your input was flagged", metadata: { reasons: ["harassment"], flagged_input: "…" } } })).toEqual({ kind: "request-error" });
+  });
+
+  test("availability capacity_exhausted is the shared-capacity wait, until its retry_after", () => {
+    expect(judge(429, unavailable(429, "capacity_exhausted", { retry_after: 30 }), {}, FREE)).toMatchObject({ kind: "shared-capacity", until: now + 30_000, source: "body" });
+    expect(judge(429, unavailable(429, "capacity_exhausted"), {}, FREE)).toMatchObject({ kind: "shared-capacity", source: "default" });
+  });
+
+  test("availability privacy_restricted is the privacy rule (that model on that account), whatever the message says", () => {
+    const body = { error: { code: 404, message: "Not available", availability: { code: "privacy_restricted", excluded_by: "data_collection" } } };
+    expect(judge(404, body, {}, "x/y")).toMatchObject({ kind: "privacy", model: "x/y" });
+  });
+
+  test.each([
+    [404, "no_endpoints"],
+    [503, "no_endpoints"],
+    [410, "free_variant_ended"],
+    [404, "model_deprecated"],
+    [403, "region_restricted"],
+  ] as const)("a %d with availability %s is the request's own: passed back, nothing rests, though the message names a data policy", (status, code) => {
+    expect(judge(status, unavailable(status, code))).toEqual({ kind: "request-error" });
+  });
+
+  test("an availability code the proxy does not know leaves the decision to the status and the message", () => {
+    expect(judge(404, unavailable(404, "something_new"), {}, "x/y")).toMatchObject({ kind: "privacy" });
+  });
+
+  test("resets_at is believed up to a month ahead, not beyond", () => {
+    expect(parseResetsAt(resetsAt, now)).toBe(Date.parse(resetsAt));
+    expect(parseResetsAt(new Date(now + 31 * 86_400_000).toISOString(), now)).toBe(now + 31 * 86_400_000);
+    expect(parseResetsAt(new Date(now + 40 * 86_400_000).toISOString(), now)).toBeUndefined();
+    expect(parseResetsAt("soon", now)).toBeUndefined();
   });
 });

@@ -44,6 +44,14 @@ describe("the retry plan is a value: { retry, waitMs } for each outcome", () => 
     expect(plan.after(tooBig, { keyId: "k_b", account: "user_B" }, now)).toEqual({ retry: false, waitMs: 0 });
   });
 
+  test.each(["key-limit", "workspace-budget", "guardrail-budget"] as const)("a spending cap (%s) rules out that key only, and another key of the same account may serve at once", (cause) => {
+    const plan = new RetryPlan("x/y", BACKOFF_MS);
+    expect(plan.after({ kind: "payment", cause, until: now + 3_600_000, source: "resets_at", status: 403 }, lease, now)).toEqual({ retry: true, waitMs: 0 });
+    const options = plan.options(undefined);
+    expect([...(options.exclude ?? [])]).toEqual(["k_a"]);
+    expect(options.excludeAccounts).toBeUndefined();
+  });
+
   test("what a decision rules out reaches the next acquire: the key, the account, or only a preference", () => {
     const plan = new RetryPlan("x/y", BACKOFF_MS);
     plan.after({ kind: "key-failure", reason: "401" }, { keyId: "k_bad", account: "user_A" }, now);

@@ -11,6 +11,7 @@
  */
 import { ProxyError } from "../domain/errors.ts";
 import { hashClientKey } from "./client-key.ts";
+import { modelNamesIn } from "./model-globs.ts";
 import type { ClientDirectory, LiveClient } from "./client-directory.ts";
 import { hasLimits, type SharedClientCounters } from "./shared-counters.ts";
 import { refusalFor, type Refusal } from "./usage-windows.ts";
@@ -19,17 +20,18 @@ export interface ClientGate {
   /** True once callers need a client key (a client exists, or only client keys guard a public HOST). */
   inUse(): boolean;
   /**
-   * The client whose key `token` is; "unknown" when none is (then only a PROXY_API_KEYS entry may
-   * pass); "off" when no client keys exist and none are required (the proxy behaves as before:
+   * The client whose key is among `tokens` (the keys a request presents, http/bearer.ts; the first
+   * that is a client's wins); "unknown" when none is (then only a PROXY_API_KEYS entry may pass);
+   * "off" when no client keys exist and none are required (the proxy behaves as before:
    * PROXY_API_KEYS if set, else open). An expired key throws 401 `invalid_api_key`.
    */
-  identify(token: string | undefined): LiveClient | "unknown" | "off";
+  identify(tokens: readonly string[]): LiveClient | "unknown" | "off";
   /**
    * Checks the request's model(s) and the client's limits, and counts it; returns the client's
    * name for the request record. Throws (or rejects with) 403 `model_not_allowed` or 429. A
    * promise only for a client with limits when counters are shared (one atomic Redis call).
    */
-  admit(client: LiveClient, request: { method: string; model?: string | undefined; models?: unknown }): string | Promise<string>;
+  admit(client: LiveClient, request: { method: string; model?: string | undefined; models?: readonly string[] | undefined }): string | Promise<string>;
 }
 
 export interface ClientGateOptions {
@@ -45,7 +47,7 @@ export interface ClientGateOptions {
 
 /** 401 for a bearer that is no client's key (and no PROXY_API_KEYS entry). */
 export const unknownClientKey = () =>
-  new ProxyError(401, "this proxy needs a client key: send Authorization: Bearer sk-orp-… (its admin makes one with `openrouter-proxy add-client NAME`)", {
+  new ProxyError(401, "this proxy needs a client key: send Authorization: Bearer sk-orp-… or x-api-key: sk-orp-… (its admin makes one with `openrouter-proxy add-client NAME`)", {
     type: "authentication_error",
     code: "invalid_api_key",
   });
@@ -57,9 +59,10 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
   };
   return {
     inUse: () => directory.size > 0 || requireClientKey,
-    identify(token) {
+    identify(tokens) {
       if (directory.size === 0 && !requireClientKey) return "off";
-      const client = token === undefined ? undefined : directory.byKeyHash(hashClientKey(token));
+      let client: LiveClient | undefined;
+      for (const token of tokens) if ((client = directory.byKeyHash(hashClientKey(token)))) break;
       if (client) {
         const { expires, name } = client.record;
         if (expires !== undefined && expires <= now()) {
@@ -106,24 +109,19 @@ function limitError(name: string, refusal: Refusal, at: number): ProxyError {
 }
 
 /**
- * The refusal, if any: the model and every fallback in `models` (OpenRouter routes to those too)
- * must be allowed. A request that names no model at all is refused unless it is a GET or HEAD:
- * OpenRouter would pick the account's default model, which the patterns never approved.
+ * The refusal, if any: the model and every other model the body names (request-body.ts: the
+ * fallbacks OpenRouter routes to, a preset) must be allowed, a preset by name (`modelNamesIn`).
+ * A request that names no model at all is refused unless it is a GET or HEAD: OpenRouter would
+ * pick the account's default model, which the patterns never approved.
  */
-function checkModels(name: string, patterns: readonly string[], allows: (model: string) => boolean, method: string, model: string | undefined, models: unknown): ProxyError | undefined {
-  const named: unknown[] = [];
-  if (model !== undefined) named.push(model);
-  if (models !== undefined) {
-    if (!Array.isArray(models)) return notAllowed(name, patterns, "`models` must be a list of model names");
-    named.push(...models);
-  }
-  if (named.length === 0) {
+function checkModels(name: string, patterns: readonly string[], allows: (model: string) => boolean, method: string, model: string | undefined, models: readonly string[] | undefined): ProxyError | undefined {
+  if (model === undefined && (models === undefined || models.length === 0)) {
     if (method === "GET" || method === "HEAD") return undefined; // listings and lookups spend nothing
     return notAllowed(name, patterns, "the request names no model");
   }
-  for (const each of named) {
-    if (typeof each !== "string" || !allows(each)) {
-      return notAllowed(name, patterns, `${typeof each === "string" ? JSON.stringify(each.slice(0, 200)) : "a model that is not a string"} is not among them`);
+  for (const each of model === undefined ? (models ?? []) : [model, ...(models ?? [])]) {
+    for (const named of modelNamesIn(each)) {
+      if (!allows(named)) return notAllowed(name, patterns, `${JSON.stringify(named.slice(0, 200))} is not among them`);
     }
   }
   return undefined;

@@ -30,3 +30,14 @@ export function compileModelPatterns(patterns: readonly string[]): ModelMatcher 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 }
+
+/**
+ * The names one model string stands for, each of which a client's patterns must allow: a preset
+ * can choose the model itself (https://openrouter.ai/docs/guides/features/presets), so
+ * `openai/gpt-4o@preset/slug` is both `openai/gpt-4o` and `@preset/slug`, and a preset is let
+ * through only by a pattern that spells it (`@preset/slug`, `@preset/*`).
+ */
+export function modelNamesIn(model: string): string[] {
+  const at = model.indexOf("@preset/");
+  return at <= 0 ? [model] : [model.slice(0, at), model.slice(at)];
+}

@@ -8,15 +8,24 @@ import type { RestCause, RestClass } from "./model-class.ts";
 /** Where a reset time came from: a rate-limit header, the error body, Retry-After, or the default wait. */
 export type ResetSource = "header" | "body" | "retry-after" | "default";
 
-export type PaymentCause = "in-flight" | "request-too-big" | "key-limit" | "credits" | "negative-balance";
+export type PaymentCause = "in-flight" | "request-too-big" | SpendingCap | "credits" | "negative-balance";
 
-/** A 402, by cause (upstream/payment-causes.ts decides which). */
+/** A budget OpenRouter enforces on one key (its own cap, its workspace's budget, a guardrail's): it rests, it is not broken. */
+export type SpendingCap = "key-limit" | "workspace-budget" | "guardrail-budget";
+export const spendingCaps: ReadonlySet<string> = new Set<SpendingCap>(["key-limit", "workspace-budget", "guardrail-budget"]);
+
+/** A 402 (or a 403 on a spending cap), by cause (upstream/payment-causes.ts decides which). */
 export interface PaymentOutcome {
   kind: "payment";
   cause: PaymentCause;
-  /** For in-flight: when the announced wait ends (Retry-After), if one was announced. */
+  /**
+   * In flight: when the announced wait ends (Retry-After). A spending cap: when it resets
+   * (`resets_at`). Absent when the answer announced none.
+   */
   until?: number;
-  source?: "retry-after";
+  source?: "retry-after" | "resets_at";
+  /** The status the answer came with (402, or 403 for a cap). */
+  status?: number;
   message?: string;
 }
 

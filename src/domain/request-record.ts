@@ -4,12 +4,15 @@
  * page (src/observe, src/http) read it. A leaf, so readers need not import the request path.
  */
 
-/** Token usage as the upstream reported it (the usage tap reads it from the answer's end). */
+/** Token usage as the upstream reported it, in one shape whatever the API (upstream/usage-shapes.ts). */
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Of the prompt's tokens, those read from the provider's cache. */
   cachedTokens?: number;
+  /** Of the prompt's tokens, those written to the provider's cache (Anthropic, some chat providers). */
+  cacheWriteTokens?: number;
   reasoningTokens?: number;
   /** USD, as OpenRouter reports it. */
   cost?: number;

@@ -8,21 +8,28 @@ export function secretEquals(given: string, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected));
 }
 
-/** The token from `Authorization: Bearer …` (or an Anthropic-style `x-api-key`), if any. */
-export function bearerToken(headers: Headers): string | undefined {
+/**
+ * The keys a request presents: `Authorization: Bearer …` (OpenAI's clients) and `x-api-key`
+ * (Anthropic's SDK, Claude Code). Some clients send both, one of them a placeholder, so each is
+ * a candidate; at most two, the bearer first.
+ */
+export function presentedKeys(headers: Headers): string[] {
+  const keys: string[] = [];
   const authorization = headers.get("authorization");
   if (authorization) {
-    const match = /^Bearer\s+(.+)$/i.exec(authorization.trim());
-    return match?.[1]?.trim();
+    const bearer = /^Bearer\s+(.+)$/i.exec(authorization.trim())?.[1]?.trim();
+    if (bearer) keys.push(bearer);
   }
-  return headers.get("x-api-key")?.trim() || undefined;
+  const apiKey = headers.get("x-api-key")?.trim();
+  if (apiKey && apiKey !== keys[0]) keys.push(apiKey);
+  return keys;
 }
 
-/** True when the request carries one of `accepted`; every candidate is compared, found or not. */
+/** True when the request presents one of `accepted`; every candidate is compared, found or not. */
 export function carriesOneOf(headers: Headers, accepted: readonly string[]): boolean {
-  const token = bearerToken(headers);
-  if (token === undefined) return false;
   let found = false;
-  for (const candidate of accepted) found = secretEquals(token, candidate) || found;
+  for (const token of presentedKeys(headers)) {
+    for (const candidate of accepted) found = secretEquals(token, candidate) || found;
+  }
   return found;
 }

@@ -9,7 +9,7 @@
 import { unknownClientKey, type ClientGate } from "../clients/client-gate.ts";
 import { ProxyError, renderError } from "../domain/errors.ts";
 import type { ProxyRequest } from "../upstream/forward.ts";
-import { bearerToken, carriesOneOf } from "./bearer.ts";
+import { carriesOneOf, presentedKeys } from "./bearer.ts";
 import { isPrivateEndpoint, PRIVATE_ENDPOINTS } from "./private-endpoints.ts";
 import { readCheckedBody, type BodyLimits } from "./request-body.ts";
 import { requestIdFor } from "./request-id.ts";
@@ -73,10 +73,10 @@ export function createProxyHandler({ forward, limits, isStopping = () => false, 
         });
       }
       // With client keys in use, a client's key or (unlimited) a PROXY_API_KEYS entry; else as before.
-      const caller = clients?.inUse() ? clients.identify(bearerToken(raw.headers)) : "off";
+      const caller = clients?.inUse() ? clients.identify(presentedKeys(raw.headers)) : "off";
       if (caller === "unknown" && !(requireKey && carriesOneOf(raw.headers, proxyApiKeys))) throw unknownClientKey();
       if (caller === "off" && requireKey && !carriesOneOf(raw.headers, proxyApiKeys)) {
-        throw new ProxyError(401, "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS>", {
+        throw new ProxyError(401, "this proxy needs an API key: send Authorization: Bearer <one of PROXY_API_KEYS> (or x-api-key: <it>)", {
           type: "authentication_error",
           code: "invalid_api_key",
         });

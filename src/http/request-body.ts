@@ -53,13 +53,66 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
     });
   }
   // The one parse of the body: what routing needs is read here, the bytes go upstream as they came.
-  const fields = parsed as { model?: unknown; stream?: unknown; models?: unknown; session_id?: unknown; prompt_cache_key?: unknown; user?: unknown };
+  const fields = parsed as BodyFields;
   request.body = bytes;
-  request.model = typeof fields.model === "string" ? fields.model : undefined;
-  request.models = fields.models;
+  request.model = modelOf(fields.model);
+  request.models = otherModelsOf(fields);
   request.stream = fields.stream === true;
   request.session = sessionFromBody(fields);
   return request;
+}
+
+interface BodyFields {
+  model?: unknown;
+  models?: unknown;
+  fallbacks?: unknown;
+  preset?: unknown;
+  stream?: unknown;
+  session_id?: unknown;
+  prompt_cache_key?: unknown;
+  user?: unknown;
+}
+
+/**
+ * `model`, when present, is a string. Anything else is refused rather than passed on: the
+ * upstream might read a model out of it (`["openai/gpt-4o"]`, `{"id": …}`) that no check saw.
+ */
+function modelOf(model: unknown): string | undefined {
+  if (model === undefined || typeof model === "string") return model;
+  throw invalidModel(`\`model\` must be a string, like "openai/gpt-4o" (got ${kindOf(model)})`);
+}
+
+/**
+ * Every other model the body names, which OpenRouter may route to: the fallback list `models`,
+ * the Messages API's `fallbacks` (`[{"model": …}]`), and a `preset` (it can pick the model; named
+ * as it is written in `model`, `@preset/<slug>`). Each must be a string, for the same reason as
+ * `model`. Undefined when there are none.
+ */
+function otherModelsOf({ models, fallbacks, preset }: BodyFields): string[] | undefined {
+  let names: string[] | undefined;
+  if (models !== undefined) {
+    if (!Array.isArray(models) || !models.every((each) => typeof each === "string")) throw invalidModel("`models` must be a list of model names (strings)");
+    names = [...(models as string[])];
+  }
+  if (fallbacks !== undefined) {
+    if (!Array.isArray(fallbacks)) throw invalidModel('`fallbacks` must be a list like [{"model": "anthropic/claude-sonnet-4.5"}]');
+    for (const fallback of fallbacks) {
+      const model = fallback !== null && typeof fallback === "object" ? (fallback as { model?: unknown }).model : undefined;
+      if (typeof model !== "string") throw invalidModel('each of `fallbacks` must be {"model": "<a model name>"}');
+      (names ??= []).push(model);
+    }
+  }
+  if (preset !== undefined) {
+    if (typeof preset !== "string") throw invalidModel("`preset` must be a preset's name (a string)");
+    (names ??= []).push(`@preset/${preset}`);
+  }
+  return names;
+}
+
+const kindOf = (value: unknown) => (value === null ? "null" : Array.isArray(value) ? "a list" : `a ${typeof value}`);
+
+function invalidModel(message: string): ProxyError {
+  return new ProxyError(400, message, { type: "invalid_request_error", code: "invalid_body" });
 }
 
 /**

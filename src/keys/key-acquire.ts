@@ -2,7 +2,7 @@
  * Choosing a key for a request: every key's status (key-status.ts, the one answer the views give
  * too) decides which keys could serve it, ROTATION (rotation.ts) picks one of them. When none can,
  * the result says why in terms the error message needs: all cooling, the free budget used up,
- * out of credits, all disabled, or all tried.
+ * out of credits, over a spending cap, all disabled, or all tried.
  */
 import { classOfModel } from "../domain/model-class.ts";
 import { accountIdOf } from "./account-state.ts";
@@ -26,6 +26,8 @@ export type AcquireResult =
   | { ok: false; reason: "all-cooling"; cooling: number; nextAvailableAt: number; resetKnown: boolean; total: number }
   /** Every key left rests until its account has credits again (no known time). */
   | { ok: false; reason: "out-of-credits"; accounts: number; total: number }
+  /** Every key left rests on a spending cap (its own, its workspace's, a guardrail's) until `resetAt`. */
+  | { ok: false; reason: "over-budget"; keys: number; resetAt: number; resetKnown: boolean; total: number }
   /** Free-model request, and every account's known daily free-model budget is used up. */
   | { ok: false; reason: "free-budget-exhausted"; accounts: number; resetAt: number; total: number };
 
@@ -94,6 +96,7 @@ function survey(core: PoolCore, { exclude, avoid, excludeAccounts, model }: Acqu
   let cooling = 0;
   let budget = 0;
   let unpaid = 0;
+  let capped = 0;
   let blockedAccounts: Set<string> | undefined;
   for (const key of keys) {
     const status = keyStatus(key, accounts, at);
@@ -114,12 +117,13 @@ function survey(core: PoolCore, { exclude, avoid, excludeAccounts, model }: Acqu
     if (block) {
       cooling++;
       if (block.why === "budget") budget++;
+      if (block.why === "cap") capped++;
       if (block.why === "unpaid") unpaid++;
       else {
         nextAt = Math.min(nextAt, block.until);
         if (block.known) nextKnownAt = Math.min(nextKnownAt, block.until);
       }
-      if (block.why !== "rest") (blockedAccounts ??= new Set()).add(accountIdOf(key));
+      if (block.why !== "rest" && block.why !== "cap") (blockedAccounts ??= new Set()).add(accountIdOf(key));
       continue;
     }
     if (modelClass === "free" && core.pending.size > 0 && core.pending.has(key.id)) {
@@ -141,6 +145,7 @@ function survey(core: PoolCore, { exclude, avoid, excludeAccounts, model }: Acqu
     const accountCount = blockedAccounts?.size ?? 0;
     if (budget === cooling) return { ok: false, reason: "free-budget-exhausted", accounts: accountCount, resetAt: nextAt, total: keys.length };
     if (unpaid === cooling) return { ok: false, reason: "out-of-credits", accounts: accountCount, total: keys.length };
+    if (capped === cooling) return { ok: false, reason: "over-budget", keys: capped, resetAt: nextAt, resetKnown: nextKnownAt === nextAt, total: keys.length };
     return { ok: false, reason: "all-cooling", cooling, nextAvailableAt: nextAt, resetKnown: nextKnownAt === nextAt, total: keys.length };
   }
   return candidates;

@@ -7,6 +7,7 @@
  * counts; its end is computed from `now`, never stored on read (so asking the pool's outlook changes nothing).
  */
 import { classOfModel, type ModelClass } from "../domain/model-class.ts";
+import { spendingCaps } from "../domain/outcome.ts";
 import { nextUtcMidnight, utcDay } from "../domain/time-text.ts";
 import { accountIdOf, type AccountRest, type AccountState } from "./account-state.ts";
 import type { KeyRecord } from "./schema.ts";
@@ -31,6 +32,10 @@ export interface Hold {
   budget: boolean;
   /** Only a privacy 404 says no (its latest end; 0 when none): such a key is tried last, never refused. */
   soft: number;
+  /** Only spending caps (a key's, a workspace's, a guardrail's budget) give it a known end: the key is over budget. */
+  capped: boolean;
+  /** A rest with a known end that is not a spending cap is among them. */
+  uncapped: boolean;
   /** The rests behind it, for people. */
   rests: AccountRest[];
 }
@@ -52,15 +57,19 @@ export type KeyStatus =
 
 const ACTIVE: KeyStatus = Object.freeze({ state: "active" });
 
-const emptyHold = (): Hold => ({ until: 0, known: false, unpaid: false, budget: false, soft: 0, rests: [] });
+const emptyHold = (): Hold => ({ until: 0, known: false, unpaid: false, budget: false, soft: 0, capped: false, uncapped: false, rests: [] });
 
 function addTo(hold: Hold, rest: AccountRest): void {
   hold.rests.push(rest);
   if (rest.untilCleared) hold.unpaid = true;
   else if (rest.cause === "privacy") hold.soft = Math.max(hold.soft, rest.until);
-  else if (rest.until >= hold.until) {
-    hold.known = rest.source !== "default";
-    hold.until = rest.until;
+  else {
+    if (rest.cause !== undefined && spendingCaps.has(rest.cause)) hold.capped = true;
+    else hold.uncapped = true;
+    if (rest.until >= hold.until) {
+      hold.known = rest.source !== "default";
+      hold.until = rest.until;
+    }
   }
 }
 
@@ -113,12 +122,14 @@ function holdsOf(key: KeyRecord, account: AccountState, now: number): Holds | un
 /**
  * Why a key whose status is not disabled or cooling cannot take a request for `model` now.
  * `budget`: the known daily free-model limit is used up (until 00:00 UTC); `unpaid`: it rests until
- * credits come back (no known time); `rest`: anything else with a known end; `soft`: only a privacy
+ * credits come back (no known time); `rest`: anything else with a known end (`cap` when each such
+ * rest is a spending cap); `soft`: only a privacy
  * 404 says no: used when nothing else is left.
  */
 export interface Block {
   until: number;
-  why: "rest" | "budget" | "unpaid" | "soft";
+  /** `cap`: a rest with a known end, and every such rest is a spending cap (the key is over budget). */
+  why: "rest" | "cap" | "budget" | "unpaid" | "soft";
   /** The end was announced (a reset, Retry-After, 00:00 UTC), not the proxy's default guess. */
   known: boolean;
 }
@@ -137,7 +148,10 @@ export function blockFor(status: KeyStatus, model: string | undefined, modelClas
   if (ofClass?.budget) return { until: Math.max(until, nextUtcMidnight(now)), why: "budget", known: true };
   // Waiting on credits outweighs a rest with a known end: that end would not bring the key back.
   if (ofClass?.unpaid || ofModel?.unpaid) return { until: Infinity, why: "unpaid", known: false };
-  if (until > 0) return { until, why: "rest", known: (classUntil === until && ofClass?.known === true) || (modelUntil === until && ofModel?.known === true) };
+  if (until > 0) {
+    const capped = modelUntil === 0 && ofClass?.capped === true && !ofClass.uncapped;
+    return { until, why: capped ? "cap" : "rest", known: (classUntil === until && ofClass?.known === true) || (modelUntil === until && ofModel?.known === true) };
+  }
   const soft = Math.max(ofClass?.soft ?? 0, ofModel?.soft ?? 0);
   if (soft > 0) return { until: soft, why: "soft", known: false };
   return undefined;

@@ -6,7 +6,7 @@
 import type { Outcome, PaymentOutcome } from "../domain/outcome.ts";
 import { utcDayOf, type AccountRest } from "./account-state.ts";
 import type { StateChange } from "./pool-state.ts";
-import { nextLimitReset, restTarget } from "./rest-rules.ts";
+import { nextLimitReset, restTarget, UNKNOWN_KEY_LIMIT_REST_MS } from "./rest-rules.ts";
 import type { KeyRecord } from "./schema.ts";
 
 /** A rest that lasts until credits are seen again is written with this horizon (the file needs a time). */
@@ -32,7 +32,7 @@ export function rateLimitChanges(account: string, outcome: RateLimited, at: numb
 
 /** Rests what a 402 names, and only that; none when nothing rests (the request's own, or no known wait). */
 export function paymentChanges(account: string, key: KeyRecord, outcome: PaymentOutcome, at: number): StateChange[] {
-  const reason = outcome.message ?? `upstream answered 402 (${outcome.cause})`;
+  const reason = outcome.message ?? `upstream answered ${outcome.status ?? 402} (${outcome.cause})`;
   switch (outcome.cause) {
     case "request-too-big":
       return [];
@@ -40,9 +40,20 @@ export function paymentChanges(account: string, key: KeyRecord, outcome: Payment
       // Temporary: the account's paid models wait out the announced time, never longer.
       if (outcome.until === undefined) return [];
       return [{ kind: "account-rest", account, modelClass: "paid", until: outcome.until, source: "retry-after", reason, cause: "in-flight" }];
-    case "key-limit": {
-      const reset = nextLimitReset(key.keyLimit?.reset, at);
-      return [{ kind: "account-rest", account, keyId: key.id, modelClass: "paid", until: reset.until, source: reset.source, reason, cause: "key-limit" }];
+    case "key-limit":
+    case "workspace-budget":
+    case "guardrail-budget": {
+      // Until the announced resets_at; a key's own cap without one resets by its GET /key limit_reset.
+      // A workspace's budget holds every key of the workspace, but the proxy does not learn which
+      // keys share one (GET /key does not say): the key that met it rests, and each other key of
+      // the workspace rests when it meets it too (docs/openrouter.md, "402 and 403 by cause").
+      const reset =
+        outcome.until !== undefined
+          ? { until: outcome.until, source: "resets_at" }
+          : outcome.cause === "key-limit"
+            ? nextLimitReset(key.keyLimit?.reset, at)
+            : { until: at + UNKNOWN_KEY_LIMIT_REST_MS, source: "default" };
+      return [{ kind: "account-rest", account, keyId: key.id, modelClass: "paid", until: reset.until, source: reset.source, reason, cause: outcome.cause }];
     }
     case "credits":
     case "negative-balance":

@@ -29,8 +29,11 @@ export interface ProxyRequest {
   signal: AbortSignal;
   /** Read from the body for routing and logs; the body itself is sent as it came. */
   model: string | undefined;
-  /** OpenRouter's fallback list, as sent: a client limited to some models must be allowed each. */
-  models: unknown;
+  /**
+   * Every other model the body names (the fallback list `models`, `/messages`' `fallbacks`, a
+   * `preset` as `@preset/<slug>`): a client limited to some models must be allowed each.
+   */
+  models: readonly string[] | undefined;
   /** The body's `session_id`, `prompt_cache_key` or `user` (the first found), for session affinity. */
   session: string | undefined;
   stream: boolean;

@@ -34,13 +34,13 @@ export function answersItself(last: LastFailure): boolean {
  * the run asks the pool once more, for nothing but that answer (see RequestRun.run).
  */
 export function mayTellWhenKeysReturn(last: LastFailure | undefined): boolean {
-  return last?.kind === "response" && last.outcome.kind === "rate-limited" && !answersItself(last);
+  return last?.kind === "response" && (last.outcome.kind === "rate-limited" || last.outcome.kind === "payment") && !answersItself(last);
 }
 
 /** The pool's "no key" is the answer (rather than the upstream's last): only waiting helps. */
 export function onlyWaitingHelps(acquired: Exclude<AcquireResult, { ok: true }>, last: LastFailure | undefined): boolean {
   if (last && answersItself(last)) return false;
-  return !last || acquired.reason === "all-cooling" || acquired.reason === "free-budget-exhausted";
+  return !last || acquired.reason === "all-cooling" || acquired.reason === "free-budget-exhausted" || acquired.reason === "over-budget";
 }
 
 export function rateLimitMessage(last: LastFailure | undefined): string | undefined {

@@ -38,6 +38,17 @@ export function noKeyError(acquired: Exclude<AcquireResult, { ok: true }>, now: 
         `every account that could serve this request is out of credits (${acquired.accounts} account${acquired.accounts === 1 ? "" : "s"}): add credits on OpenRouter; the proxy sees them within 5 minutes, or at once after \`openrouter-proxy enable-key <id>\``,
         { type: "insufficient_quota", code: "all_accounts_out_of_credits" },
       );
+    case "over-budget": {
+      // A spending cap resets at a time OpenRouter names (resets_at, or the key's limit_reset): the
+      // Retry-After runs to the first; a reset the proxy only guessed gets none.
+      const seconds = Math.max(1, Math.ceil((acquired.resetAt - now) / 1000));
+      const first = new Date(acquired.resetAt).toISOString();
+      return new ProxyError(
+        402,
+        `every key that could serve this request is over a spending cap (${acquired.keys} key${acquired.keys === 1 ? "" : "s"}: its own limit, its workspace's budget or a guardrail's): the first resets at ${first} (in ${seconds} s)${acquired.resetKnown ? "" : ", a time the proxy chose because none was announced"}; raise the cap on OpenRouter and run \`openrouter-proxy enable-key <id>\` to use it sooner`,
+        { type: "insufficient_quota", code: "all_keys_over_budget", headers: acquired.resetKnown ? { "retry-after": String(seconds) } : {} },
+      );
+    }
     case "all-cooling": {
       const seconds = Math.max(1, Math.ceil((acquired.nextAvailableAt - now) / 1000));
       return new ProxyError(

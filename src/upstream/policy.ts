@@ -5,7 +5,8 @@ import { paymentOutcome } from "./payment-causes.ts";
 /**
  * What an upstream answer means for the key that carried it, decided from the status, the
  * headers and (for errors only) the small error body. Everything about rate-limit resets is
- * parsed here and nowhere else. Facts: docs/openrouter.md ("Limits belong to the account", "Errors").
+ * parsed here and nowhere else (a spending cap's `resets_at` too). Facts: docs/openrouter.md ("Limits
+ * belong to the account", "Errors", "402 and 403 by cause", "Availability").
  */
 
 /** How long a model rests on an account after a privacy 404: settings change rarely, people can clear it. */
@@ -25,8 +26,8 @@ type Verdict = "request-error" | "key-failure" | "upstream-error" | "rate-limite
 const statusVerdicts = new Map<number, Verdict>([
   [400, "request-error" /* bad parameters, unknown model, context too long */],
   [401, "key-failure" /* invalid, disabled or expired key */],
-  [402, "payment" /* by cause: in flight, this request, the key's cap, the account's credits */],
-  [403, "request-error" /* moderation or guardrail refusal; "Key limit exceeded" is handled below */],
+  [402, "payment" /* by cause: in flight, this request, a spending cap, the account's credits */],
+  [403, "request-error" /* moderation, guardrail or region refusal; a spending cap is money: below */],
   [404, "request-error" /* no such route or model */],
   [408, "upstream-error" /* Request Timeout */],
   [413, "request-error" /* Payload Too Large */],
@@ -50,6 +51,10 @@ export interface ErrorBodyFacts {
   userId?: string;
   /** `error.code`: a number or a string. */
   code?: number | string;
+  /** `resets_at` (ISO time) of a spending cap's 402/403: when the budget resets. */
+  resetsAt?: string;
+  /** `error.availability`: why a model could not be served, in OpenRouter's words. */
+  availability?: { code: string; retryAfter?: number };
 }
 
 /** Reads the few facts the policy needs from an upstream error body; tolerant of any shape. */
@@ -76,6 +81,9 @@ export function errorFactsOf(parsed: unknown): ErrorBodyFacts {
     }
   }
   const code = field(error, "code");
+  const availability = field(error, "availability");
+  const availabilityCode = text(field(availability, "code"));
+  const retryAfter = field(availability, "retry_after");
   return {
     message: text(message),
     metadataHeaders: Object.keys(metadataHeaders).length > 0 ? metadataHeaders : undefined,
@@ -84,6 +92,8 @@ export function errorFactsOf(parsed: unknown): ErrorBodyFacts {
     providerName: text(field(metadata, "provider_name")) || undefined,
     userId: text(field(parsed, "user_id") ?? field(metadata, "user_id")) || undefined,
     code: typeof code === "number" || typeof code === "string" ? code : undefined,
+    resetsAt: text(field(metadata, "resets_at") ?? field(error, "resets_at")),
+    availability: availabilityCode === undefined ? undefined : { code: availabilityCode, ...(typeof retryAfter === "number" ? { retryAfter } : {}) },
   };
 }
 
@@ -114,6 +124,16 @@ export function parseRetryAfter(raw: string | null | undefined, now: number): nu
   if (/^\d+(\.\d+)?$/.test(trimmed)) return plausible(now + Number(trimmed) * 1000, now);
   const date = Date.parse(trimmed);
   return Number.isNaN(date) ? undefined : plausible(date, now);
+}
+
+/** How far ahead a spending cap's `resets_at` is believed: a monthly budget resets within a month. */
+const MAX_BUDGET_RESET_AHEAD_MS = 32 * 86_400_000;
+
+/** A spending cap's `resets_at` (an ISO time) as an instant; undefined when absent, past or implausibly far. */
+export function parseResetsAt(raw: string | undefined, now: number): number | undefined {
+  if (raw === undefined) return undefined;
+  const until = Date.parse(raw);
+  return Number.isNaN(until) || until <= now || until - now > MAX_BUDGET_RESET_AHEAD_MS ? undefined : until;
 }
 
 function plausible(until: number, now: number): number | undefined {
@@ -158,26 +178,63 @@ export function classify({ status, headers, body = NO_FACTS, now, defaultCooldow
     }
     return { kind: "ok" };
   }
+  // OpenRouter's own word on why a model could not be served outranks the status and any message text.
+  const available = body.availability === undefined ? undefined : availabilityOutcome(body.availability, headers, body, now, model);
+  if (available !== undefined) return available;
   const verdict = statusVerdicts.get(status) ?? (status >= 500 ? "upstream-error" : "request-error");
   const quoted = body.message ? `: ${body.message}` : "";
   switch (verdict) {
     case "rate-limited":
       return rateLimit(headers, body, now, defaultCooldownMs, model);
     case "payment":
-      return paymentOutcome(body, parseRetryAfter(headers.get("retry-after"), now), model);
+      return paymentOutcome(status, body, announcedBy(headers, body, now), model) ?? { kind: "request-error" };
     case "key-failure":
       return { kind: "key-failure", reason: `upstream answered ${status}${quoted}` };
     case "upstream-error":
       return { kind: "upstream-error", reason: `upstream answered ${status}${quoted}` };
     case "request-error":
-      // OpenRouter has been seen answering 403 "Key limit exceeded": that one exhausts the key.
-      if (status === 403 && /key limit/i.test(body.message ?? "")) {
-        return { kind: "key-failure", reason: `upstream answered 403${quoted}` };
-      }
-      if (status === 404 && /no endpoints found matching your data policy/i.test(body.message ?? "")) {
-        return { kind: "privacy", model, until: now + PRIVACY_REST_MS, message: body.message || undefined };
-      }
+      // A spending cap may answer 403 as well as 402: money, never a fault of the request or the key.
+      if (status === 403) return paymentOutcome(status, body, announcedBy(headers, body, now), model) ?? { kind: "request-error" };
+      if (status === 404 && /no endpoints found matching your data policy/i.test(body.message ?? "")) return privacyRest(body.message, now, model);
       return { kind: "request-error" };
+  }
+}
+
+const announcedBy = (headers: Headers, body: ErrorBodyFacts, now: number) => ({
+  retryAfter: parseRetryAfter(headers.get("retry-after"), now),
+  resetsAt: parseResetsAt(body.resetsAt, now),
+});
+
+const privacyRest = (message: string | undefined, now: number, model: string | undefined): Outcome => ({ kind: "privacy", model, until: now + PRIVACY_REST_MS, message: message || undefined });
+
+/**
+ * `error.availability.code` (docs/openrouter.md, "Availability"): each code once, what it means.
+ * A code not listed says nothing the status and message do not: they decide.
+ */
+const availabilityVerdicts = new Map<string, "shared-capacity" | "privacy" | "request-error">([
+  ["capacity_exhausted", "shared-capacity" /* the model's capacity, for everyone: another key does not help */],
+  ["privacy_restricted", "privacy" /* this account's data policy excludes every provider: another account may serve */],
+  ["no_endpoints", "request-error" /* the model has no provider now: the same on every account */],
+  ["free_variant_ended", "request-error" /* the :free variant is gone */],
+  ["model_deprecated", "request-error"],
+  ["region_restricted", "request-error" /* where the request comes from, not which key */],
+]);
+
+function availabilityOutcome(availability: NonNullable<ErrorBodyFacts["availability"]>, headers: Headers, body: ErrorBodyFacts, now: number, model: string | undefined): Outcome | undefined {
+  const message = body.message || undefined;
+  switch (availabilityVerdicts.get(availability.code)) {
+    case "shared-capacity": {
+      // `retry_after` is in seconds; without it, the headers' reset as for any shared-capacity 429.
+      const announced = availability.retryAfter === undefined ? undefined : parseRetryAfter(String(availability.retryAfter), now);
+      const { until, source } = announced === undefined ? resetFrom(headers, body, now, SHARED_CAPACITY_WAIT_MS) : { until: announced, source: "body" as const };
+      return { kind: "shared-capacity", until, source, message };
+    }
+    case "privacy":
+      return privacyRest(message, now, model);
+    case "request-error":
+      return { kind: "request-error" };
+    case undefined:
+      return undefined;
   }
 }
 

@@ -11,6 +11,7 @@ import { ANSWER_HEAD_BYTES, declaredWithin, ERROR_HEAD_BYTES, joinChunks, readHe
 import { errorFactsOf, readErrorBody } from "./policy.ts";
 import { holdUntilCommit, statusOfCode } from "./stream-commit.ts";
 import { readJsonAnswerTail } from "./usage-tap.ts";
+import type { UsageShape } from "./usage-shapes.ts";
 import type { Usage } from "../domain/request-record.ts";
 
 export type Judged =
@@ -22,6 +23,8 @@ export type Judged =
 
 export interface JudgeContext {
   method: string;
+  /** Which API's answer this is, for its usage (usage-shapes.ts). */
+  usageShape: UsageShape;
   streamCommitMs: number;
   /** Takes credentials of OPENROUTER_BASE_URL out of a message. */
   redactUrl: (text: string) => string;
@@ -64,7 +67,7 @@ async function judgeWholeAnswer(body: NonNullable<Response["body"]>, response: R
     return brokeOff(attempt, response.status, "the upstream's answer", error, context);
   }
   const view = joinChunks(head.chunks);
-  const tail = head.complete ? readJsonAnswerTail(view) : undefined;
+  const tail = head.complete ? readJsonAnswerTail(view, context.usageShape) : undefined;
   if (head.complete) attempt.release();
   if (tail?.lateError !== undefined) {
     // A 200 that carries an error (OpenRouter does this): judged like the status it stands for.

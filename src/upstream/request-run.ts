@@ -31,6 +31,7 @@ import { BODY_LOG_LIMIT, bodyForLog, generationIdOf } from "./record-fields.ts";
 import type { AttemptRecord, RequestRecord } from "../domain/request-record.ts";
 import { RetryPlan } from "./retry-plan.ts";
 import { UsageTap } from "./usage-tap.ts";
+import { usageShapeOf, type UsageShape } from "./usage-shapes.ts";
 
 /** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
  * limit (`upstreamTimeoutMs`) takes its place. https://github.com/oven-sh/bun/issues/16682 */
@@ -51,6 +52,8 @@ export class RequestRun implements RelayEnds {
   private readonly record: RequestRecord;
   private readonly plan: RetryPlan;
   private readonly session: string | undefined;
+  /** Where the answer's usage is and what it is called (usage-shapes.ts). */
+  private readonly usageShape: UsageShape;
   private last: LastFailure | undefined;
   /** The commit point: set once an answer is handed to the client; from then on nothing is retried. */
   private committed = false;
@@ -65,6 +68,7 @@ export class RequestRun implements RelayEnds {
     this.plan = new RetryPlan(request.model, context.retryBackoffMs);
     this.record = newRequestRecord(request, context.now() - (performance.now() - this.started), context.logBodies);
     this.session = context.affinity?.sessionOf(request.session, request.headers);
+    this.usageShape = usageShapeOf(request.path);
   }
 
   async run(): Promise<Response> {
@@ -126,7 +130,7 @@ export class RequestRun implements RelayEnds {
     }
     // An upstream that echoes the Authorization it got must not hand the key to the client.
     redactHeaders(attempt.response.headers, secret);
-    return judgeAnswer(attempt.response, attempt, { method: request.method, streamCommitMs: this.context.streamCommitMs, redactUrl: this.context.redactUrl });
+    return judgeAnswer(attempt.response, attempt, { method: request.method, usageShape: this.usageShape, streamCommitMs: this.context.streamCommitMs, redactUrl: this.context.redactUrl });
   }
 
   /** The one failure path: classify once, report once, note once, decide the retry once. */
@@ -223,7 +227,7 @@ export class RequestRun implements RelayEnds {
 
   private relayed(attempt: Attempt, status: number, reader: ChunkReader, held: Uint8Array[], pending: Promise<ReadResult> | undefined, isStream: boolean): ReadableStream<Uint8Array> {
     // Encoded bytes say nothing readable: no usage tap for them.
-    const tap = attempt.encoded ? undefined : new UsageTap(this.context.logBodies ? BODY_LOG_LIMIT + 1 : 0);
+    const tap = attempt.encoded ? undefined : new UsageTap(this.usageShape, this.context.logBodies ? BODY_LOG_LIMIT + 1 : 0);
     this.relaying = { attempt, status, tap, isStream };
     return relay(reader, { upstream: attempt.controller, silence: attempt.silence, tap, held, pending, onEnd: this });
   }

@@ -7,7 +7,7 @@
  */
 import type { AcquireOptions } from "../keys/key-pool.ts";
 import { IN_FLIGHT_RETRY_WAIT_MS } from "./payment-causes.ts";
-import type { Outcome } from "../domain/outcome.ts";
+import { spendingCaps, type Outcome } from "../domain/outcome.ts";
 
 /** The one short wait before retrying a shared-capacity 429. */
 const SHARED_CAPACITY_BACKOFF_MS = 1000;
@@ -15,10 +15,12 @@ const SHARED_CAPACITY_BACKOFF_MS = 1000;
 /**
  * The upstream's last answer is the one to give when nothing else can serve, rather than a proxy
  * 429: a 402 or a privacy 404 (waiting does not help), and a 429 that announced no reset (a proxy
- * 429 would have to invent a Retry-After, and the client's SDK would sleep on that guess).
+ * 429 would have to invent a Retry-After, and the client's SDK would sleep on that guess). Not a
+ * spending cap: when every key rests on one, the proxy's own 402 says when the first resets.
  */
 export function answerStands(outcome: Outcome): boolean {
-  return outcome.kind === "payment" || outcome.kind === "privacy" || (outcome.kind === "rate-limited" && outcome.source === "default");
+  if (outcome.kind === "payment") return !spendingCaps.has(outcome.cause);
+  return outcome.kind === "privacy" || (outcome.kind === "rate-limited" && outcome.source === "default");
 }
 
 /** What to do after an answer that did not serve: try again (after `waitMs`), or stop and answer with it. */
@@ -118,7 +120,9 @@ export class RetryPlan {
             this.excludeAccount(account);
             return AT_ONCE;
           case "key-limit":
-            this.excludeKey(keyId);
+          case "workspace-budget":
+          case "guardrail-budget":
+            this.excludeKey(keyId); // that key rests: another key (of any account) may serve
             return AT_ONCE;
           case "credits":
           case "negative-balance":

@@ -10,8 +10,9 @@
 import type { ChunkReader, ReadResult } from "../domain/redact.ts";
 import type { SilenceWatch } from "./silence-watch.ts";
 import type { ErrorBodyFacts } from "./policy.ts";
-import { readErrorBody } from "./policy.ts";
+import { errorFactsOf } from "./policy.ts";
 import { SseScanner } from "./sse.ts";
+import { errorIn } from "./usage-shapes.ts";
 
 /** Most bytes held before the commit point; keep-alives and an error event are far smaller. */
 const HOLD_LIMIT_BYTES = 64 * 1024;
@@ -50,8 +51,8 @@ export async function holdUntilCommit(
       // Keep-alive comments are not events: the first data event decides.
       for (const data of scanner.push(next.value)) {
         if (data.startsWith("{") && data.includes('"error"')) {
-          const facts = readErrorBody(data);
-          if (facts.message !== undefined || facts.code !== undefined) return { kind: "error-event", held, status: statusOfCode(facts.code), facts };
+          const facts = errorEventFacts(data);
+          if (facts && (facts.message !== undefined || facts.code !== undefined)) return { kind: "error-event", held, status: statusOfCode(facts.code), facts };
         }
         return { kind: "commit", held };
       }
@@ -61,6 +62,24 @@ export async function holdUntilCommit(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The facts of an error event of any shape (usage-shapes.ts `errorIn`: a chat chunk's `error`,
+ * Anthropic's `event: error`, a Responses `error` or `response.failed` event); undefined for an
+ * event that carries none.
+ */
+function errorEventFacts(data: string): ErrorBodyFacts | undefined {
+  let event: unknown;
+  try {
+    event = JSON.parse(data);
+  } catch {
+    return undefined;
+  }
+  const error = errorIn(event);
+  if (error === undefined) return undefined;
+  if (event !== null && typeof event === "object" && (event as { error?: unknown }).error === error) return errorFactsOf(event);
+  return errorFactsOf({ error: typeof error === "string" ? { message: error } : error });
 }
 
 /** An error event's `code` as an HTTP status: a number is one; anything else counts as a 502. */

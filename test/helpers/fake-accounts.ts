@@ -11,10 +11,11 @@
  * - `GET /key` with `creator_user_id`, `free_model_daily_requests` and each key's own cap
  *   (`limit`, `limit_remaining`, `limit_reset`), answered from the state of the moment, so it
  *   changes as requests spend and as a test moves credits (`setCredits`);
- * - 402s by cause ("402 by cause" in docs/openrouter.md): `openrouter_credits` when
- *   the account cannot pay, `openrouter_key_limit` when a key's cap is spent, `weight_exceeds_budget`
- *   when `max_tokens` × `pricePerToken` is more than the account holds, a 402 on a free model when
- *   the balance is negative; `inFlightReply()` scripts the in-flight one;
+ * - 402s by cause ("402 and 403 by cause" in docs/openrouter.md): `openrouter_credits` when
+ *   the account cannot pay, `openrouter_key_limit` when a key's cap is spent (or the newer 403
+ *   "Budget limit exceeded" with `resets_at`), `weight_exceeds_budget` (or the bare message) when
+ *   `max_tokens` × `pricePerToken` is more than the account holds, a 402 on a free model when
+ *   the balance is negative; `inFlightReply()` and `budgetReply()` script the others;
  * - the privacy 404 for models an account's data policy excludes (`privacyExcludes`).
  * Only served requests count against the free limits. The clock is injected (`now`), so a
  * simulated day runs in seconds. `scriptOnce` answers chosen requests as a test says.
@@ -32,8 +33,17 @@ export interface FakeAccountSpec {
   credits?: number;
   /** Free-model requests already made today when the fake starts (another client's, say). */
   freeUsedToday?: number;
-  /** Keys with their own spending cap (USD), reset daily/weekly/monthly or never (null). */
-  keyLimits?: Record<string, { limit: number; reset: "daily" | "weekly" | "monthly" | null; used?: number }>;
+  /**
+   * Keys with their own spending cap (USD), reset daily/weekly/monthly or never (null). A spent cap
+   * answers 402 "Key limit exceeded" by default; `status: 403` answers OpenRouter's newer 403
+   * "Budget limit exceeded" with `resets_at` (`resetsAt`, epoch ms; absent: none sent).
+   */
+  keyLimits?: Record<string, { limit: number; reset: "daily" | "weekly" | "monthly" | null; used?: number; status?: 402 | 403; resetsAt?: number }>;
+  /**
+   * How this account answers a request too big for its credits: `labelled` (default) with
+   * `reason: weight_exceeds_budget`; `bare` as OpenRouter often does, with the message alone.
+   */
+  tooBigAnswer?: "labelled" | "bare";
   /** Models this account's privacy settings exclude: 404 "No endpoints found matching your data policy". */
   privacyExcludes?: string[];
 }
@@ -228,7 +238,12 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
     return Response.json({ error: { message, code: 402, ...metadata }, ...userId(account) }, { status: 402 });
   }
 
-  function keyLimitReply(account: Account): Response {
+  function keyLimitReply(account: Account, key: string): Response {
+    const cap = account.spec.keyLimits?.[key];
+    if (cap?.status === 403) {
+      const metadata = { limit_source: "openrouter_key_limit", scope: "key", limit_usd: cap.limit, spend_usd: keyUsed.get(key) ?? 0, ...(cap.resetsAt === undefined ? {} : { resets_at: new Date(cap.resetsAt).toISOString() }) };
+      return Response.json({ error: { message: "Budget limit exceeded", code: 403, metadata }, ...userId(account) }, { status: 403 });
+    }
     const message = "Key limit exceeded. Manage it using https://openrouter.ai/settings/keys";
     return Response.json({ error: { message, code: 402, metadata: { limit_source: "openrouter_key_limit" } }, ...userId(account) }, { status: 402 });
   }
@@ -236,6 +251,7 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
   function tooBigReply(account: Account, maxTokens: number): Response {
     const affordable = Math.floor(account.credits / pricePerToken);
     const message = `This request requires more credits, or fewer max_tokens. You requested up to ${maxTokens} tokens, but can only afford ${affordable}. To increase, visit https://openrouter.ai/settings/credits and add more credits`;
+    if (account.spec.tooBigAnswer === "bare") return Response.json({ error: { code: 402, message } }, { status: 402 });
     return Response.json(
       { error: { message, code: 402, metadata: { reason: "weight_exceeds_budget", limit_source: "openrouter_credits" } }, ...userId(account) },
       { status: 402 },
@@ -314,7 +330,7 @@ export function startFakeAccounts({ accounts: specs, now = Date.now, paidCost = 
     } else {
       if (account.credits < paidCost) return { response: creditsReply(account), kind: "credits" };
       const cap = account.spec.keyLimits?.[key];
-      if (cap && (keyUsed.get(key) ?? 0) + paidCost > cap.limit) return { response: keyLimitReply(account), kind: "key-limit" };
+      if (cap && (keyUsed.get(key) ?? 0) + paidCost > cap.limit) return { response: keyLimitReply(account, key), kind: "key-limit" };
       if (maxTokens !== undefined && maxTokens * pricePerToken > account.credits) return { response: tooBigReply(account, maxTokens), kind: "too-big" };
       account.credits -= paidCost;
       keyUsed.set(key, (keyUsed.get(key) ?? 0) + paidCost);
@@ -447,4 +463,13 @@ export function inFlightReply({ retryAfter, labelled = true }: { retryAfter?: nu
   const message = "This request would exceed your available credits given your current in-flight requests. Retry after in-flight requests settle, or add credits.";
   const metadata = labelled ? { metadata: { reason: "in_flight_budget_exhausted", limit_source: "openrouter_in_flight_budget" } } : {};
   return Response.json({ error: { message, code: 402, ...metadata } }, { status: 402, headers: retryAfter === undefined ? {} : { "Retry-After": String(retryAfter) } });
+}
+
+/**
+ * OpenRouter's 403 (or 402) on a spending cap: `limitSource` names whose (the key's own, its
+ * workspace's, a guardrail's), `resetsAt` (epoch ms) when it resets; no Retry-After.
+ */
+export function budgetReply({ limitSource, resetsAt, status = 403 }: { limitSource: string; resetsAt?: number; status?: 402 | 403 }): Response {
+  const metadata = { limit_source: limitSource, scope: limitSource === "openrouter_workspace_budget" ? "workspace" : "key", limit_usd: 10, spend_usd: 10.01, ...(resetsAt === undefined ? {} : { resets_at: new Date(resetsAt).toISOString() }) };
+  return Response.json({ error: { message: "Budget limit exceeded", code: status, metadata } }, { status });
 }
