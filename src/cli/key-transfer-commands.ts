@@ -1,5 +1,5 @@
 /**
- * `import-keys FILE` and `export-keys FILE` : moving a keys file into Redis and back.
+ * `import-keys FILE` and `export-keys FILE`: moving a keys file into Redis and back.
  * Both need REDIS_URL. Importing merges by key id: keys the file has and Redis has not are added
  * (as people's edits, published to every running instance); keys Redis already holds are left as
  * they are. Exporting writes Redis's key list into FILE in the keys-file format (mode 0600, the
