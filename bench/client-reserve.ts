@@ -9,7 +9,7 @@ import { addClient } from "../src/clients/client-admin.ts";
 import { createClientDirectory, type LiveClient } from "../src/clients/client-directory.ts";
 import { createClientGate } from "../src/clients/client-gate.ts";
 import { parseClientSettings } from "../src/clients/client-settings.ts";
-import { clientCounterKeys } from "../src/store/redis/client-counter-keys.ts";
+import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { createRedisClientCounters } from "../src/store/redis/client-counters.ts";
 import { createRedisConnection } from "../src/store/redis/connection.ts";
 import { startRedisServer } from "../test/helpers/redis-server.ts";
@@ -24,7 +24,7 @@ const record = (name: string, settings: Record<string, unknown>) => {
   return edit.client;
 };
 const directory = createClientDirectory(new Map([["limited", record("limited", { rpm: 1e9 })], ["open", record("open", {})]]));
-const counters = createRedisClientCounters({ connection, keys: clientCounterKeys("bench:"), directory, refreshMs: 60_000 });
+const counters = createRedisClientCounters({ connection, keys: redisKeys("bench:"), directory, refreshMs: 60_000 });
 const gate = createClientGate({ directory, shared: counters });
 const request = { method: "POST", model: "openai/gpt-4o-mini" };
 

@@ -10,7 +10,7 @@
 import { RedisClient } from "bun";
 import { loadavg } from "node:os";
 import { createRedisConnection } from "../src/store/redis/connection.ts";
-import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
+import { createCounterBatcher } from "../src/store/redis/change-writer.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { startRedisServer } from "../test/helpers/redis-server.ts";

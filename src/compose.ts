@@ -24,7 +24,7 @@ import { abortableSleep, createForwarder } from "./upstream/forward.ts";
 import { checkKey } from "./upstream/key-info.ts";
 import { createSessionAffinity } from "./upstream/session-affinity.ts";
 import { openRedisBackend, type RedisBackend } from "./store/redis/redis-backend.ts";
-import { openSharedClients } from "./store/redis/shared-clients.ts";
+import { openSharedClients } from "./store/redis/client-store.ts";
 
 export interface ProxyOverrides {
   fetch?: typeof fetch;
@@ -106,7 +106,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   }
   const store = overrides.store ?? redis?.store ?? createJsonFileStore({ path: config.KEYS_FILE, now });
   const loaded = redis ? await redis.initialLoad() : await store.load();
-  // With REDIS_URL the client keys and their counters are shared through Redis too (store/redis/shared-clients.ts).
+  // With REDIS_URL the client keys and their counters are shared through Redis too (store/redis/client-store.ts).
   const sharedClients = redis && config.REDIS_URL !== undefined
     ? await openSharedClients({ connection: redis.shared.connection, prefix: config.REDIS_PREFIX, url: config.REDIS_URL, keysFile: config.KEYS_FILE, now, events })
     : undefined;

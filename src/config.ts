@@ -86,7 +86,7 @@ const settings = {
   LOG_RETENTION_DAYS: { schema: integer(1, 3650).default(14), allowed: "an integer number of days from 1 to 3650" },
   LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error"]).default("info"), allowed: "one of debug, info, warn, error" },
   LOG_BODIES: { schema: boolean.default(false), allowed: "true or false" },
-  // Several instances (issue 14). The URL may carry a password: messages show it as displayUrl does.
+  // Several instances. The URL may carry a password: messages show it as displayUrl does.
   REDIS_URL: {
     schema: z
       .url({ protocol: /^(rediss?|redis\+unix)$/ })
@@ -95,7 +95,7 @@ const settings = {
     allowed: "a redis://host:port, rediss://host:port or redis+unix:///path/to/socket URL (unset: no Redis)",
   },
   REDIS_PREFIX: { schema: z.string().regex(/^[^\s]{1,64}$/).default("orp:"), allowed: "1 to 64 characters without spaces, e.g. orp:" },
-  // How long the instance doing account discovery for all keeps it after its last renewal (store/redis/discovery-lease.ts).
+  // How long the instance doing account discovery for all keeps it after its last renewal (store/redis/redis-backend.ts).
   REDIS_DISCOVERY_LEASE_SECONDS: { schema: seconds(0.3, 3600).default(60), allowed: "a number of seconds from 0.3 to 3600" },
   KEYS_ENCRYPTION_KEY: {
     schema: z

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { apply, type PoolMemory } from "../src/keys/changes.ts";
 import type { StateChange } from "../src/keys/pool-state.ts";
 import { newKeyRecord } from "../src/keys/schema.ts";
-import { openChangeChannel, type ChangeChannel } from "../src/store/redis/change-channel.ts";
+import { openChangeChannel, type ChangeChannel } from "../src/store/redis/shared-state.ts";
 import { createRedisConnection, type DegradedChange, type RedisConnection } from "../src/store/redis/connection.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { useRedisServer } from "./helpers/redis-suite.ts";

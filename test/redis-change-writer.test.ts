@@ -1,9 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import type { StateChange } from "../src/keys/pool-state.ts";
-import { openChangeChannel } from "../src/store/redis/change-channel.ts";
-import { createChangeWriter, type ChangeWriter } from "../src/store/redis/change-writer.ts";
+import { openChangeChannel } from "../src/store/redis/shared-state.ts";
+import { createChangeWriter, createCounterBatcher, type ChangeWriter } from "../src/store/redis/change-writer.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
-import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { readSharedSnapshot } from "../src/store/redis/shared-snapshot.ts";
@@ -50,7 +49,7 @@ async function startInstance(failureThreshold = 5): Promise<Instance> {
     connection,
     scripts,
     batcher: createCounterBatcher({ keys, instanceId }),
-    channel,
+    publish: channel.publish,
     failureThreshold,
     flushMs: 60_000, // flushed by the tests themselves
     onVerdict: (change) => verdicts.push(change),

@@ -11,7 +11,7 @@ import type { ClientRecord } from "../src/clients/client-schema.ts";
 import { parseClientSettings } from "../src/clients/client-settings.ts";
 import type { SharedClientCounters } from "../src/clients/shared-counters.ts";
 import { ProxyError } from "../src/domain/errors.ts";
-import { clientCounterKeys } from "../src/store/redis/client-counter-keys.ts";
+import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { createRedisClientCounters } from "../src/store/redis/client-counters.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
 import { hasRedis, useRedisServer } from "./helpers/redis-suite.ts";
@@ -22,7 +22,7 @@ const MINUTE_START = Math.floor(Date.now() / 60_000) * 60_000 + 5 * 60_000;
 const T = MINUTE_START + 10_000;
 const nextDay = (at: number) => Math.floor(at / 86_400_000) * 86_400_000 + 86_400_000;
 const nextMonth = (at: number) => Date.UTC(new Date(at).getUTCFullYear(), new Date(at).getUTCMonth() + 1, 1);
-const keys = clientCounterKeys("orp:");
+const keys = redisKeys("orp:");
 const { redis, cleanups } = useRedisServer({ optional: true });
 
 function clientRecord(name: string, settings: Record<string, unknown>): ClientRecord {
@@ -59,7 +59,7 @@ async function instance(records: ClientRecord[], now = () => T): Promise<Instanc
 }
 
 const request = { method: "POST", model: "openai/gpt-4o-mini" };
-const windowKey = (record: ClientRecord, kind: "minute" | "day" | "month") => keys.window(record.name, record.createdAt, kind, T);
+const windowKey = (record: ClientRecord, kind: "minute" | "day" | "month") => keys.clientWindow(record.name, record.createdAt, kind, T);
 
 async function outcome(admitted: string | Promise<string>): Promise<string> {
   try {

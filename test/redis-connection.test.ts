@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { createCircuitBreaker } from "../src/store/redis/circuit-breaker.ts";
+import { createCircuitBreaker } from "../src/store/redis/redis-client.ts";
 import { createRedisConnection, type DegradedChange, type RedisConnection, type RedisConnectionOptions } from "../src/store/redis/connection.ts";
 import { useRedisServer } from "./helpers/redis-suite.ts";
 

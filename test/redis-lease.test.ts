@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { createLease } from "../src/store/redis/lease.ts";
+import { createLease } from "../src/store/redis/redis-backend.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { useRedisServer } from "./helpers/redis-suite.ts";
 

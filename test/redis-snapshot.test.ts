@@ -3,7 +3,7 @@ import { apply, type PoolMemory } from "../src/keys/changes.ts";
 import { keyStatus } from "../src/keys/key-status.ts";
 import { newKeyRecord } from "../src/keys/schema.ts";
 import { createRedisConnection } from "../src/store/redis/connection.ts";
-import { createCounterBatcher } from "../src/store/redis/counter-batch.ts";
+import { createCounterBatcher } from "../src/store/redis/change-writer.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";
 import { readSharedSnapshot } from "../src/store/redis/shared-snapshot.ts";

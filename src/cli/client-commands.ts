@@ -5,23 +5,14 @@
  * standard output (so `KEY=$(openrouter-proxy add-client bob)` works); everything else goes to
  * standard error. Exit codes: 0 done, 1 the operation failed, 2 bad usage.
  */
-import type { Config } from "../config.ts";
 import { createJsonFileStore } from "../store/file/json-file-store.ts";
-import type { KeyStore } from "../store/ports.ts";
 import { addClient, removeClient, rotateClient, setClient, type ClientEdit, type ClientMap } from "../clients/client-admin.ts";
 import { newClientKey } from "../clients/client-key.ts";
 import { editClients } from "../store/client-edit.ts";
 import { clientsFromDocument } from "../clients/client-schema.ts";
 import { clientSettingNames, flagOf, parseClientSettings, type ClientSettings } from "../clients/client-settings.ts";
 import { clientRow, clientTableHeader, viewClient } from "../clients/client-view.ts";
-import type { CommandIO } from "./io.ts";
-
-export interface ClientCommandContext {
-  config: Config;
-  io: CommandIO;
-  store?: KeyStore;
-  now?: () => number;
-}
+import { printTable, type CommandContext, type CommandIO } from "./io.ts";
 
 type FlagKind = "value" | "switch";
 
@@ -35,38 +26,22 @@ const settingFlags: Record<string, FlagKind> = Object.fromEntries(
   ]),
 );
 
-export const clientCommandFlags: Record<string, Record<string, FlagKind>> = {
-  "add-client": Object.fromEntries(Object.entries(settingFlags).filter(([flag]) => !flag.startsWith("--no-"))),
-  "set-client": settingFlags,
-  "list-clients": { "--json": "switch" },
-  "remove-client": {},
-  "rotate-client": {},
+type Flags = ReadonlyMap<string, string | true>;
+
+/** Each client command's flags, and what it runs (`name` has been checked to be there, none for list-clients). */
+export const clientCommands: Record<string, { flags: Record<string, FlagKind>; run(context: CommandContext, name: string, flags: Flags): Promise<number> }> = {
+  "add-client": { flags: Object.fromEntries(Object.entries(settingFlags).filter(([flag]) => !flag.startsWith("--no-"))), run: addClientCommand },
+  "set-client": { flags: settingFlags, run: setClientCommand },
+  "list-clients": { flags: { "--json": "switch" }, run: (context, _name, flags) => listClientsCommand(context, flags.has("--json")) },
+  "remove-client": {
+    flags: {},
+    run: (context, name) => editCommand(context, "remove-client", (clients) => removeClient(clients, name), (edit) => `removed client ${edit.client.name}: its key stops working`),
+  },
+  "rotate-client": { flags: {}, run: rotateClientCommand },
 };
 
-export type ClientCommandName = keyof typeof clientCommandFlags;
-
-/** Runs one client command; `positional` has been checked to hold NAME (none for list-clients). */
-export function runClientCommand(command: string, context: ClientCommandContext, positional: string[], flags: ReadonlyMap<string, string | true>): Promise<number> {
-  const name = positional[0] ?? "";
-  switch (command) {
-    case "add-client":
-      return addClientCommand(context, name, flags);
-    case "set-client":
-      return setClientCommand(context, name, flags);
-    case "list-clients":
-      return listClientsCommand(context, { json: flags.has("--json") });
-    case "remove-client":
-      return editCommand(context, "remove-client", (clients) => removeClient(clients, name), (edit) => `removed client ${edit.client.name}: its key stops working`);
-    case "rotate-client":
-      return rotateClientCommand(context, name);
-    default:
-      context.io.err(`unknown client command ${command}`);
-      return Promise.resolve(2);
-  }
-}
-
 /** The flags as settings; `undefined` (after an error message) when a value is not acceptable. */
-function settingsFromFlags(io: CommandIO, command: string, flags: ReadonlyMap<string, string | true>): ClientSettings | undefined {
+function settingsFromFlags(io: CommandIO, command: string, flags: Flags): ClientSettings | undefined {
   const input: Record<string, unknown> = {};
   for (const name of clientSettingNames) {
     const flag = flagOf(name);
@@ -99,7 +74,7 @@ function describeSettings(settings: ClientSettings): string {
   return parts.length === 0 ? "no limits" : parts.join(", ");
 }
 
-async function addClientCommand(context: ClientCommandContext, name: string, flags: ReadonlyMap<string, string | true>): Promise<number> {
+async function addClientCommand(context: CommandContext, name: string, flags: Flags): Promise<number> {
   const settings = settingsFromFlags(context.io, "add-client", flags);
   if (!settings) return 2;
   const key = newClientKey();
@@ -114,7 +89,7 @@ async function addClientCommand(context: ClientCommandContext, name: string, fla
   return code;
 }
 
-async function setClientCommand(context: ClientCommandContext, name: string, flags: ReadonlyMap<string, string | true>): Promise<number> {
+async function setClientCommand(context: CommandContext, name: string, flags: Flags): Promise<number> {
   const settings = settingsFromFlags(context.io, "set-client", flags);
   if (!settings) return 2;
   if (Object.values(settings).every((value) => value === undefined)) {
@@ -129,7 +104,7 @@ function liftedOf(settings: ClientSettings): string {
   return lifted.length === 0 ? "" : `; lifted ${lifted.join(" ")}`;
 }
 
-async function rotateClientCommand(context: ClientCommandContext, name: string): Promise<number> {
+async function rotateClientCommand(context: CommandContext, name: string): Promise<number> {
   const key = newClientKey();
   const code = await editCommand(
     context,
@@ -142,7 +117,7 @@ async function rotateClientCommand(context: ClientCommandContext, name: string):
 }
 
 /** Runs `change` on the clients in the keys file, under the store's lock; prints the outcome. */
-async function editCommand(context: ClientCommandContext, command: string, change: (clients: ClientMap) => ClientEdit, done: (edit: Extract<ClientEdit, { ok: true }>) => string): Promise<number> {
+async function editCommand(context: CommandContext, command: string, change: (clients: ClientMap) => ClientEdit, done: (edit: Extract<ClientEdit, { ok: true }>) => string): Promise<number> {
   const store = context.store ?? createJsonFileStore({ path: context.config.KEYS_FILE });
   const outcome = await editClients(store, context.now ?? Date.now, change);
   if (outcome.kind === "store") {
@@ -162,7 +137,7 @@ async function editCommand(context: ClientCommandContext, command: string, chang
 }
 
 /** `list-clients [--json]`: limits and use, as the server last saved them. */
-export async function listClientsCommand(context: ClientCommandContext, { json }: { json: boolean }): Promise<number> {
+async function listClientsCommand(context: CommandContext, json: boolean): Promise<number> {
   const now = (context.now ?? Date.now)();
   const store = context.store ?? createJsonFileStore({ path: context.config.KEYS_FILE });
   const loaded = await store.load();
@@ -184,10 +159,6 @@ export async function listClientsCommand(context: ClientCommandContext, { json }
     context.io.out(`no clients in ${store.name}: add one with \`openrouter-proxy add-client NAME\``);
     return 0;
   }
-  const rows = views.map(clientRow);
-  const widths = clientTableHeader.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)));
-  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join("  ").trimEnd();
-  context.io.out(line(clientTableHeader));
-  for (const row of rows) context.io.out(line(row));
+  printTable(context.io, clientTableHeader, views.map(clientRow));
   return 0;
 }

@@ -1,4 +1,6 @@
 /** What a command may touch of the terminal: two output lines, stdin, and whether it is a TTY. */
+import type { Config } from "../config.ts";
+import type { KeyStore } from "../store/ports.ts";
 
 export interface CommandIO {
   out: (line: string) => void;
@@ -7,6 +9,23 @@ export interface CommandIO {
   readStdin?: () => Promise<string>;
   /** Asks on the terminal without echoing what is typed; undefined when stdin is not a terminal. */
   promptHidden?: (question: string) => Promise<string>;
+}
+
+/** What a subcommand runs with; `store` is Redis's when REDIS_URL is set, else KEYS_FILE. */
+export interface CommandContext {
+  config: Config;
+  io: CommandIO;
+  store?: KeyStore | undefined;
+  now?: () => number;
+  fetch?: typeof fetch;
+}
+
+/** Columns padded to their widest cell, two spaces apart. */
+export function printTable(io: CommandIO, header: readonly string[], rows: string[][]): void {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)));
+  const line = (cells: readonly string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join("  ").trimEnd();
+  io.out(line(header));
+  for (const row of rows) io.out(line(row));
 }
 
 export function processIO(): CommandIO {

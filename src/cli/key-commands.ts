@@ -4,7 +4,6 @@
  * the change up within a second and nothing either side writes is lost. Output shows ids and
  * masked keys only. Exit codes: 0 done, 1 the operation failed, 2 bad usage (main.ts).
  */
-import type { Config } from "../config.ts";
 import { factsOf } from "../keys/account-discovery.ts";
 import { createJsonFileStore } from "../store/file/json-file-store.ts";
 import { addKey, disableKey, enableKey, removeKey, setAccounts, type AddOutcome } from "../keys/key-admin.ts";
@@ -14,18 +13,10 @@ import type { KeyStore } from "../store/ports.ts";
 import { describeRest, describeStatus, echoInput, viewAccounts, viewKey, type KeyView } from "../keys/key-view.ts";
 import { checkKey } from "../upstream/key-info.ts";
 import type { KeyCheck } from "../domain/key-check.ts";
-import type { CommandIO } from "./io.ts";
-
-export interface KeyCommandContext {
-  config: Config;
-  io: CommandIO;
-  store?: KeyStore;
-  now?: () => number;
-  fetch?: typeof fetch;
-}
+import { printTable, type CommandContext } from "./io.ts";
 
 // The store writes with the command's clock: a rest it drops as over must be over for the servers too.
-const storeOf = ({ config, store, now }: KeyCommandContext) => store ?? createJsonFileStore({ path: config.KEYS_FILE, ...(now === undefined ? {} : { now }) });
+const storeOf = ({ config, store, now }: CommandContext) => store ?? createJsonFileStore({ path: config.KEYS_FILE, ...(now === undefined ? {} : { now }) });
 
 interface KeyInput {
   secret: string;
@@ -34,7 +25,7 @@ interface KeyInput {
 
 /** `add-key [KEY] [--label NAME] [--no-verify]` */
 export async function addKeyCommand(
-  context: KeyCommandContext,
+  context: CommandContext,
   { key, label, verify }: { key?: string; label?: string; verify: boolean },
 ): Promise<number> {
   const { io, config } = context;
@@ -119,7 +110,7 @@ export async function addKeyCommand(
 }
 
 /** `list-keys [--json]` */
-export async function listKeysCommand(context: KeyCommandContext, { json }: { json: boolean }): Promise<number> {
+export async function listKeysCommand(context: CommandContext, { json }: { json: boolean }): Promise<number> {
   const now = (context.now ?? Date.now)();
   const loaded = await storeOf(context).load();
   if (!loaded.ok) {
@@ -156,7 +147,7 @@ function listRow(view: KeyView): string[] {
 }
 
 /** `remove-key ID` */
-export async function removeKeyCommand(context: KeyCommandContext, id: string): Promise<number> {
+export async function removeKeyCommand(context: CommandContext, id: string): Promise<number> {
   let removed: string | undefined;
   const result = await storeOf(context).update((doc) => {
     const change = removeKey(doc, id);
@@ -167,7 +158,7 @@ export async function removeKeyCommand(context: KeyCommandContext, id: string): 
 }
 
 /** `enable-key ID`: clears disabled, failures and cooldown, and the account's rests that are not a known daily limit. */
-export async function enableKeyCommand(context: KeyCommandContext, id: string): Promise<number> {
+export async function enableKeyCommand(context: CommandContext, id: string): Promise<number> {
   const now = context.now ?? Date.now;
   let enabled: string | undefined;
   let cleared: string[] = [];
@@ -181,7 +172,7 @@ export async function enableKeyCommand(context: KeyCommandContext, id: string): 
   return report(context, result, enabled === undefined ? undefined : `enabled ${id} (${enabled}): failures and cooldown cleared${rests}`, id, "enable-key");
 }
 
-function report(context: KeyCommandContext, result: Awaited<ReturnType<KeyStore["update"]>>, done: string | undefined, id: string, command: string): number {
+function report(context: CommandContext, result: Awaited<ReturnType<KeyStore["update"]>>, done: string | undefined, id: string, command: string): number {
   if (!result.ok) {
     context.io.err(`${command}: ${result.message}; nothing was changed`);
     return 1;
@@ -196,7 +187,7 @@ function report(context: KeyCommandContext, result: Awaited<ReturnType<KeyStore[
 }
 
 /** `check-keys [--json]`: asks the upstream about every key, disables the ones it rejects. */
-export async function checkKeysCommand(context: KeyCommandContext, { json }: { json: boolean }): Promise<number> {
+export async function checkKeysCommand(context: CommandContext, { json }: { json: boolean }): Promise<number> {
   const { io, config } = context;
   const now = context.now ?? Date.now;
   const store = storeOf(context);
@@ -271,11 +262,4 @@ function checkJson(check: KeyCheck): Record<string, unknown> {
     case "unknown":
       return { result: "unknown", reason: check.reason };
   }
-}
-
-function printTable(io: CommandIO, header: string[], rows: string[][]): void {
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)));
-  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join("  ").trimEnd();
-  io.out(line(header));
-  for (const row of rows) io.out(line(row));
 }

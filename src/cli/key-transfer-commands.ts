@@ -1,30 +1,22 @@
 /**
- * `import-keys FILE` and `export-keys FILE` (issue 14): moving a keys file into Redis and back.
+ * `import-keys FILE` and `export-keys FILE`: moving a keys file into Redis and back.
  * Both need REDIS_URL. Importing merges by key id: keys the file has and Redis has not are added
  * (as people's edits, published to every running instance); keys Redis already holds are left as
  * they are. Exporting writes Redis's key list into FILE in the keys-file format (mode 0600, the
  * file's other sections kept); the runtime state stays in Redis.
  */
 import { chmod } from "node:fs/promises";
-import type { Config } from "../config.ts";
 import { createJsonFileStore } from "../store/file/json-file-store.ts";
-import type { KeyStore } from "../store/ports.ts";
 import type { KeyRecord } from "../keys/schema.ts";
-import type { CommandIO } from "./io.ts";
-
-export interface KeyTransferContext {
-  config: Config;
-  io: CommandIO;
-  /** The key list in Redis (store/redis/cli-store.ts); undefined without REDIS_URL. */
-  redis: KeyStore | undefined;
-}
+import type { CommandContext, CommandIO } from "./io.ts";
 
 const needsRedis = (io: CommandIO, command: string): number => {
   io.err(`openrouter-proxy: ${command} needs REDIS_URL (the Redis to move keys into or out of), e.g. REDIS_URL=redis://127.0.0.1:6379`);
   return 2;
 };
 
-export async function importKeysCommand({ io, redis }: KeyTransferContext, path: string): Promise<number> {
+/** `store` is the key list in Redis; undefined without REDIS_URL. */
+export async function importKeysCommand({ io, store: redis }: CommandContext, path: string): Promise<number> {
   if (!redis) return needsRedis(io, "import-keys");
   const file = await createJsonFileStore({ path }).load();
   if (!file.ok) {
@@ -51,7 +43,7 @@ export async function importKeysCommand({ io, redis }: KeyTransferContext, path:
   return 0;
 }
 
-export async function exportKeysCommand({ io, redis }: KeyTransferContext, path: string): Promise<number> {
+export async function exportKeysCommand({ io, store: redis }: CommandContext, path: string): Promise<number> {
   if (!redis) return needsRedis(io, "export-keys");
   const loaded = await redis.load();
   if (!loaded.ok) {

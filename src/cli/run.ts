@@ -3,13 +3,12 @@
  * only place that reads `process.env` or parses argv.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { processIO } from "./io.ts";
-import { clientCommandFlags, runClientCommand } from "./client-commands.ts";
-import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, removeKeyCommand, type KeyCommandContext } from "./key-commands.ts";
+import { processIO, type CommandContext } from "./io.ts";
+import { clientCommands } from "./client-commands.ts";
+import { addKeyCommand, checkKeysCommand, enableKeyCommand, listKeysCommand, removeKeyCommand } from "./key-commands.ts";
 import { serve } from "./serve.ts";
 import { exportKeysCommand, importKeysCommand } from "./key-transfer-commands.ts";
-import { redisCliStore } from "../store/redis/cli-store.ts";
-import { redisClientCliStore } from "../store/redis/client-cli-store.ts";
+import { redisCliStore, redisClientCliStore } from "../store/redis/cli-store.ts";
 import { commandHelp, usage, version } from "./usage.ts";
 import { loadConfig, parseDotenv, type Config, type EnvInput } from "../config.ts";
 // Errors below echo what was typed through echoInput: a key pasted as a command or an argument
@@ -34,19 +33,9 @@ interface CommandSpec {
   run: (config: Config, args: Parsed) => Promise<number>;
 }
 
-// With REDIS_URL every key subcommand works on the key list in Redis (store/redis/cli-store.ts).
-const keyContext = (config: Config): KeyCommandContext => ({
-  config,
-  io,
-  ...(config.REDIS_URL === undefined ? {} : { store: redisCliStore(config, config.REDIS_URL) }),
-});
-// With REDIS_URL every client subcommand works on the clients in Redis (store/redis/client-cli-store.ts).
-const clientContext = (config: Config) => ({
-  config,
-  io,
-  ...(config.REDIS_URL === undefined ? {} : { store: redisClientCliStore(config, config.REDIS_URL) }),
-});
-const transferContext = (config: Config) => ({ config, io, redis: config.REDIS_URL === undefined ? undefined : redisCliStore(config, config.REDIS_URL) });
+// With REDIS_URL every key and client subcommand works on Redis (store/redis/cli-store.ts).
+const keyContext = (config: Config): CommandContext => ({ config, io, store: config.REDIS_URL === undefined ? undefined : redisCliStore(config, config.REDIS_URL) });
+const clientContext = (config: Config): CommandContext => ({ config, io, store: config.REDIS_URL === undefined ? undefined : redisClientCliStore(config, config.REDIS_URL) });
 const flagValue = (args: Parsed, name: string) => {
   const value = args.flags.get(name);
   return typeof value === "string" ? value : undefined;
@@ -69,14 +58,14 @@ const commands: Record<string, CommandSpec> = {
   "list-keys": { flags: { "--json": "switch" }, positional: [0, 0], run: (config, args) => listKeysCommand(keyContext(config), { json: args.flags.has("--json") }) },
   "remove-key": { flags: {}, positional: [1, 1], run: (config, args) => removeKeyCommand(keyContext(config), args.positional[0] as string) },
   "enable-key": { flags: {}, positional: [1, 1], run: (config, args) => enableKeyCommand(keyContext(config), args.positional[0] as string) },
-  "import-keys": { flags: {}, positional: [1, 1], run: (config, args) => importKeysCommand(transferContext(config), args.positional[0] as string) },
-  "export-keys": { flags: {}, positional: [1, 1], run: (config, args) => exportKeysCommand(transferContext(config), args.positional[0] as string) },
+  "import-keys": { flags: {}, positional: [1, 1], run: (config, args) => importKeysCommand(keyContext(config), args.positional[0] as string) },
+  "export-keys": { flags: {}, positional: [1, 1], run: (config, args) => exportKeysCommand(keyContext(config), args.positional[0] as string) },
   "check-keys": { flags: { "--json": "switch" }, positional: [0, 0], run: (config, args) => checkKeysCommand(keyContext(config), { json: args.flags.has("--json") }) },
   // add-client, list-clients, set-client, remove-client, rotate-client (client-commands.ts)
   ...Object.fromEntries(
-    Object.entries(clientCommandFlags).map(([name, flags]): [string, CommandSpec] => [
+    Object.entries(clientCommands).map(([name, { flags, run }]): [string, CommandSpec] => [
       name,
-      { flags, positional: name === "list-clients" ? [0, 0] : [1, 1], run: (config, args) => runClientCommand(name, clientContext(config), args.positional, args.flags) },
+      { flags, positional: name === "list-clients" ? [0, 0] : [1, 1], run: (config, args) => run(clientContext(config), args.positional[0] ?? "", args.flags) },
     ]),
   ),
 };

@@ -37,7 +37,7 @@ export interface AccountRefresherOptions {
   /** When the keys found at startup were looked up (their first refresh is due an hour later). */
   startedAt?: number;
   /**
-   * With REDIS_URL: whether this instance holds the discovery lease (store/redis/discovery-lease.ts).
+   * With REDIS_URL: whether this instance holds the discovery lease (store/redis/redis-backend.ts).
    * Without it the hourly and daily refresh is left to the holder, and a key that appears is
    * looked up here only if the holder's facts have not arrived within `factsWaitMs`.
    */

@@ -1,5 +1,5 @@
 /**
- * Secrets at rest (issue 14): with `KEYS_ENCRYPTION_KEY` set (32 bytes, base64), pool keys are
+ * Secrets at rest: with `KEYS_ENCRYPTION_KEY` set (32 bytes, base64), pool keys are
  * stored AES-256-GCM encrypted, in Redis and in the keys file, as a self-describing string:
  *
  *   enc:v1:<iv, base64url>:<ciphertext and tag, base64url>

@@ -19,7 +19,7 @@ import type { Clients } from "../clients/clients.ts";
 import type { EventBus } from "../domain/events.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
 import { counterKinds, type StateChange } from "../keys/pool-state.ts";
-import type { KeyStore, StoreFailure, StoreLoad } from "./ports.ts";
+import type { KeyStore, StoreFailure } from "./ports.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 
 export interface StateSync {

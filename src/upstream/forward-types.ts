@@ -46,7 +46,7 @@ export interface ProxyRequest {
 
 /**
  * What a key must take before a request goes out on it: with Redis, a free-model slot of its
- * account's day (store/redis/free-reservation.ts). undefined: granted. An outcome: this key may
+ * account's day (store/redis/shared-pool.ts). undefined: granted. An outcome: this key may
  * not take the request, for the reason it gives; the run reports it to the pool and tries another
  * key. A plain value, not a promise, when nothing was asked (a paid model, no shared store): the
  * request then goes on without waiting a turn.

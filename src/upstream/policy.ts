@@ -279,7 +279,7 @@ function rateLimit(
 /**
  * The account's daily free-model quota is used up: its free class rests until the reset (00:00
  * UTC), and the limit, when known, is learned. What OpenRouter's free-models-per-day 429 means, and
- * what a refused free-model reservation means (store/redis/free-reservation.ts): one outcome for both.
+ * what a refused free-model reservation means (store/redis/shared-pool.ts): one outcome for both.
  */
 export function freeDayUsedUp(reset: { until: number; source: ResetSource }, message: string | undefined, dailyLimit: number | undefined): Extract<Outcome, { kind: "rate-limited" }> {
   return { kind: "rate-limited", scope: "account", modelClass: "free", cause: "free-per-day", until: reset.until, source: reset.source, message, dailyLimit };

@@ -1,9 +1,11 @@
 /**
  * The keys file's text to a document, or one line saying what is wrong and where: the line and
  * column of a JSON syntax error, the field of a shape error (`keys[1].key`). Never a key.
+ *
+ * `JSON.parse` in JavaScriptCore names a syntax problem but not its place: a scanner finds it,
+ * run only after `JSON.parse` has failed, so its speed does not matter.
  */
 import type { z } from "zod";
-import { findJsonSyntaxError } from "./json-syntax.ts";
 import type { StoreLoad } from "../ports.ts";
 import { KeyFileSchema, recordsFromFile } from "../../keys/schema.ts";
 
@@ -53,4 +55,123 @@ function deepestIssue(issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[]
     if (candidate && (!best || candidate.path.length > best.path.length)) best = candidate;
   }
   return best;
+}
+
+class Scan {
+  index = 0;
+  constructor(readonly text: string) {}
+
+  fail(message: string): never {
+    throw new ScanError(this.index, message);
+  }
+
+  whitespace(): void {
+    while (this.index < this.text.length && " \t\r\n".includes(this.text[this.index] ?? "")) this.index++;
+  }
+
+  expect(char: string): void {
+    if (this.text[this.index] !== char) this.fail(`expected '${char}' but found ${this.describe()}`);
+    this.index++;
+  }
+
+  describe(): string {
+    return this.index >= this.text.length ? "the end of the file" : `'${this.text[this.index]}'`;
+  }
+
+  value(): void {
+    this.whitespace();
+    const char = this.text[this.index];
+    if (char === "{") return this.object();
+    if (char === "[") return this.array();
+    if (char === '"') return this.string();
+    if (char !== undefined && /[-0-9]/.test(char)) return this.number();
+    for (const word of ["true", "false", "null"]) {
+      if (this.text.startsWith(word, this.index)) {
+        this.index += word.length;
+        return;
+      }
+    }
+    this.fail(this.index >= this.text.length ? "the file ends where a value should be" : `unexpected ${this.describe()}`);
+  }
+
+  object(): void {
+    this.list("{", "}", () => {
+      if (this.text[this.index] !== '"') this.fail(`expected a quoted property name but found ${this.describe()}`);
+      this.string();
+      this.whitespace();
+      this.expect(":");
+      this.value();
+    });
+  }
+
+  array(): void {
+    this.list("[", "]", () => this.value());
+  }
+
+  /** `open` item, item, … `close`: an object's members or an array's values. */
+  list(open: string, close: string, item: () => void): void {
+    this.expect(open);
+    this.whitespace();
+    if (this.text[this.index] === close) {
+      this.index++;
+      return;
+    }
+    for (;;) {
+      this.whitespace();
+      item();
+      this.whitespace();
+      if (this.text[this.index] === ",") this.index++;
+      else if (this.text[this.index] === close) {
+        this.index++;
+        return;
+      } else this.fail(`expected ',' or '${close}' but found ${this.describe()}`);
+    }
+  }
+
+  string(): void {
+    this.expect('"');
+    while (this.index < this.text.length) {
+      const char = this.text[this.index];
+      if (char === '"') {
+        this.index++;
+        return;
+      }
+      if (char === "\\") this.index++;
+      else if (char !== undefined && char < " ") this.fail("control character inside a string");
+      this.index++;
+    }
+    this.fail("unterminated string");
+  }
+
+  number(): void {
+    const match = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(this.text.slice(this.index));
+    if (!match) this.fail(`invalid number`);
+    this.index += match[0].length;
+  }
+}
+
+class ScanError extends Error {
+  constructor(
+    readonly index: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The first syntax error in `text`, or undefined when the scanner finds none. */
+function findJsonSyntaxError(text: string): { line: number; column: number; message: string } | undefined {
+  const scan = new Scan(text);
+  try {
+    scan.value();
+    scan.whitespace();
+    if (scan.index < text.length) scan.fail(`unexpected ${scan.describe()} after the end of the JSON value`);
+    return undefined;
+  } catch (error) {
+    if (!(error instanceof ScanError)) throw error;
+    const before = text.slice(0, error.index);
+    const line = before.split("\n").length;
+    const column = error.index - before.lastIndexOf("\n");
+    return { line, column, message: error.message };
+  }
 }

@@ -1,6 +1,9 @@
 /**
- * Client counters shared by every instance through Redis (issue 15 with REDIS_URL): atomic
- * increments on keys naming the window (client-counter-keys.ts), expiring after it.
+ * Client counters shared by every instance through Redis: atomic increments on keys naming the
+ * window (redis-keys.ts), expiring after it. A counter names the window it counts, so a new window
+ * starts at zero with no reset to run, and the client's creation time, so a client removed and
+ * added again under the same name starts at zero too (as in the file, where counters follow name
+ * and creation time).
  *
  * Why the rpm check is an atomic reservation in Redis, and only for clients with a limit: "two
  * instances enforce one --rpm together" is exact only if the check and the count are one step
@@ -14,12 +17,12 @@
  * waits in the connection's queue to be replayed when Redis is back (dropped instead when a call
  * timed out, since Redis may have applied it: a lost count, never a double one).
  */
-import { countRequest, refusalFor, windowStart, type Refusal, type WindowKind } from "../../clients/usage-windows.ts";
+import { countRequest, refusalFor, windowEnd, windowStart, type Refusal, type WindowKind } from "../../clients/usage-windows.ts";
 import type { ClientDirectory } from "../../clients/client-directory.ts";
 import type { ClientRecord } from "../../clients/client-schema.ts";
 import type { SharedClientCounters } from "../../clients/shared-counters.ts";
-import type { RedisConnection } from "./connection.ts";
-import { countsOf, windowExpiry, windowKinds, type ClientCounterKeys } from "./client-counter-keys.ts";
+import type { CallResult, RedisConnection } from "./connection.ts";
+import type { RedisKeys } from "./redis-keys.ts";
 import { evalWrite, luaScript, runScript } from "./scripts.ts";
 
 // KEYS: minute, day, month windows. ARGV: rpm, rpd, tpm, usdPerDay, usdPerMonth ('' = none), then
@@ -58,7 +61,7 @@ return 1
 
 export interface RedisClientCountersOptions {
   connection: RedisConnection;
-  keys: ClientCounterKeys;
+  keys: RedisKeys;
   directory: ClientDirectory;
   now?: () => number;
   /** How often the shared counts of every client are read into memory (status page, list). */
@@ -66,7 +69,7 @@ export interface RedisClientCountersOptions {
 }
 
 export function createRedisClientCounters({ connection, keys, directory, now = Date.now, refreshMs = 2_000 }: RedisClientCountersOptions): SharedClientCounters {
-  const windowKeys = (record: ClientRecord, at: number) => windowKinds.map((kind) => keys.window(record.name, record.createdAt, kind, at));
+  const windowKeys = (record: ClientRecord, at: number) => windowKinds.map((kind) => keys.clientWindow(record.name, record.createdAt, kind, at));
   const expiries = (at: number) => windowKinds.map((kind) => String(windowExpiry(kind, at)));
   const add = (record: ClientRecord, requests: number, tokens: number, cost: number, at: number): void => {
     void connection.write(evalWrite(ADD_TO_WINDOWS, windowKeys(record, at), [String(requests), String(Math.round(tokens)), String(cost), ...expiries(at)]));
@@ -139,4 +142,45 @@ export function createRedisClientCounters({ connection, keys, directory, now = D
       await refreshing;
     },
   };
+}
+
+const windowKinds: readonly WindowKind[] = ["minute", "day", "month"];
+
+/** When a window's counter may go (seconds since the epoch, for EXPIREAT): a minute after it ends. */
+const windowExpiry = (kind: WindowKind, at: number): number => Math.ceil(windowEnd(kind, at) / 1000) + 60;
+
+/** A window's counts from HMGET requests tokens cost (absent fields are 0). */
+function countsOf(value: unknown): { requests: number; tokens: number; cost: number } {
+  const [requests, tokens, cost] = Array.isArray(value) ? value : [];
+  const number = (field: unknown) => {
+    const parsed = Number(field ?? 0);
+    return Number.isFinite(parsed) && parsed >= 0 ? parsed : 0;
+  };
+  return { requests: Math.floor(number(requests)), tokens: Math.floor(number(tokens)), cost: number(cost) };
+}
+
+type StoredWindow = { start: string; requests: number; tokens: number; cost: number };
+
+/**
+ * The current windows of every client in a stored section, as the keys file writes them (so the
+ * section parses as it would from the file). Entries without a readable creation time are left
+ * out: the section's validation reports them.
+ */
+export async function readClientUsage(connection: RedisConnection, keys: RedisKeys, section: Record<string, unknown>, at: number): Promise<CallResult<Map<string, Record<WindowKind, StoredWindow>>>> {
+  const reads: Array<Promise<[string, WindowKind, CallResult<unknown>]>> = [];
+  for (const [name, entry] of Object.entries(section)) {
+    const createdAt = Date.parse(String((entry as { createdAt?: unknown } | null)?.createdAt ?? ""));
+    if (Number.isNaN(createdAt)) continue;
+    for (const kind of windowKinds) {
+      reads.push(connection.send("HMGET", [keys.clientWindow(name, createdAt, kind, at), "requests", "tokens", "cost"]).then((result) => [name, kind, result]));
+    }
+  }
+  const usage = new Map<string, Record<WindowKind, StoredWindow>>();
+  for (const [name, kind, result] of await Promise.all(reads)) {
+    if (!result.ok) return result;
+    const windows = usage.get(name) ?? ({} as Record<WindowKind, StoredWindow>);
+    windows[kind] = { start: new Date(windowStart(kind, at)).toISOString(), ...countsOf(result.value) };
+    usage.set(name, windows);
+  }
+  return { ok: true, value: usage };
 }

@@ -1,5 +1,5 @@
 /**
- * The client records in Redis (issue 15, with REDIS_URL), behind the `KeyStore` interface the
+ * The client records in Redis (with REDIS_URL), behind the `KeyStore` interface the
  * client code already uses (clients section of a document), so the server's sync, the admin API
  * and every client subcommand work on it unchanged:
  *
@@ -16,12 +16,23 @@
  * the change runs again on what is stored now (KeyStore.update allows that), so two `add-client
  * bob` never both win. A missed message is made up for by the resync after every (re)subscribe
  * and a reload every `backstopMs`.
+ *
+ * `serve` starts with Redis's clients when it holds any; with KEYS_FILE's, imported once, when
+ * Redis holds none and the file has some (the compare-and-set makes two instances starting
+ * together import them once); with KEYS_FILE's, served from memory, when Redis cannot be reached
+ * at startup (Redis's are adopted as soon as it answers).
  */
 import { displayUrl } from "../../domain/redact.ts";
+import type { EventBus } from "../../domain/events.ts";
+import type { ClientDirectory } from "../../clients/client-directory.ts";
+import type { SharedClientCounters } from "../../clients/shared-counters.ts";
+import { createJsonFileStore } from "../file/json-file-store.ts";
 import type { KeyStore, StoreFailure, StoreLoad } from "../ports.ts";
 import type { KeyFileDocument } from "../../keys/schema.ts";
 import type { RedisConnection } from "./connection.ts";
-import { readClientUsage, type ClientCounterKeys } from "./client-counter-keys.ts";
+import { createRedisClientCounters, readClientUsage } from "./client-counters.ts";
+import { redisKeys, type RedisKeys } from "./redis-keys.ts";
+import { backedReload } from "./subscription.ts";
 import { luaScript, runScript } from "./scripts.ts";
 
 // KEYS: the clients hash, the version counter. ARGV: triples of name, entry as read ('' absent), new entry ('' delete).
@@ -40,7 +51,7 @@ return 1
 
 export interface RedisClientStoreOptions {
   connection: RedisConnection;
-  keys: ClientCounterKeys;
+  keys: RedisKeys;
   url: string;
   now?: () => number;
   /** How often the clients are reloaded even when no edit was heard. */
@@ -106,9 +117,7 @@ export function createRedisClientStore({ connection, keys, url, now = Date.now, 
     },
 
     watch(onChange) {
-      let reloading: Promise<void> | undefined;
-      let again = false;
-      const reloadOnce = async (): Promise<void> => {
+      const { reload, stop } = backedReload(async () => {
         let result = await read();
         if (result.ok && result.wiped && held.size > 0) {
           const args = [...held].flatMap(([client, text]) => [client, "", text]);
@@ -118,25 +127,10 @@ export function createRedisClientStore({ connection, keys, url, now = Date.now, 
         // While Redis is away the clients held in memory keep being served: nothing to adopt.
         if (!result.ok || result.wiped) return;
         onChange({ ok: true, doc: result.doc, exists: result.raw.size > 0 });
-      };
-      const reload = (): void => {
-        if (reloading) {
-          again = true;
-          return;
-        }
-        reloading = reloadOnce().finally(() => {
-          reloading = undefined;
-          if (again) {
-            again = false;
-            reload();
-          }
-        });
-      };
+      }, backstopMs);
       const subscription = connection.subscribe(keys.clientChanges, { onMessage: reload, onResync: reload });
-      const timer = setInterval(reload, backstopMs);
-      timer.unref?.();
       return () => {
-        clearInterval(timer);
+        stop();
         void subscription.close();
       };
     },
@@ -155,4 +149,50 @@ function entryEdits(before: ReadonlyMap<string, string>, after: KeyFileDocument)
   }
   for (const [client, was] of before) if (!(client in section)) args.push(client, was, "");
   return args;
+}
+
+export interface SharedClients {
+  store: KeyStore;
+  /** The clients to start with (only the document's clients section counts). */
+  doc: KeyFileDocument;
+  counters: (directory: ClientDirectory) => SharedClientCounters;
+}
+
+export interface SharedClientsOptions {
+  connection: RedisConnection;
+  prefix: string;
+  url: string;
+  keysFile: string;
+  now: () => number;
+  /** Where the one line about an import or an unreachable Redis goes: the logs (shared.state). */
+  events: EventBus;
+}
+
+export async function openSharedClients({ connection, prefix, url, keysFile, now, events }: SharedClientsOptions): Promise<{ ok: true; clients: SharedClients } | { ok: false; message: string }> {
+  const keys = redisKeys(prefix);
+  const store = createRedisClientStore({ connection, keys, url, now });
+  const counters = (directory: ClientDirectory) => createRedisClientCounters({ connection, keys, directory, now });
+  const stored = await store.load();
+  if (stored.ok && stored.exists) return { ok: true, clients: { store, doc: stored.doc, counters } };
+  if (!stored.ok && stored.kind === "invalid") return { ok: false, message: stored.message };
+  const file = await createJsonFileStore({ path: keysFile, now }).load();
+  const section = file.ok ? file.doc.extraTopLevel.clients : undefined;
+  const fileClients = typeof section === "object" && section !== null ? section : undefined;
+  const fileDoc: KeyFileDocument = { records: [], accounts: new Map(), extraTopLevel: fileClients === undefined ? {} : { clients: fileClients } };
+  if (!stored.ok) {
+    if (fileClients !== undefined) events.emit("shared.state", { kind: "notice", message: `Redis unreachable at startup: serving the client keys in ${keysFile} from memory until it is back` });
+    return { ok: true, clients: { store, doc: fileDoc, counters } };
+  }
+  if (fileClients === undefined || Object.keys(fileClients).length === 0) return { ok: true, clients: { store, doc: stored.doc, counters } };
+  // Redis holds no clients and KEYS_FILE has some: imported once (a concurrent import by another
+  // instance makes this one's compare-and-set run again, and then it finds them there).
+  // The change's last run says whether this instance imported them (or found another's import).
+  let importing = false;
+  const imported = await store.update((doc) => {
+    importing = doc.extraTopLevel.clients === undefined;
+    return importing ? { ...doc, extraTopLevel: { ...doc.extraTopLevel, clients: fileClients } } : doc;
+  });
+  if (!imported.ok) return { ok: true, clients: { store, doc: fileDoc, counters } };
+  if (importing) events.emit("shared.state", { kind: "notice", message: `Redis held no client keys: imported ${Object.keys(fileClients).length} from ${keysFile} (once; Redis is where client keys live now)` });
+  return { ok: true, clients: { store, doc: imported.doc, counters } };
 }

@@ -1,9 +1,9 @@
 /**
- * A supervised Redis connection (issue 14: "Redis down never stops serving"). Bun's client is
+ * A supervised Redis connection ("Redis down never stops serving"). Bun's client is
  * used as a dumb pipe (no auto-reconnect, no offline queue) and this module does the rest:
  *
  * - every call has a timeout (`timeoutMs`, 250 ms by default): a paused Redis never hangs a caller;
- * - a circuit breaker (circuit-breaker.ts) opens after consecutive failures, or at once when the
+ * - a circuit breaker (redis-client.ts) opens after consecutive failures, or at once when the
  *   connection closes; while open, calls fail without touching the network and a probe (a fresh
  *   client when the old one is gone — Bun's gives up after its retries — then PING) runs after a
  *   backoff;
@@ -20,10 +20,8 @@
  */
 import type { RedisClient } from "bun";
 import { urlCredentialsRedactor } from "../../domain/redact.ts";
-import { closeQuietly, newRedisClient } from "./client.ts";
-import { createCircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker.ts";
+import { closeQuietly, createCircuitBreaker, errorText, newRedisClient, withTimeout, type CircuitBreakerOptions } from "./redis-client.ts";
 import { createSubscription, type Subscription, type SubscriptionHandlers } from "./subscription.ts";
-import { errorText, withTimeout } from "./timeout.ts";
 
 export interface RedisConnectionOptions {
   url: string;

@@ -85,10 +85,11 @@ export function createRedisKeyList({ connection, keys, scripts, box, attempts = 
   const listKey = keys.keyList;
   const versionKey = keys.keyListVersion;
 
-  const sealed = async (edit: KeyEdit, keyId: string): Promise<KeyListResult<KeyEdit>> => {
-    if (edit.edit !== "add" || !box.sealing) return { ok: true, value: edit };
-    const secret = await box.seal(edit.secret, keyId);
-    return secret.ok ? { ok: true, value: { ...edit, secret: secret.value } } : { ok: false, failure: "secret", message: secret.message };
+  /** A secret as it is stored: sealed when KEYS_ENCRYPTION_KEY is set. */
+  const stored = async (secret: string, keyId: string): Promise<KeyListResult<string>> => {
+    if (!box.sealing) return { ok: true, value: secret };
+    const sealed = await box.seal(secret, keyId);
+    return sealed.ok ? sealed : { ok: false, failure: "secret", message: sealed.message };
   };
 
   return {
@@ -113,13 +114,9 @@ export function createRedisKeyList({ connection, keys, scripts, box, attempts = 
     async restore(list) {
       let restored = 0;
       for (const entry of list) {
-        let stored = entry.secret;
-        if (!entry.removed && box.sealing) {
-          const sealedSecret = await box.seal(entry.secret, entry.id);
-          if (!sealedSecret.ok) return { ok: false, failure: "secret", message: sealedSecret.message };
-          stored = sealedSecret.value;
-        }
-        const result = await runScript(connection, RESTORE_ENTRY, [listKey, versionKey, keys.switchVersion], [entry.id, JSON.stringify({ ...entry, secret: stored }), String(entry.version), String(entry.switchVersion)]);
+        const secret = entry.removed ? { ok: true as const, value: entry.secret } : await stored(entry.secret, entry.id);
+        if (!secret.ok) return secret;
+        const result = await runScript(connection, RESTORE_ENTRY, [listKey, versionKey, keys.switchVersion], [entry.id, JSON.stringify({ ...entry, secret: secret.value }), String(entry.version), String(entry.switchVersion)]);
         if (!result.ok) return result;
         if (result.value === 1) restored += 1;
       }
@@ -127,11 +124,12 @@ export function createRedisKeyList({ connection, keys, scripts, box, attempts = 
     },
 
     async edit(keyId, plainEdit) {
-      const prepared = await sealed(plainEdit, keyId);
-      if (!prepared.ok) return prepared;
+      const secret = plainEdit.edit === "add" ? await stored(plainEdit.secret, keyId) : undefined;
+      if (secret && !secret.ok) return secret;
+      const edit = secret ? { ...plainEdit, secret: secret.value } : plainEdit;
       const version = await connection.send("INCR", [versionKey]);
       if (!version.ok) return version;
-      const change: Extract<StateChange, { kind: "key-edit" }> = { kind: "key-edit", keyId, version: Number(version.value), ...prepared.value };
+      const change: Extract<StateChange, { kind: "key-edit" }> = { kind: "key-edit", keyId, version: Number(version.value), ...edit };
       for (let attempt = 0; attempt < attempts; attempt++) {
         const read = await connection.send("HGET", [listKey, keyId]);
         if (!read.ok) return read;

@@ -12,25 +12,23 @@
 import { displayUrl } from "../../domain/redact.ts";
 import type { KeyStore, StoreLoad } from "../ports.ts";
 import type { KeyEdit, KeyListEntry } from "../../keys/pool-state.ts";
-import type { KeyFileDocument, KeyRecord } from "../../keys/schema.ts";
+import type { KeyRecord } from "../../keys/schema.ts";
 import { readSharedSnapshot, type SharedSnapshot } from "./shared-snapshot.ts";
 import type { SharedState } from "./shared-state.ts";
+import { backedReload } from "./subscription.ts";
 import { utcDayOf } from "../../keys/account-state.ts";
 
 export interface RedisKeyStoreOptions {
   shared: SharedState;
   url: string;
   now?: () => number;
-  /** Top-level fields of the document kept outside Redis (the clients section of KEYS_FILE). */
-  extraTopLevel?: Record<string, unknown>;
   /** How often the list is reloaded even when no edit was heard. */
   backstopMs?: number;
 }
 
-export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel = {}, backstopMs = 5_000 }: RedisKeyStoreOptions): KeyStore {
+export function createRedisKeyStore({ shared, url, now = Date.now, backstopMs = 5_000 }: RedisKeyStoreOptions): KeyStore {
   const name = `Redis at ${displayUrl(url)} (key list ${shared.keys.keyList})`;
   let entries = new Map<string, KeyListEntry>();
-  let cached: KeyFileDocument = { records: [], accounts: new Map(), extraTopLevel };
 
   const failed = (message: string): StoreLoad => ({ ok: false, kind: "io", message: `cannot read the key list from ${name}: ${message}` });
 
@@ -41,8 +39,8 @@ export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel
     const snapshot = await readSharedSnapshot(shared.connection, shared.keys, { keyIds: present.map((entry) => entry.id), day: utcDayOf(now()) });
     if (!snapshot.ok) return failed(snapshot.message);
     entries = new Map(list.value.map((entry) => [entry.id, entry]));
-    cached = { records: present.map((entry) => recordOf(entry, snapshot.value, now())), accounts: new Map(), extraTopLevel };
-    return { ok: true, doc: cached, exists: present.length > 0 };
+    const records = present.map((entry) => recordOf(entry, snapshot.value, now()));
+    return { ok: true, doc: { records, accounts: new Map(), extraTopLevel: {} }, exists: present.length > 0 };
   };
 
   return {
@@ -68,45 +66,25 @@ export function createRedisKeyStore({ shared, url, now = Date.now, extraTopLevel
     },
 
     watch(onChange) {
-      let reloading: Promise<void> | undefined;
-      let again = false;
-      const reload = (): void => {
-        if (reloading) {
-          again = true;
-          return;
-        }
+      const { reload, stop } = backedReload(async () => {
         const held = [...entries.values()];
-        reloading = load()
-          .then(async (result) => {
-            // Redis came back empty (restarted without persistence): put the list back as this
-            // instance holds it, versions and all, rather than dropping every key.
-            if (!result.ok || entries.size > 0) return result;
-            // An empty Redis and nothing held from it (this instance started on KEYS_FILE while
-            // Redis was away): keep serving the keys in memory, adopt nothing.
-            if (held.length === 0) return undefined;
-            const restored = await shared.keyList.restore(held);
-            return restored.ok ? load() : result;
-          })
-          .then((result) => {
-            if (result !== undefined) onChange(result);
-          })
-          .finally(() => {
-            reloading = undefined;
-            if (again) {
-              again = false;
-              reload();
-            }
-          });
-      };
+        let result = await load();
+        // Redis came back empty (restarted without persistence): put the list back as this
+        // instance holds it, versions and all, rather than dropping every key. An empty Redis and
+        // nothing held from it (this instance started on KEYS_FILE while Redis was away): keep
+        // serving the keys in memory, adopt nothing.
+        if (result.ok && entries.size === 0) {
+          if (held.length === 0) return;
+          if ((await shared.keyList.restore(held)).ok) result = await load();
+        }
+        onChange(result);
+      }, backstopMs);
       const offChange = shared.onRemoteChange((remote) => {
         if (remote.kind === "key-edit") reload();
       });
       const offResync = shared.onResync(reload);
-      // The backstop for an edit whose message was missed (published while this one resubscribed).
-      const timer = setInterval(reload, backstopMs);
-      timer.unref?.();
       return () => {
-        clearInterval(timer);
+        stop();
         offChange();
         offResync();
       };
@@ -154,7 +132,7 @@ function recordOf(entry: KeyListEntry, snapshot: SharedSnapshot, at: number): Ke
 }
 
 /** The person's edits that turn `before` into `after` (what a pure document change did). */
-export function editsBetween(before: readonly KeyRecord[], after: readonly KeyRecord[], at: number): Array<[string, KeyEdit]> {
+function editsBetween(before: readonly KeyRecord[], after: readonly KeyRecord[], at: number): Array<[string, KeyEdit]> {
   const edits: Array<[string, KeyEdit]> = [];
   const old = new Map(before.map((record) => [record.id, record]));
   const next = new Set(after.map((record) => record.id));

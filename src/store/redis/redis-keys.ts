@@ -22,27 +22,19 @@
  *                                              expires after the day
  *   <prefix>lease:<work>          string       the instance doing <work> for all (discovery, import), expiring
  *   <prefix>changes               channel      StateChange JSON (keys/change-schema.ts)
+ *   <prefix>clients               hash         client name → its entry (client-store.ts)
+ *   <prefix>clients:version       counter      client edits so far (client-store.ts)
+ *   <prefix>clients:changes       channel      a person's client edit was stored
+ *   <prefix>client:<name>:<createdAt>:<kind>:<start>
+ *                                 hash         requests, tokens (sums), cost (float sum) of one fixed
+ *                                              UTC window (minute, day, month; start in epoch ms),
+ *                                              expiring a minute after it ends (client-counters.ts)
  */
+import { windowStart, type WindowKind } from "../../clients/usage-windows.ts";
 
-export interface RedisKeys {
-  readonly keyList: string;
-  readonly keyListVersion: string;
-  readonly cooldown: string;
-  readonly cooldownCause: string;
-  readonly disabled: string;
-  readonly disabledCause: string;
-  readonly streak: string;
-  readonly switchVersion: string;
-  readonly accountRest: string;
-  readonly accountRestCause: string;
-  keyStats(keyId: string): string;
-  counterBatch(instanceId: string, sequence: number): string;
-  freeDay(day: string): string;
-  lease(work: string): string;
-  readonly changes: string;
-}
+export type RedisKeys = ReturnType<typeof redisKeys>;
 
-export function redisKeys(prefix: string): RedisKeys {
+export function redisKeys(prefix: string) {
   return {
     keyList: `${prefix}keys`,
     keyListVersion: `${prefix}keys:version`,
@@ -54,11 +46,15 @@ export function redisKeys(prefix: string): RedisKeys {
     switchVersion: `${prefix}key:switch`,
     accountRest: `${prefix}account:rest`,
     accountRestCause: `${prefix}account:rest-cause`,
-    keyStats: (keyId) => `${prefix}key:stats:${keyId}`,
-    counterBatch: (instanceId, sequence) => `${prefix}batch:${instanceId}:${sequence}`,
-    freeDay: (day) => `${prefix}free:${day}`,
-    lease: (work) => `${prefix}lease:${work}`,
+    keyStats: (keyId: string) => `${prefix}key:stats:${keyId}`,
+    counterBatch: (instanceId: string, sequence: number) => `${prefix}batch:${instanceId}:${sequence}`,
+    freeDay: (day: string) => `${prefix}free:${day}`,
+    lease: (work: string) => `${prefix}lease:${work}`,
     changes: `${prefix}changes`,
+    clients: `${prefix}clients`,
+    clientsVersion: `${prefix}clients:version`,
+    clientChanges: `${prefix}clients:changes`,
+    clientWindow: (name: string, createdAt: number, kind: WindowKind, at: number) => `${prefix}client:${name}:${createdAt}:${kind}:${windowStart(kind, at)}`,
   };
 }
 

@@ -4,13 +4,6 @@
  * commands could land inside it; redis-notes.md). Each is sent as EVALSHA of its SHA-1, computed
  * here, and again as EVAL when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH), which
  * also loads it for the next time.
- *
- * - `extendInstant`: an "until" only ever raised (a cooldown, a rest), its cause kept with it;
- * - `recordFailure` / `recordSuccess`: the consecutive-failure count and disabling at the
- *   threshold in one step, void for a fact learned before a person's enable (its basis is older);
- * - `reserveFreeSlot`: an account's free-model request for the UTC day, granted only while the
- *   day's count is under the account's known limit (an unknown limit grants: the 429 that follows
- *   teaches it, `learnFreeLimit`).
  */
 import { causeText } from "../../keys/changes.ts";
 import type { Cause } from "../../keys/pool-state.ts";
@@ -101,14 +94,6 @@ redis.call('EXPIREAT', KEYS[1], ARGV[3], 'NX')
 return {1, used, limit or -1}
 `);
 
-// KEYS: the day's hash. ARGV: account, expiry. A reserved slot that was never used (the request
-// was not sent): the count goes back down, never below zero.
-export const RELEASE_FREE_SLOT = luaScript(`
-local used = tonumber(redis.call('HGET', KEYS[1], 'used:' .. ARGV[1]) or '0')
-if used <= 0 then return 0 end
-return redis.call('HINCRBY', KEYS[1], 'used:' .. ARGV[1], -1)
-`);
-
 export interface FreeSlot {
   granted: boolean;
   /** The account's count for the day after this call. */
@@ -125,10 +110,11 @@ export interface SharedStateScripts {
   extendRest(input: { account: string; restId: string; until: number; cause: Cause }): RedisWrite;
   /** A person's enable at `version`: clears streak, disabled and cooldown; idempotent. */
   enableKey(keyId: string, version: number): RedisWrite;
+  /** Counts a failure and disables the key at the threshold, in one step; void for a fact learned before a person's enable. */
   recordFailure(input: { keyId: string; basis: number; threshold: number; now: number; reason: string }): Promise<CallResult<{ count: number; disabled: boolean } | "void">>;
   recordSuccess(keyId: string, basis: number): RedisWrite;
+  /** Counts an account's free-model request for the UTC day while under its known limit (an unknown limit grants: the 429 that follows teaches it). */
   reserveFreeSlot(input: { account: string; day: string; knownLimit?: number }): Promise<CallResult<FreeSlot>>;
-  releaseFreeSlot(account: string, day: string): RedisWrite;
   /** Records the account's daily limit for the day (HSET + expiry): later reservations check it. */
   learnFreeLimit(account: string, day: string, limit: number): RedisWrite[];
 }
@@ -161,7 +147,6 @@ export function sharedStateScripts(connection: RedisConnection, keys: RedisKeys)
       const [granted, used, limit] = integers(result.value);
       return { ok: true, value: { granted: granted === 1, used, ...(limit < 0 ? {} : { limit }) } };
     },
-    releaseFreeSlot: (account, day) => evalWrite(RELEASE_FREE_SLOT, [keys.freeDay(day)], [account]),
     learnFreeLimit: (account, day, limit) => [
       { command: "HSET", args: [keys.freeDay(day), `limit:${account}`, String(limit)], idempotent: true },
       { command: "EXPIREAT", args: [keys.freeDay(day), String(freeDayExpiry(day)), "NX"], idempotent: true },

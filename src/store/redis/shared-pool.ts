@@ -10,10 +10,16 @@
  *   FAILURE_THRESHOLD across instances, go to `pool.apply`; a full resync (every (re)subscribe,
  *   and every `resyncMs` as the backstop for anything the channel missed) applies every instant
  *   Redis holds and takes the day's free-model counts as a floor. What the pool applies is never
- *   handed back out, so nothing heard is published again.
+ *   handed back out, so nothing heard is published again;
+ * - before: a free-model request reserves its slot in Redis before it is sent (`freeSlotReserve`).
  */
-import type { KeyPool } from "../../keys/key-pool.ts";
+import { classOfModel } from "../../domain/model-class.ts";
+import type { Outcome } from "../../domain/outcome.ts";
+import { nextUtcMidnight } from "../../domain/time-text.ts";
+import type { KeyLease, KeyPool } from "../../keys/key-pool.ts";
 import { utcDayOf } from "../../keys/account-state.ts";
+import type { Reserve } from "../../upstream/forward-types.ts";
+import { freeDayUsedUp } from "../../upstream/policy.ts";
 import type { StateChange } from "../../keys/pool-state.ts";
 import type { EventBus } from "../../domain/events.ts";
 import { readSharedSnapshot } from "./shared-snapshot.ts";
@@ -29,8 +35,6 @@ export interface SharedPoolOptions {
 }
 
 export interface SharedPool {
-  /** Reads everything Redis holds and applies it (also run by the timer and on every subscribe). */
-  resync(): Promise<boolean>;
   /** The discovery lease holder's GET /key taught the pool about a key: tell the other instances. */
   publishLearned(keyId: string): void;
   stop(): Promise<void>;
@@ -133,7 +137,6 @@ export function startSharedPool({ pool, shared, events, now, resyncMs = 5_000 }:
   timer.unref?.();
 
   return {
-    resync,
     publishLearned,
     async stop() {
       clearInterval(timer);
@@ -142,4 +145,36 @@ export function startSharedPool({ pool, shared, events, now, resyncMs = 5_000 }:
       await shared.writer.idle();
     },
   };
+}
+
+/**
+ * Free-model requests reserve their slot in Redis before they are sent: one script checks the
+ * account's daily count against its known limit and counts the request, so N instances never
+ * send an account more free requests than its limit. The request run asks for every key the pool
+ * hands it (`Reserve`, upstream/forward-types.ts): a paid request is answered at once and never
+ * waits on Redis; a free one waits for one script call at most (the connection's timeout).
+ *
+ * - granted: the request goes upstream on that key;
+ * - refused: the account's day is used up (elsewhere: this pool's count is behind). The answer is
+ *   the outcome OpenRouter's own free-models-per-day 429 has (policy.ts), with the limit Redis
+ *   holds and the reset at 00:00 UTC: the run reports it (the account's free class rests) and
+ *   tries another key. Nothing is sent upstream for it;
+ * - Redis away (timeout, breaker open): granted, as without Redis, and the request is counted for
+ *   the day once Redis is back (the change writer's counter batch).
+ */
+export function freeSlotReserve({ pool, shared, now }: { pool: KeyPool; shared: SharedState; now: () => number }): Reserve {
+  const reserve = async ({ account }: KeyLease, at: number): Promise<Outcome | undefined> => {
+    const day = utcDayOf(at);
+    const free = pool.accounts().get(account)?.free;
+    const slot = await shared.scripts.reserveFreeSlot({ account, day, knownLimit: free?.day === day ? free.limit : undefined });
+    if (!slot.ok) {
+      shared.writer.record({ kind: "free-requests", account, day, delta: 1 });
+      return undefined;
+    }
+    if (slot.value.granted) return undefined;
+    const limit = slot.value.limit ?? slot.value.used;
+    // The reset is the one OpenRouter documents for this limit (00:00 UTC), as its 429 announces it.
+    return freeDayUsedUp({ until: nextUtcMidnight(at), source: "header" }, `free-model slot refused: the account's ${limit} free requests for ${day} are used up (counted in Redis across the instances)`, limit);
+  };
+  return (lease, model) => (classOfModel(model) === "free" ? reserve(lease, now()) : undefined);
 }

@@ -10,8 +10,7 @@
  * is closed before its successor subscribes.
  */
 import type { RedisClient } from "bun";
-import { closeQuietly } from "./client.ts";
-import { withTimeout } from "./timeout.ts";
+import { closeQuietly, withTimeout } from "./redis-client.ts";
 
 export interface SubscriptionHandlers {
   onMessage(message: string): void;
@@ -20,9 +19,6 @@ export interface SubscriptionHandlers {
 }
 
 export interface Subscription {
-  readonly channel: string;
-  /** Subscribed on a live connection right now. */
-  readonly subscribed: boolean;
   /** Re-subscribes on a fresh connection if the current one is gone. */
   check(): void;
   close(): Promise<void>;
@@ -83,10 +79,6 @@ export function createSubscription({ channel, handlers, newClient, timeoutMs, on
 
   check();
   return {
-    channel,
-    get subscribed() {
-      return client?.connected === true;
-    },
     check,
     async close() {
       closed = true;
@@ -100,4 +92,30 @@ export function createSubscription({ channel, handlers, newClient, timeoutMs, on
       }
     },
   };
+}
+
+/**
+ * A store's reload on every message heard, every resync and every `backstopMs` (for a message
+ * missed while resubscribing), one at a time: a call while one runs asks for one more after it,
+ * so a burst of messages costs two reloads, not one each.
+ */
+export function backedReload(run: () => Promise<void>, backstopMs: number): { reload: () => void; stop: () => void } {
+  let running: Promise<void> | undefined;
+  let again = false;
+  const reload = (): void => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = run().finally(() => {
+      running = undefined;
+      if (again) {
+        again = false;
+        reload();
+      }
+    });
+  };
+  const timer = setInterval(reload, backstopMs);
+  timer.unref?.();
+  return { reload, stop: () => clearInterval(timer) };
 }
