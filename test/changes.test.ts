@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { parseStateChange } from "../src/keys/change-schema.ts";
 import { apply, applyEdit, type PoolMemory } from "../src/keys/changes.ts";
 import { keyStatus } from "../src/keys/key-status.ts";
-import type { KeyListEntry, StateChange } from "../src/keys/pool-state.ts";
+import type { KeyListEntry, StateChange } from "../src/keys/state-change.ts";
 import { newKeyRecord, type KeyRecord } from "../src/keys/schema.ts";
 
 const T = Date.parse("2026-12-04T12:00:00.000Z");

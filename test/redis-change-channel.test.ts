@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { apply, type PoolMemory } from "../src/keys/changes.ts";
-import type { StateChange } from "../src/keys/pool-state.ts";
+import type { StateChange } from "../src/keys/state-change.ts";
 import { newKeyRecord } from "../src/keys/schema.ts";
 import { openChangeChannel, type ChangeChannel } from "../src/store/redis/shared-state.ts";
 import { createRedisConnection, type DegradedChange, type RedisConnection } from "../src/store/redis/connection.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import type { StateChange } from "../src/keys/pool-state.ts";
+import type { StateChange } from "../src/keys/state-change.ts";
 import { openChangeChannel } from "../src/store/redis/shared-state.ts";
 import { createChangeWriter, createCounterBatcher, type ChangeWriter } from "../src/store/redis/change-writer.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import type { KeyListEntry } from "../src/keys/pool-state.ts";
+import type { KeyListEntry } from "../src/keys/state-change.ts";
 import { createRedisConnection, type RedisConnection } from "../src/store/redis/connection.ts";
 import { createRedisKeyList, type RedisKeyList } from "../src/store/redis/key-list.ts";
 import { redisKeys } from "../src/store/redis/redis-keys.ts";

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { causeFromText } from "../src/keys/changes.ts";
-import type { Cause } from "../src/keys/pool-state.ts";
+import type { Cause } from "../src/keys/state-change.ts";
 import { createRedisConnection } from "../src/store/redis/connection.ts";
 import { freeDayExpiry, redisKeys } from "../src/store/redis/redis-keys.ts";
 import { sharedStateScripts } from "../src/store/redis/scripts.ts";

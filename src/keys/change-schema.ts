@@ -1,10 +1,10 @@
 /**
- * The wire form of a `StateChange` (pool-state.ts): what a shared store publishes and another
+ * The wire form of a `StateChange` (state-change.ts): what a shared store publishes and another
  * instance reads back. Whatever arrives from outside the process is checked here first, so a
  * malformed or foreign message is dropped instead of corrupting the pool's picture.
  */
 import { z } from "zod";
-import type { StateChange } from "./pool-state.ts";
+import type { StateChange } from "./state-change.ts";
 
 const instant = z.number().finite().min(0);
 const version = z.number().int().min(0);

@@ -14,13 +14,13 @@
  *
  * `apply` changes the state in place (the request path must not copy maps) and does nothing
  * else: no I/O, no events, no clock. Expiry is the reader's business (key-status.ts, from `now`).
- * The shared kinds give the same state in any order; the local ones (pool-state.ts) apply in the
+ * The shared kinds give the same state in any order; the local ones (state-change.ts) apply in the
  * order this instance decided them.
  *
  * A person's edits of the key list (`key-edit`) are the stores' to merge: `applyEdit` below.
  */
 import { accountIdOf, type AccountRest, type AccountState, type FreeBudget } from "./account-state.ts";
-import type { Cause, KeyListEntry, StateChange } from "./pool-state.ts";
+import type { Cause, KeyListEntry, StateChange } from "./state-change.ts";
 import { endedBy } from "./rest-rules.ts";
 import type { KeyRecord } from "./schema.ts";
 

@@ -20,7 +20,7 @@ import { learn, report, type KeyFacts, type ReportContext } from "./key-report.t
 import type { KeyState, KeyStatus } from "./key-status.ts";
 import type { AccountView, KeyView } from "./key-view.ts";
 import type { PoolCore } from "./pool-core.ts";
-import type { StateChange } from "./pool-state.ts";
+import type { StateChange } from "./state-change.ts";
 import { accountViews, availability, keysByState, keyViews, records, statusOf, type Availability } from "./pool-views.ts";
 import { createChooser } from "./rotation.ts";
 import type { KeyRecord } from "./schema.ts";
@@ -32,7 +32,7 @@ export type { Availability } from "./pool-views.ts";
 
 /**
  * What each decision changed, in the order applied: counters only (`key-counters`, `free-requests`:
- * pool-state.ts `counterKinds`) for an acquire or a plain success, instants and the rest otherwise.
+ * state-change.ts `counterKinds`) for an acquire or a plain success, instants and the rest otherwise.
  * Only this pool's own decisions; a change applied through `apply` is not handed out.
  */
 export type ChangeListener = (changes: readonly StateChange[]) => void;

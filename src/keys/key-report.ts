@@ -11,7 +11,7 @@ import { accountIdOf, utcDayOf } from "./account-state.ts";
 import { restOfChange } from "./changes.ts";
 import { paymentChanges, rateLimitChanges } from "./outcome-rests.ts";
 import type { PoolCore } from "./pool-core.ts";
-import type { StateChange } from "./pool-state.ts";
+import type { StateChange } from "./state-change.ts";
 import type { KeyLimit, KeyRecord } from "./schema.ts";
 
 /** What the upstream said besides the outcome: who the key's account is, which model was asked. */

@@ -5,7 +5,7 @@
  */
 import type { Outcome, PaymentOutcome } from "../domain/outcome.ts";
 import { utcDayOf, type AccountRest } from "./account-state.ts";
-import type { StateChange } from "./pool-state.ts";
+import type { StateChange } from "./state-change.ts";
 import { nextLimitReset, restTarget, UNKNOWN_KEY_LIMIT_REST_MS } from "./rest-rules.ts";
 import type { KeyRecord } from "./schema.ts";
 

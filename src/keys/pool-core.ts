@@ -10,7 +10,7 @@
 import type { EventBus } from "../domain/events.ts";
 import type { AccountState } from "./account-state.ts";
 import type { PoolMemory } from "./changes.ts";
-import type { StateChange } from "./pool-state.ts";
+import type { StateChange } from "./state-change.ts";
 import type { Chooser } from "./rotation.ts";
 import type { KeyRecord } from "./schema.ts";
 

@@ -18,7 +18,7 @@
 import type { Clients } from "../clients/clients.ts";
 import type { EventBus } from "../domain/events.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
-import { counterKinds, type StateChange } from "../keys/pool-state.ts";
+import { counterKinds, type StateChange } from "../keys/state-change.ts";
 import type { KeyStore, StoreFailure } from "./ports.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 

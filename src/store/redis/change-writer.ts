@@ -12,7 +12,7 @@
  * | free-limit                   | the day's known limit                            | yes       |
  * | key-account                  | (the key list keeps accounts)                    | yes       |
  * | key-edit                     | not here: people's edits go through key-list.ts  | —         |
- * | local kinds and rests (pool-state.ts): a key's own rest, one until credits, a privacy rest, `free-used`, `key-limit`, `rests-cleared` | nowhere | no |
+ * | local kinds and rests (state-change.ts): a key's own rest, one until credits, a privacy rest, `free-used`, `key-limit`, `rests-cleared` | nowhere | no |
  *
  * `free-requests` is only for requests sent without a reservation (Redis was away): a granted
  * reservation has already counted its request. Writes go through the connection's queue, so an
@@ -26,7 +26,7 @@
  * lives `markerTtlMs` (24 h by default): longer than any replay can come late, at one small key per
  * batch (one a second per instance: ~86,400 a day).
  */
-import type { CounterDelta, CounterTotals, StateChange } from "../../keys/pool-state.ts";
+import type { CounterDelta, CounterTotals, StateChange } from "../../keys/state-change.ts";
 import type { RedisConnection, RedisWrite } from "./connection.ts";
 import { freeDayExpiry, type RedisKeys } from "./redis-keys.ts";
 import { evalWrite, luaScript, type SharedStateScripts } from "./scripts.ts";
@@ -133,7 +133,7 @@ export function createChangeWriter({
         case "free-used":
         case "key-limit":
         case "rests-cleared":
-          return; // local (pool-state.ts)
+          return; // local (state-change.ts)
       }
     },
     flush,

@@ -12,7 +12,7 @@
  */
 import { z } from "zod";
 import { applyEdit } from "../../keys/changes.ts";
-import type { KeyEdit, KeyListEntry, StateChange } from "../../keys/pool-state.ts";
+import type { KeyEdit, KeyListEntry, StateChange } from "../../keys/state-change.ts";
 import type { SecretBox } from "../secret-box.ts";
 import type { CallResult, RedisConnection } from "./connection.ts";
 import type { RedisKeys } from "./redis-keys.ts";

@@ -11,7 +11,7 @@
  */
 import { displayUrl } from "../../domain/redact.ts";
 import type { KeyStore, StoreLoad } from "../ports.ts";
-import type { KeyEdit, KeyListEntry } from "../../keys/pool-state.ts";
+import type { KeyEdit, KeyListEntry } from "../../keys/state-change.ts";
 import type { KeyRecord } from "../../keys/schema.ts";
 import { readSharedSnapshot, type SharedSnapshot } from "./shared-snapshot.ts";
 import type { SharedState } from "./shared-state.ts";

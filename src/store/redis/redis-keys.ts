@@ -2,7 +2,7 @@
  * Where the shared state lives in Redis, under `REDIS_PREFIX` (default `orp:`) so several pools
  * can share one server. One structure per merge rule (docs/state-model.md):
  *
- *   <prefix>keys                  hash         key id → the key list entry (JSON, keys/pool-state.ts
+ *   <prefix>keys                  hash         key id → the key list entry (JSON, keys/state-change.ts
  *                                              KeyListEntry; the secret sealed with KEYS_ENCRYPTION_KEY)
  *   <prefix>keys:version          counter      the last edit version handed out
  *   <prefix>key:cooldown          sorted set   key id → cooldown until (ms), only ever raised (ZADD GT)

@@ -6,7 +6,7 @@
  * also loads it for the next time.
  */
 import { causeText } from "../../keys/changes.ts";
-import type { Cause } from "../../keys/pool-state.ts";
+import type { Cause } from "../../keys/state-change.ts";
 import type { CallResult, RedisConnection, RedisWrite } from "./connection.ts";
 import { freeDayExpiry, type RedisKeys } from "./redis-keys.ts";
 

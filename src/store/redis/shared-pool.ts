@@ -20,7 +20,7 @@ import type { KeyLease, KeyPool } from "../../keys/key-pool.ts";
 import { utcDayOf } from "../../keys/account-state.ts";
 import type { Reserve } from "../../upstream/forward-types.ts";
 import { freeDayUsedUp } from "../../upstream/policy.ts";
-import type { StateChange } from "../../keys/pool-state.ts";
+import type { StateChange } from "../../keys/state-change.ts";
 import type { EventBus } from "../../domain/events.ts";
 import { readSharedSnapshot } from "./shared-snapshot.ts";
 import type { SharedState } from "./shared-state.ts";

@@ -11,7 +11,7 @@
  */
 import { causeFromText } from "../../keys/changes.ts";
 import type { RestClass } from "../../domain/model-class.ts";
-import type { CounterTotals, StateChange } from "../../keys/pool-state.ts";
+import type { CounterTotals, StateChange } from "../../keys/state-change.ts";
 import type { CallResult, RedisConnection } from "./connection.ts";
 import type { RedisKeys } from "./redis-keys.ts";
 

@@ -16,7 +16,7 @@
  * (scripts.ts) through the connection's queue; the channel only makes others see it sooner.
  */
 import { stateChangeOf } from "../../keys/change-schema.ts";
-import type { StateChange } from "../../keys/pool-state.ts";
+import type { StateChange } from "../../keys/state-change.ts";
 import { createSecretBox, type SecretBox } from "../secret-box.ts";
 import { createRedisConnection, type CallResult, type RedisConnection } from "./connection.ts";
 import { createChangeWriter, createCounterBatcher, type ChangeWriter } from "./change-writer.ts";
