@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { addClient } from "../src/clients/client-admin.ts";
 import { createClientDirectory, type LiveClient } from "../src/clients/client-directory.ts";
-import { createClientGate, type ClientGate } from "../src/clients/client-gate.ts";
+import { createClientGate, type Admission, type ClientGate } from "../src/clients/client-gate.ts";
 import type { ClientRecord } from "../src/clients/client-schema.ts";
 import { parseClientSettings } from "../src/clients/client-settings.ts";
 import type { SharedClientCounters } from "../src/clients/shared-counters.ts";
@@ -58,12 +58,12 @@ async function instance(records: ClientRecord[], now = () => T): Promise<Instanc
   };
 }
 
-const request = { method: "POST", model: "openai/gpt-4o-mini" };
+const request = { method: "POST", model: "openai/gpt-4o-mini", maxTokens: 100 };
 const windowKey = (record: ClientRecord, kind: "minute" | "day" | "month") => keys.window(record.name, record.createdAt, kind, T);
 
-async function outcome(admitted: string | Promise<string>): Promise<string> {
+async function outcome(admitted: Admission | Promise<Admission>): Promise<string> {
   try {
-    return await admitted;
+    return (await admitted).name;
   } catch (error) {
     return error instanceof ProxyError ? `${error.status} ${error.code}` : String(error);
   }
@@ -75,7 +75,8 @@ describe.skipIf(!hasRedis)("client counters shared through Redis", () => {
     const a = await instance([free]);
     const admitted = a.gate.admit(a.client("free"), request);
     // Not a promise: nothing was awaited, so no Redis round-trip stood before the request.
-    expect(admitted).toBe("free");
+    expect(admitted).not.toBeInstanceOf(Promise);
+    expect((admitted as Admission).name).toBe("free");
     const counted = async () => Number(await redis.cli("HGET", windowKey(free, "minute"), "requests"));
     await eventually(async () => (await counted()) === 1, { timeoutMs: 2_000, what: "the count in Redis" });
     expect(Number(await redis.cli("HGET", windowKey(free, "day"), "requests"))).toBe(1);
@@ -106,7 +107,7 @@ describe.skipIf(!hasRedis)("client counters shared through Redis", () => {
     const budgeted = clientRecord("budgeted", { usdPerDay: 0.05, tpm: 1000 });
     const [a, b] = [await instance([budgeted]), await instance([budgeted])];
     expect(await outcome(a.gate.admit(a.client("budgeted"), request))).toBe("budgeted");
-    a.counters.charged(a.client("budgeted").record, 40, 0.06, T);
+    a.counters.settled(a.client("budgeted").record, { tokens: 100, cost: 0 }, T, { tokens: 40, cost: 0.06 }, T);
     const cost = async () => Number(await redis.cli("HGET", windowKey(budgeted, "day"), "cost"));
     await eventually(async () => (await cost()) > 0, { timeoutMs: 2_000, what: "the cost in Redis" });
     expect(await cost()).toBeCloseTo(0.06, 9);

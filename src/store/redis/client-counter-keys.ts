@@ -7,6 +7,9 @@
  *   <prefix>client:<name>:<createdAt>:<kind>:<start>     hash     requests, tokens (sums), cost (float
  *                                                                 sum) of one fixed UTC window (kind:
  *                                                                 minute, day, month; start in epoch ms);
+ *                                                                 reservedTokens, reservedCost: what the
+ *                                                                 requests in flight hold (their
+ *                                                                 reservations, clients/reservations.ts);
  *                                                                 expires a minute after the window ends
  *
  * A counter names the window it counts, so a new window starts at zero with no reset to run, and
@@ -44,14 +47,25 @@ export interface StoredWindow {
   cost: number;
 }
 
-/** A window's counts from HMGET requests tokens cost (absent fields are 0). */
-export function countsOf(value: unknown): { requests: number; tokens: number; cost: number } {
-  const [requests, tokens, cost] = Array.isArray(value) ? value : [];
+/** The fields of a window's hash, in the order `countsOf` reads them. */
+export const windowFields = ["requests", "tokens", "cost", "reservedTokens", "reservedCost"] as const;
+
+export interface WindowCounts {
+  requests: number;
+  tokens: number;
+  cost: number;
+  reservedTokens: number;
+  reservedCost: number;
+}
+
+/** A window's counts from HMGET of `windowFields` (absent fields, and a shorter list, are 0). */
+export function countsOf(value: unknown): WindowCounts {
+  const [requests, tokens, cost, reservedTokens, reservedCost] = Array.isArray(value) ? value : [];
   const number = (field: unknown) => {
     const parsed = Number(field ?? 0);
     return Number.isFinite(parsed) && parsed >= 0 ? parsed : 0;
   };
-  return { requests: Math.floor(number(requests)), tokens: Math.floor(number(tokens)), cost: number(cost) };
+  return { requests: Math.floor(number(requests)), tokens: Math.floor(number(tokens)), cost: number(cost), reservedTokens: Math.floor(number(reservedTokens)), reservedCost: number(reservedCost) };
 }
 
 /**
@@ -77,7 +91,8 @@ export async function readClientUsage(
   for (const [name, kind, result] of await Promise.all(reads)) {
     if (!result.ok) return result;
     const windows = usage.get(name) ?? ({} as Record<WindowKind, StoredWindow>);
-    windows[kind] = { start: new Date(windowStart(kind, at)).toISOString(), ...countsOf(result.value) };
+    const { requests, tokens, cost } = countsOf(result.value);
+    windows[kind] = { start: new Date(windowStart(kind, at)).toISOString(), requests, tokens, cost };
     usage.set(name, windows);
   }
   return { ok: true, value: usage };
