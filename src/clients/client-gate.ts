@@ -79,7 +79,7 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
       done(record) {
         if (settled) return;
         settled = true;
-        const charged = reservations.settlement(client.record.name, held, record);
+        const charged = reservations.settlement(client.record.name, client.record, held, record);
         const at = now();
         directory.settle(client, held, heldAt, charged, at);
         if (shared && (held !== NOTHING_HELD || charged.tokens !== 0 || charged.cost !== 0)) shared.settled(client.record, held, heldAt, charged, at);

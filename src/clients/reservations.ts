@@ -45,8 +45,8 @@ export const reserves = (limits: ClientLimits): boolean => limits.tpm !== undefi
 export interface Reservations {
   /** What `request` of `client` holds; nothing for a request that names no model (a listing). */
   estimate(client: string, limits: ClientLimits, request: ReservedRequest): Held;
-  /** The charge of an ended request: its usage, the reservation standing, or nothing (see above). Learns the average. */
-  settlement(client: string, held: Held, record: RequestRecord): Held;
+  /** The charge of an ended request: its usage, the reservation standing, or nothing (see above); a budgeted client's average learns it. */
+  settlement(client: string, limits: ClientLimits, held: Held, record: RequestRecord): Held;
 }
 
 export function createReservations(prices: PriceBook): Reservations {
@@ -81,10 +81,11 @@ export function createReservations(prices: PriceBook): Reservations {
       }
       return { tokens: limits.tpm === undefined ? 0 : promptTokens + output, cost };
     },
-    settlement(client, held, record) {
+    settlement(client, limits, held, record) {
       if (record.usage) {
         const cost = record.usage.cost ?? 0;
-        if (record.model !== undefined && record.usage.cost !== undefined) learn(client, record.model, cost);
+        const budgeted = limits.usdPerDay !== undefined || limits.usdPerMonth !== undefined;
+        if (budgeted && record.model !== undefined && record.usage.cost !== undefined) learn(client, record.model, cost);
         return { tokens: record.usage.totalTokens, cost };
       }
       const reached = record.keyId !== undefined;
