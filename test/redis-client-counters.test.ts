@@ -116,6 +116,28 @@ describe.skipIf(!hasRedis)("client counters shared through Redis", () => {
     expect(b.client("budgeted").record.usage.day).toMatchObject({ requests: 1, tokens: 40 });
   });
 
+  test("a request that ends in the next minute releases its reservation from the minute it was admitted in and is charged in the one it ended in", async () => {
+    const tokens = clientRecord("tokens", { tpm: 1000, usdPerDay: 1 });
+    const clock = { now: T };
+    const a = await instance([tokens], () => clock.now);
+    const admitted = await a.gate.admit(a.client("tokens"), { ...request, body: new ArrayBuffer(400) }); // 100 + 100 tokens held
+    const field = (key: string, name: string) => redis.cli("HGET", key, name).then(Number);
+    expect(await field(windowKey(tokens, "minute"), "reservedTokens")).toBe(200);
+    clock.now = T + 60_000;
+    admitted.done({ requestId: "r1", startedAt: T, method: "POST", path: "/chat/completions", model: request.model, stream: false, status: 200, attempts: [], keyId: "k_1", durationMs: 1, aborted: false, usage: { promptTokens: 30, completionTokens: 12, totalTokens: 42, cost: 0.001 } });
+    const nextMinute = keys.window(tokens.name, tokens.createdAt, "minute", clock.now);
+    await eventually(async () => (await field(nextMinute, "tokens")) === 42, { timeoutMs: 2_000, what: "the charge in the next minute" });
+    expect(await field(windowKey(tokens, "minute"), "reservedTokens")).toBe(0);
+    expect(await field(windowKey(tokens, "minute"), "tokens")).toBe(0);
+    expect(await field(windowKey(tokens, "day"), "reservedTokens")).toBe(0);
+    expect(await field(windowKey(tokens, "day"), "tokens")).toBe(42);
+    expect(await field(windowKey(tokens, "day"), "cost")).toBeCloseTo(0.001, 9);
+    // A release that finds less held than it releases (a count lost to a timeout) stops at zero.
+    a.counters.settled(tokens, { tokens: 500, cost: 0.5 }, T, { tokens: 0, cost: 0 }, clock.now);
+    await eventually(async () => (await field(windowKey(tokens, "day"), "reservedCost")) === 0, { timeoutMs: 2_000, what: "the release" });
+    expect(await field(windowKey(tokens, "day"), "reservedTokens")).toBe(0);
+  });
+
   test("Redis paused: a limited client is decided and counted from memory (fail open)", async () => {
     const limited = clientRecord("limited", { rpm: 2 });
     const a = await instance([limited]);
