@@ -259,7 +259,7 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
   // Model prices for budgets' reservations, in the background, only while a client has a USD budget.
   const budgeted = () => clients.directory.records().some((client) => client.usdPerDay !== undefined || client.usdPerMonth !== undefined);
   const catalogTicks = overrides.catalogTickMs === undefined ? {} : { tickEveryMs: overrides.catalogTickMs };
-  if (overrides.modelCatalog !== false) catalog = startModelCatalog({ pool, baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch, now, defaultCooldownMs: config.COOLDOWN_SECONDS * 1000, needed: budgeted, ...catalogTicks });
+  if (overrides.modelCatalog !== false) catalog = startModelCatalog({ pool, baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch, now, defaultCooldownMs: config.COOLDOWN_SECONDS * 1000, needed: budgeted, events, ...catalogTicks });
   const url = `http://${hostText(config.HOST)}:${server.port}`;
   await claim?.listening(url);
   return {

@@ -196,6 +196,9 @@ test("without a catalog (GET /models failing) no request fails for it: an unpric
   await harness.proxy.catalog?.tick();
   expect(fake.requests.filter((request) => request.path === "/models")).toHaveLength(1);
   expect(harness.proxy.catalog?.size()).toBe(0);
+  // Said once, in the errors log and on stderr; never to a client.
+  await harness.proxy.logging.flush();
+  expect(harness.proxy.output.err).toContain(`error model prices: ${fake.url}/models answered 500; budgets reserve each client's average cost per model until they load`);
   fake.reply(() => answerCosting(0.004));
   expect((await harness.chat(key)).status).toBe(200); // no average yet: holds $0, spends $0.004
   expect((await harness.chat(key)).status).toBe(200); // holds the average, $0.004: $0.008 after

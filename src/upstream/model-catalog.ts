@@ -11,7 +11,9 @@
  * (`pricing.prompt`, `pricing.completion` are strings of USD per token in the catalog; a negative
  * or unreadable one, as `openrouter/auto`'s "-1", prices nothing).
  */
+import type { EventBus } from "../domain/events.ts";
 import type { ModelPrice, PriceBook } from "../domain/model-prices.ts";
+import { displayUrl } from "../domain/redact.ts";
 import type { KeyPool } from "../keys/key-pool.ts";
 import { boundedText } from "./bounded-read.ts";
 import { classify, classifyError, readErrorBody } from "./policy.ts";
@@ -41,44 +43,58 @@ export interface ModelCatalogOptions {
   /** How often (real ms) the timer calls `tick`; 0: only when told. */
   tickEveryMs?: number;
   timeoutMs?: number;
+  /** Told when fetching starts failing and when it works again (the errors log), not at every retry. */
+  events?: EventBus;
 }
 
-export function startModelCatalog({ pool, baseUrl, fetch: fetchUpstream = globalThis.fetch, now = Date.now, defaultCooldownMs, needed, tickEveryMs = 30_000, timeoutMs = 30_000 }: ModelCatalogOptions): ModelCatalog {
+export function startModelCatalog({ pool, baseUrl, fetch: fetchUpstream = globalThis.fetch, now = Date.now, defaultCooldownMs, needed, tickEveryMs = 30_000, timeoutMs = 30_000, events }: ModelCatalogOptions): ModelCatalog {
   let prices = new Map<string, ModelPrice>();
   let dueAt = 0;
   let running: Promise<void> | undefined;
+  let failing = false;
+  const shown = `${displayUrl(baseUrl)}/models`;
 
-  const fetchCatalog = async (): Promise<boolean> => {
+  /** Fetches and keeps the catalog; the reason when it could not (the prices last read stand). */
+  const fetchCatalog = async (): Promise<string | undefined> => {
     const acquired = pool.acquire();
-    if (!acquired.ok) return false;
+    if (!acquired.ok) return `no key could ask for it (${acquired.reason})`;
     const { keyId, secret } = acquired.lease;
     let response: Response;
     try {
       response = await fetchUpstream(`${baseUrl}/models`, { headers: { authorization: `Bearer ${secret}` }, signal: AbortSignal.timeout(timeoutMs) });
     } catch (error) {
-      pool.report(keyId, { kind: "upstream-error", reason: `GET /models: ${error instanceof Error ? error.name : "failed"}` });
-      return false;
+      const reason = `${shown} could not be reached (${error instanceof Error ? error.name : "failed"})`;
+      pool.report(keyId, { kind: "upstream-error", reason });
+      return reason;
     }
     const text = await boundedText(response, CATALOG_LIMIT);
     const at = now();
     if (!response.ok) {
       pool.report(keyId, classifyError("/models", { status: response.status, headers: response.headers, body: readErrorBody(text ?? ""), now: at, defaultCooldownMs, model: undefined }));
-      return false;
+      return `${shown} answered ${response.status}`;
     }
     pool.report(keyId, classify({ status: response.status, headers: response.headers, now: at, defaultCooldownMs }));
     const read = text === undefined ? undefined : pricesOf(text);
-    if (read === undefined || read.size === 0) return false;
+    if (read === undefined || read.size === 0) return `${shown} answered 200 without a priced model list`;
     prices = read;
-    return true;
+    return undefined;
+  };
+
+  /** Only the start and the end of a run of failures is told: a retry every 5 minutes would flood the log. */
+  const told = (failure: string | undefined): void => {
+    if (failure !== undefined && !failing) events?.emit("prices.state", { kind: "failed", message: `model prices: ${failure}; budgets reserve each client's average cost per model until they load (retried every ${CATALOG_RETRY_MS / 60_000} min)` });
+    if (failure === undefined && failing) events?.emit("prices.state", { kind: "recovered", message: `model prices: ${shown} answered with ${prices.size} priced models` });
+    failing = failure !== undefined;
   };
 
   const tick = (): Promise<void> => {
     if (running) return running;
     if (!needed() || now() < dueAt) return Promise.resolve();
     running = fetchCatalog()
-      .catch(() => false)
-      .then((ok) => {
-        dueAt = now() + (ok ? CATALOG_REFRESH_MS : CATALOG_RETRY_MS);
+      .catch((error: unknown) => `reading it failed (${error instanceof Error ? error.message : String(error)})`)
+      .then((failure) => {
+        told(failure);
+        dueAt = now() + (failure === undefined ? CATALOG_REFRESH_MS : CATALOG_RETRY_MS);
       })
       .finally(() => {
         running = undefined;
