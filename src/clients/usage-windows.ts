@@ -137,7 +137,8 @@ export function refusalFor(limits: ClientLimits, usage: ClientUsage, at: number,
   return { code: budget.length > 0 ? "client_budget_exceeded" : "client_rate_limited", until, reasons: hits.map(([, what]) => what) };
 }
 
-const dollars = (usd: number) => `$${usd.toPrecision(2)}`;
+/** $12.50, $0.0061: cents above a dollar, two significant digits below. */
+const dollars = (usd: number) => `$${usd >= 1 ? usd.toFixed(2) : usd.toPrecision(2)}`;
 
 const kinds = ["minute", "day", "month"] as const;
 
