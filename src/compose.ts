@@ -22,6 +22,8 @@ import { isLoopbackHost } from "./http/loopback.ts";
 import { hasClients, startClients, type Clients } from "./clients/clients.ts";
 import { abortableSleep, createForwarder } from "./upstream/forward.ts";
 import { checkKey } from "./upstream/key-info.ts";
+import { startModelCatalog, type ModelCatalog } from "./upstream/model-catalog.ts";
+import type { PriceBook } from "./domain/model-prices.ts";
 import { createSessionAffinity } from "./upstream/session-affinity.ts";
 import { openRedisBackend, type RedisBackend } from "./store/redis/redis-backend.ts";
 import { openSharedClients } from "./store/redis/client-store.ts";
@@ -45,6 +47,9 @@ export interface ProxyOverrides {
   discoverAccounts?: boolean;
   /** How often (real ms) the account refresher looks at the clock; 0: only when told (tests). */
   refreshTickMs?: number;
+  /** false: never ask GET /models for prices (budgets then reserve by averages); the tick: as refreshTickMs. */
+  modelCatalog?: boolean;
+  catalogTickMs?: number;
   /** Where the human log lines go (default: stdout and stderr). */
   logOut?: (text: string) => void;
   logErr?: (text: string) => void;
@@ -64,6 +69,8 @@ export interface RunningProxy {
   discovery: Promise<void>;
   /** GET /key in the background after startup; absent when account lookups are off. */
   refresher?: AccountRefresher;
+  /** GET /models in the background (prices for budgets); absent when it is off. */
+  catalog?: ModelCatalog;
   /** With REDIS_URL: the shared state this instance runs on. */
   redis?: RedisBackend;
   keyCount: number;
@@ -126,7 +133,10 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
     if (!claimed.ok) return failedStart(claimed);
     claim = claimed.claim;
   }
+  let catalog: ModelCatalog | undefined; // needs the pool, made below; clients read its prices once loaded
+  const prices: PriceBook = { priceOf: (model) => catalog?.priceOf(model) };
   const started = startClients({
+    prices,
     doc: clientDoc ?? loaded.doc,
     keysFile: config.KEYS_FILE,
     sharedCounters: sharedClients?.clients.counters,
@@ -246,7 +256,10 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
         ...(onLearned ? { onLearned } : {}),
       })
     : undefined;
-
+  // Model prices for budgets' reservations, in the background, only while a client has a USD budget.
+  const budgeted = () => clients.directory.records().some((client) => client.usdPerDay !== undefined || client.usdPerMonth !== undefined);
+  const catalogTicks = overrides.catalogTickMs === undefined ? {} : { tickEveryMs: overrides.catalogTickMs };
+  if (overrides.modelCatalog !== false) catalog = startModelCatalog({ pool, baseUrl: config.OPENROUTER_BASE_URL, fetch: overrides.fetch ?? globalThis.fetch, now, defaultCooldownMs: config.COOLDOWN_SECONDS * 1000, needed: budgeted, events, ...catalogTicks });
   const url = `http://${hostText(config.HOST)}:${server.port}`;
   await claim?.listening(url);
   return {
@@ -264,10 +277,12 @@ export async function startProxy(config: Config, overrides: ProxyOverrides = {})
       discovery,
       ...(redis ? { redis } : {}),
       ...(refresher ? { refresher } : {}),
+      ...(catalog ? { catalog } : {}),
       keyCount: loaded.doc.records.length,
       async stop(graceMs = config.SHUTDOWN_GRACE_SECONDS * 1000) {
         stopping = true;
         refresher?.stop();
+        catalog?.stop();
         await stopGracefully(server, graceMs, () =>
           graceOver.abort(new DOMException(`the proxy is shutting down and SHUTDOWN_GRACE_SECONDS (${graceMs / 1000} s) ran out`, "AbortError")),
         );

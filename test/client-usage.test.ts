@@ -132,13 +132,13 @@ describe.skipIf(!chromiumPath())(`the status page's Clients section in headless 
     stop = () => proxy.close();
     const admin = adminClient(proxy.url, log, secrets);
     const ana = await admin.add("ana", { models: ["*:free", "openai/*"], rpm: 2, rpd: 500 });
-    const bot = await admin.add("support-bot", { usdPerMonth: 0.005, tpm: 10_000 });
+    const bot = await admin.add("support-bot", { usdPerMonth: 0.006, tpm: 10_000 });
     await admin.add("idle");
     fake.reply(() => answerCosting(0.003, 120));
     for (let i = 0; i < 2; i++) expect(await chat(proxy, ana)).toBe(200);
     expect(await chat(proxy, ana)).toBe(429); // rpm 2: back at the next minute
     for (let i = 0; i < 2; i++) expect(await chat(proxy, bot)).toBe(200);
-    expect(await chat(proxy, bot)).toBe(429); // $0.006 of $0.005: back next month
+    expect(await chat(proxy, bot)).toBe(429); // $0.006 of $0.006 (the second held the first's $0.003): back next month
     browser = await launchChromium();
     await browser.setViewport(1280, 900);
   }, BROWSER_TEST_MS);
@@ -159,8 +159,8 @@ describe.skipIf(!chromiumPath())(`the status page's Clients section in headless 
     expect(ana.slice(0, 6)).toEqual(["ana", expect.stringMatching(/^sk-orp-…\S{4}$/), "*:free, openai/*", "2 of 2 req · 240 tok", "2 of 500 req · 240 tok · $0.0060", "2 req · 240 tok · $0.0060"]);
     expect(ana[6]).toMatch(/^limited · back in \d+s2 requests per minute · back at \d\d:\d\d UTC$/);
     const bot = await browser.evaluate<string[]>(rowCells("support-bot"));
-    expect(bot.slice(3, 6)).toEqual(["2 req · 240 of 10,000 tok", "2 req · 240 tok · $0.0060", "2 req · 240 tok · $0.0060 of $0.0050"]);
-    expect(bot[6]).toContain("$0.005 per month");
+    expect(bot.slice(3, 6)).toEqual(["2 req · 240 of 10,000 tok", "2 req · 240 tok · $0.0060", "2 req · 240 tok · $0.0060 of $0.0060"]);
+    expect(bot[6]).toContain("$0.006 per month");
     expect(bot[6]).toMatch(/back in 27d 11h/); // 2026-12-04T12:00:10Z to 2027-01-01
 
     // The last requests name their client too.

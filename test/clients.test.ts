@@ -175,28 +175,30 @@ test("--rpd counts per UTC day, and Retry-After runs to midnight", async () => {
   expect((await chat(key)).status).toBe(200);
 });
 
-test("--tpm counts the tokens of the answers' usage", async () => {
+test("--tpm counts the tokens of the answers' usage, each request holding its prompt and max_tokens while it runs", async () => {
   const { admin, chat, clock } = await start();
   fake.reply(() => answerCosting(0, 600));
   const key = await admin.add("tokens", { tpm: 1000 });
-  expect((await chat(key)).status).toBe(200); // 600
-  expect((await chat(key)).status).toBe(200); // under 1000 when it starts: 1200 after
-  const refused = await chat(key);
+  const small = { max_tokens: 100 }; // holds 100 + the prompt's bytes / 4 until its usage is known
+  expect((await chat(key, small)).status).toBe(200); // 600
+  expect((await chat(key, small)).status).toBe(200); // 600 + what it holds fits in 1000: 1200 after
+  const refused = await chat(key, small);
   expect(refused.status).toBe(429);
   expect(errorOf(refused.json)).toMatchObject({ code: "client_rate_limited" });
   expect(errorOf(refused.json).message).toContain("1000 tokens per minute");
   expect(refused.headers.get("retry-after")).toBe("20");
   clock.now = Date.parse("2026-12-04T12:01:00Z");
-  expect((await chat(key)).status).toBe(200);
+  expect((await chat(key, small)).status).toBe(200);
 });
 
-test("--usd-per-day 0.01 refuses the request after the one whose usage.cost crossed it, streams included", async () => {
+test("--usd-per-day counts the streams' usage.cost, and refuses once it is spent", async () => {
   const { admin, chat, proxy } = await start();
-  const key = await admin.add("paid", { usdPerDay: 0.01 });
+  const key = await admin.add("paid", { usdPerDay: 0.012 });
   fake.reply(() => streamCosting(0.006));
   const done = requestsDone(proxy, 2);
+  // No catalog prices this model: a request holds the client's average cost for it ($0 at first).
   expect((await chat(key, { stream: true })).status).toBe(200); // $0.006
-  expect((await chat(key, { stream: true })).status).toBe(200); // starts under budget, ends at $0.012
+  expect((await chat(key, { stream: true })).status).toBe(200); // holds $0.006, which fits exactly: $0.012 after
   await done; // a stream's usage is charged when it has ended
   const before = upstreamChats();
   const refused = await chat(key, { stream: true });
@@ -208,11 +210,11 @@ test("--usd-per-day 0.01 refuses the request after the one whose usage.cost cros
 
 test("--usd-per-month counts whole answers' usage.cost per UTC month; Retry-After runs to the next month", async () => {
   const { admin, chat, clock } = await start();
-  const key = await admin.add("monthly", { usdPerMonth: 1 });
+  const key = await admin.add("monthly", { usdPerMonth: 1.5 });
   fake.reply(() => answerCosting(0.75));
   expect((await chat(key)).status).toBe(200);
   clock.now = Date.parse("2026-12-20T08:00:00Z");
-  expect((await chat(key)).status).toBe(200); // $1.50 now
+  expect((await chat(key)).status).toBe(200); // holds its average, $0.75, which fits: $1.50 now
   const refused = await chat(key);
   expect(errorOf(refused.json).code).toBe("client_budget_exceeded");
   expect(Number(refused.headers.get("retry-after"))).toBe((Date.parse("2027-01-01T00:00:00Z") - clock.now) / 1000);

@@ -59,7 +59,8 @@ async function usageOf(admin: ReturnType<typeof adminClient>, client: string) {
 
 test("the Anthropic SDK (x-api-key, /api/v1/messages) is served on a client key; its messages' usage, whole and streamed, spends the budget until it refuses", async () => {
   const { proxy, admin } = await start();
-  const key = await admin.add("claude", { usdPerDay: 0.01 });
+  // Each request holds the client's average cost for the model until its usage is known ($0 at first).
+  const key = await admin.add("claude", { usdPerDay: 0.013 });
   const anthropic = new Anthropic({ baseURL: `${proxy.url}/api`, apiKey: key, maxRetries: 0 });
   const ask = { model: "anthropic/claude-sonnet-4.5", max_tokens: 1024, messages: [{ role: "user" as const, content: "Hello, Claude" }] };
   fake.replyOnce(
@@ -80,7 +81,7 @@ test("the Anthropic SDK (x-api-key, /api/v1/messages) is served on a client key;
   expect((await usageOf(admin, "claude"))?.cost).toBeCloseTo(0.007, 9);
 
   fake.reply(() => jsonAnswer(messageObject("Hi! My name is Claude.", spent)));
-  expect((await anthropic.messages.create(ask)).id).toBeString(); // $0.007 < $0.01: served, $0.013 after
+  expect((await anthropic.messages.create(ask)).id).toBeString(); // $0.007 + the $0.0035 average held fits in $0.013: $0.013 after
   const refused = await anthropic.messages.create(ask).catch((error: unknown) => error);
   expect(refused).toBeInstanceOf(Anthropic.RateLimitError);
   expect((refused as InstanceType<typeof Anthropic.RateLimitError>).message).toContain("budget");
@@ -89,7 +90,8 @@ test("the Anthropic SDK (x-api-key, /api/v1/messages) is served on a client key;
 
 test("the openai SDK's responses.create, whole and streamed, is charged what response.usage says (budget, /admin/usage, /metrics), and the budget then refuses", async () => {
   const { proxy, admin } = await start();
-  const key = await admin.add("codex", { usdPerDay: 0.01, tpm: 100_000 });
+  // The stream holds the $0.006 the first answer cost (the client's average for the model): $0.012 fits exactly.
+  const key = await admin.add("codex", { usdPerDay: 0.012, tpm: 100_000 });
   const openai = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: key, maxRetries: 0 });
   fake.replyOnce(
     () => jsonAnswer(responseObject("In a peaceful grove…", spent)),

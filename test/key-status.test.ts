@@ -180,6 +180,7 @@ const everyEvent = [
   "account.rest",
   "account.rests-cleared",
   "client.refused",
+  "prices.state",
   "shared.state",
 ] as const satisfies readonly ProxyEventName[];
 const listsEveryEvent: [Exclude<ProxyEventName, (typeof everyEvent)[number]>] extends [never] ? true : false = true;

@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { addClient } from "../src/clients/client-admin.ts";
 import { createClientDirectory, type LiveClient } from "../src/clients/client-directory.ts";
-import { createClientGate, type ClientGate } from "../src/clients/client-gate.ts";
+import { createClientGate, type Admission, type ClientGate } from "../src/clients/client-gate.ts";
 import type { ClientRecord } from "../src/clients/client-schema.ts";
 import { parseClientSettings } from "../src/clients/client-settings.ts";
 import type { SharedClientCounters } from "../src/clients/shared-counters.ts";
@@ -58,12 +58,12 @@ async function instance(records: ClientRecord[], now = () => T): Promise<Instanc
   };
 }
 
-const request = { method: "POST", model: "openai/gpt-4o-mini" };
+const request = { method: "POST", model: "openai/gpt-4o-mini", maxTokens: 100 };
 const windowKey = (record: ClientRecord, kind: "minute" | "day" | "month") => keys.clientWindow(record.name, record.createdAt, kind, T);
 
-async function outcome(admitted: string | Promise<string>): Promise<string> {
+async function outcome(admitted: Admission | Promise<Admission>): Promise<string> {
   try {
-    return await admitted;
+    return (await admitted).name;
   } catch (error) {
     return error instanceof ProxyError ? `${error.status} ${error.code}` : String(error);
   }
@@ -75,7 +75,8 @@ describe.skipIf(!hasRedis)("client counters shared through Redis", () => {
     const a = await instance([free]);
     const admitted = a.gate.admit(a.client("free"), request);
     // Not a promise: nothing was awaited, so no Redis round-trip stood before the request.
-    expect(admitted).toBe("free");
+    expect(admitted).not.toBeInstanceOf(Promise);
+    expect((admitted as Admission).name).toBe("free");
     const counted = async () => Number(await redis.cli("HGET", windowKey(free, "minute"), "requests"));
     await eventually(async () => (await counted()) === 1, { timeoutMs: 2_000, what: "the count in Redis" });
     expect(Number(await redis.cli("HGET", windowKey(free, "day"), "requests"))).toBe(1);
@@ -106,13 +107,35 @@ describe.skipIf(!hasRedis)("client counters shared through Redis", () => {
     const budgeted = clientRecord("budgeted", { usdPerDay: 0.05, tpm: 1000 });
     const [a, b] = [await instance([budgeted]), await instance([budgeted])];
     expect(await outcome(a.gate.admit(a.client("budgeted"), request))).toBe("budgeted");
-    a.counters.charged(a.client("budgeted").record, 40, 0.06, T);
+    a.counters.settled(a.client("budgeted").record, { tokens: 100, cost: 0 }, T, { tokens: 40, cost: 0.06 }, T);
     const cost = async () => Number(await redis.cli("HGET", windowKey(budgeted, "day"), "cost"));
     await eventually(async () => (await cost()) > 0, { timeoutMs: 2_000, what: "the cost in Redis" });
     expect(await cost()).toBeCloseTo(0.06, 9);
     expect(await outcome(b.gate.admit(b.client("budgeted"), request))).toBe("429 client_budget_exceeded");
     // b's memory now holds the shared counts it was refused on.
     expect(b.client("budgeted").record.usage.day).toMatchObject({ requests: 1, tokens: 40 });
+  });
+
+  test("a request that ends in the next minute releases its reservation from the minute it was admitted in and is charged in the one it ended in", async () => {
+    const tokens = clientRecord("tokens", { tpm: 1000, usdPerDay: 1 });
+    const clock = { now: T };
+    const a = await instance([tokens], () => clock.now);
+    const admitted = await a.gate.admit(a.client("tokens"), { ...request, body: new ArrayBuffer(400) }); // 100 + 100 tokens held
+    const field = (key: string, name: string) => redis.cli("HGET", key, name).then(Number);
+    expect(await field(windowKey(tokens, "minute"), "reservedTokens")).toBe(200);
+    clock.now = T + 60_000;
+    admitted.done({ requestId: "r1", startedAt: T, method: "POST", path: "/chat/completions", model: request.model, stream: false, status: 200, attempts: [], keyId: "k_1", durationMs: 1, aborted: false, usage: { promptTokens: 30, completionTokens: 12, totalTokens: 42, cost: 0.001 } });
+    const nextMinute = keys.clientWindow(tokens.name, tokens.createdAt, "minute", clock.now);
+    await eventually(async () => (await field(nextMinute, "tokens")) === 42, { timeoutMs: 2_000, what: "the charge in the next minute" });
+    expect(await field(windowKey(tokens, "minute"), "reservedTokens")).toBe(0);
+    expect(await field(windowKey(tokens, "minute"), "tokens")).toBe(0);
+    expect(await field(windowKey(tokens, "day"), "reservedTokens")).toBe(0);
+    expect(await field(windowKey(tokens, "day"), "tokens")).toBe(42);
+    expect(await field(windowKey(tokens, "day"), "cost")).toBeCloseTo(0.001, 9);
+    // A release that finds less held than it releases (a count lost to a timeout) stops at zero.
+    a.counters.settled(tokens, { tokens: 500, cost: 0.5 }, T, { tokens: 0, cost: 0 }, clock.now);
+    await eventually(async () => (await field(windowKey(tokens, "day"), "reservedCost")) === 0, { timeoutMs: 2_000, what: "the release" });
+    expect(await field(windowKey(tokens, "day"), "reservedTokens")).toBe(0);
   });
 
   test("Redis paused: a limited client is decided and counted from memory (fail open)", async () => {

@@ -9,7 +9,7 @@
  */
 import type { ClientRecord } from "./client-schema.ts";
 import { compileModelPatterns, type ModelMatcher } from "./model-globs.ts";
-import { chargeUsage, countRequest, type ClientUsage } from "./usage-windows.ts";
+import { countRequest, settleUsage, type ClientUsage, type Held } from "./usage-windows.ts";
 
 export interface LiveClient {
   readonly record: ClientRecord;
@@ -25,10 +25,14 @@ export interface ClientDirectory {
   /** Takes the stored clients (definitions), keeping the counters held here. */
   adopt(clients: ReadonlyMap<string, ClientRecord>): void;
   records(): ClientRecord[];
-  /** Counts an admitted request. */
-  countRequest(client: LiveClient, at: number): void;
-  /** Adds an answer's tokens and cost to the named client, if it still exists. */
-  charge(name: string, tokens: number, cost: number, at: number): void;
+  /** Counts an admitted request, with what it holds until it ends (its reservation). */
+  countRequest(client: LiveClient, at: number, held?: Held): void;
+  /**
+   * A request of `client` admitted at `heldAt` has ended: what it held is released and `charged`
+   * added. Counters follow the client's name and creation time (`adopt`), so a client removed
+   * since is charged nothing.
+   */
+  settle(client: LiveClient, held: Held, heldAt: number, charged: Held, at: number): void;
   /** Subscribes to "counters or clients changed, persist me"; returns an unsubscribe. */
   onChange(listener: () => void): () => void;
 }
@@ -69,14 +73,15 @@ export function createClientDirectory(initial: ReadonlyMap<string, ClientRecord>
     byName: (name) => byName.get(name),
     adopt,
     records: () => [...byName.values()].map((live) => live.record),
-    countRequest(client, at) {
-      countRequest(client.record.usage, at);
+    countRequest(client, at, held) {
+      countRequest(client.record.usage, at, held);
       changed();
     },
-    charge(name, tokens, cost, at) {
-      const live = byName.get(name);
-      if (!live || (tokens === 0 && cost === 0)) return;
-      chargeUsage(live.record.usage, tokens, cost, at);
+    settle(client, held, heldAt, charged, at) {
+      const live = byName.get(client.record.name);
+      if (!live || live.record.usage !== client.record.usage) return;
+      if (held.tokens === 0 && held.cost === 0 && charged.tokens === 0 && charged.cost === 0) return;
+      settleUsage(live.record.usage, held, heldAt, charged.tokens, charged.cost, at);
       changed();
     },
     onChange(listener) {

@@ -7,14 +7,25 @@
  * - A `PROXY_API_KEYS` entry still passes, unlimited: routes/proxy.ts checks those (in constant
  *   time, as before) when the gate knows no client by the key.
  * - Models, then limits, are checked before anything is sent upstream; an admitted request is
- *   counted at once, so concurrent requests cannot all slip under `--rpm`.
+ *   counted at once, so concurrent requests cannot all slip under `--rpm`, and holds its
+ *   reservation (reservations.ts) until it ends, so they cannot all slip under a budget either.
  */
 import { ProxyError } from "../domain/errors.ts";
+import { NO_PRICES, type PriceBook } from "../domain/model-prices.ts";
+import type { RequestRecord } from "../domain/request-record.ts";
 import { hashClientKey } from "./client-key.ts";
 import { modelNamesIn } from "./model-globs.ts";
 import type { ClientDirectory, LiveClient } from "./client-directory.ts";
 import { hasLimits, type SharedClientCounters } from "./shared-counters.ts";
-import { refusalFor, type Refusal } from "./usage-windows.ts";
+import { createReservations, reserves, type ReservedRequest } from "./reservations.ts";
+import { NOTHING_HELD, refusalFor, type Held, type Refusal } from "./usage-windows.ts";
+
+/** An admitted request: its client's name (for the record), and what settles its reservation once its record is complete. */
+export interface Admission {
+  name: string;
+  /** Call once with the request's complete record: the reservation is replaced by what it really used. */
+  done(record: RequestRecord): void;
+}
 
 export interface ClientGate {
   /** True once callers need a client key (a client exists, or only client keys guard a public HOST). */
@@ -27,11 +38,11 @@ export interface ClientGate {
    */
   identify(tokens: readonly string[]): LiveClient | "unknown" | "off";
   /**
-   * Checks the request's model(s) and the client's limits, and counts it; returns the client's
-   * name for the request record. Throws (or rejects with) 403 `model_not_allowed` or 429. A
-   * promise only for a client with limits when counters are shared (one atomic Redis call).
+   * Checks the request's model(s) and the client's limits, its reservation included, and counts
+   * it. Throws (or rejects with) 403 `model_not_allowed` or 429. A promise only for a client with
+   * limits when counters are shared (one atomic Redis call).
    */
-  admit(client: LiveClient, request: { method: string; model?: string | undefined; models?: readonly string[] | undefined }): string | Promise<string>;
+  admit(client: LiveClient, request: ReservedRequest): Admission | Promise<Admission>;
 }
 
 export interface ClientGateOptions {
@@ -43,6 +54,8 @@ export interface ClientGateOptions {
   onRefused?: (client: string, code: string) => void;
   /** With REDIS_URL: the counters every instance shares (shared-counters.ts). */
   shared?: SharedClientCounters | undefined;
+  /** Model prices for reservations (upstream/model-catalog.ts); without them reservations fall back to averages. */
+  prices?: PriceBook;
 }
 
 /** 401 for a bearer that is no client's key (and no PROXY_API_KEYS entry). */
@@ -52,10 +65,26 @@ export const unknownClientKey = () =>
     code: "invalid_api_key",
   });
 
-export function createClientGate({ directory, requireClientKey = false, now = Date.now, onRefused, shared }: ClientGateOptions): ClientGate {
+export function createClientGate({ directory, requireClientKey = false, now = Date.now, onRefused, shared, prices = NO_PRICES }: ClientGateOptions): ClientGate {
   const refuse = (client: string, error: ProxyError): never => {
     onRefused?.(client, error.code);
     throw error;
+  };
+  const reservations = createReservations(prices);
+  /** The admitted request's settle: once, however many times its end is told. */
+  const admission = (client: LiveClient, held: Held, heldAt: number): Admission => {
+    let settled = false;
+    return {
+      name: client.record.name,
+      done(record) {
+        if (settled) return;
+        settled = true;
+        const charged = reservations.settlement(client.record.name, client.record, held, record);
+        const at = now();
+        directory.settle(client, held, heldAt, charged, at);
+        if (shared && (held !== NOTHING_HELD || charged.tokens !== 0 || charged.cost !== 0)) shared.settled(client.record, held, heldAt, charged, at);
+      },
+    };
   };
   return {
     inUse: () => directory.size > 0 || requireClientKey,
@@ -76,22 +105,23 @@ export function createClientGate({ directory, requireClientKey = false, now = Da
       return "unknown";
     },
 
-    admit(client, { method, model, models }) {
+    admit(client, request) {
       const { record, allows } = client;
       if (allows) {
-        const refusal = checkModels(record.name, record.models ?? [], allows, method, model, models);
+        const refusal = checkModels(record.name, record.models ?? [], allows, request.method, request.model, request.models);
         if (refusal) refuse(record.name, refusal);
       }
       const at = now();
-      // Shared counters: a limited client's check and count are one atomic step in Redis.
+      const held = reserves(record) ? reservations.estimate(record.name, record, request) : NOTHING_HELD;
+      // Shared counters: a limited client's check, count and reservation are one atomic step in Redis.
       if (shared && hasLimits(record)) {
-        return shared.reserve(record, at).then((refusal) => (refusal ? refuse(record.name, limitError(record.name, refusal, at)) : record.name));
+        return shared.reserve(record, at, held).then((refusal) => (refusal ? refuse(record.name, limitError(record.name, refusal, at)) : admission(client, held, at)));
       }
-      const refusal = refusalFor(record, record.usage, at);
+      const refusal = refusalFor(record, record.usage, at, held);
       if (refusal) refuse(record.name, limitError(record.name, refusal, at));
-      directory.countRequest(client, at);
+      directory.countRequest(client, at, held);
       shared?.counted(record, at);
-      return record.name;
+      return admission(client, held, at);
     },
   };
 }

@@ -13,7 +13,7 @@
  */
 import { z } from "zod";
 import type { KeyFileDocument } from "../keys/schema.ts";
-import { emptyUsage, windowStart, type ClientLimits, type ClientUsage, type WindowCount, type WindowKind } from "./usage-windows.ts";
+import { emptyUsage, emptyWindow, windowStart, type ClientLimits, type ClientUsage, type WindowCount, type WindowKind } from "./usage-windows.ts";
 
 const isoDate = z.iso.datetime({ offset: true });
 const count = z.number().int().min(0);
@@ -97,7 +97,7 @@ export function clientsFromDocument(doc: KeyFileDocument, now: number): ClientsL
 
 /** A stored window, its start snapped to the window it names (a hand-edited time is not trusted to be aligned). */
 function windowFromFile(kind: WindowKind, stored: z.infer<typeof WindowSchema>): WindowCount {
-  return { start: windowStart(kind, Date.parse(stored.start)), requests: stored.requests, tokens: stored.tokens, cost: stored.cost };
+  return { ...emptyWindow(windowStart(kind, Date.parse(stored.start))), requests: stored.requests, tokens: stored.tokens, cost: stored.cost };
 }
 
 /** The document with its clients section replaced (removed when there are none left and there was none). */

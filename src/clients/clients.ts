@@ -1,6 +1,6 @@
 /**
- * Client keys as the server runs them: the directory loaded from the store's document, the gate
- * the proxy handler asks, and the charge of every finished request's usage to its client.
+ * Client keys as the server runs them: the directory loaded from the store's document and the gate
+ * the proxy handler asks (which also settles every admitted request's reservation by its usage).
  * compose.ts builds this once; the store's sync (store/state-sync.ts) saves the counters and
  * hands people's changes to `adopt`, as the admin API does with its own.
  *
@@ -8,6 +8,7 @@
  * everything else in the section is the store's.
  */
 import type { EventBus } from "../domain/events.ts";
+import type { PriceBook } from "../domain/model-prices.ts";
 import type { KeyFileDocument } from "../keys/schema.ts";
 import { createClientDirectory, type ClientDirectory } from "./client-directory.ts";
 import { createClientGate, type ClientGate } from "./client-gate.ts";
@@ -37,26 +38,21 @@ export interface ClientsOptions {
    * are not saved in the store's document (they are increments in Redis).
    */
   sharedCounters?: ((directory: ClientDirectory) => SharedClientCounters) | undefined;
+  /** Model prices for reservations (the models catalog). */
+  prices?: PriceBook;
 }
 
-export function startClients({ doc, keysFile, events, requireClientKey, now, sharedCounters }: ClientsOptions): { ok: true; clients: Clients } | { ok: false; message: string } {
+export function startClients({ doc, keysFile, events, requireClientKey, now, sharedCounters, prices }: ClientsOptions): { ok: true; clients: Clients } | { ok: false; message: string } {
   const loaded = clientsFromDocument(doc, now());
   if (!loaded.ok) return { ok: false, message: `${keysFile}: ${loaded.message}; the file was left untouched` };
   const directory = createClientDirectory(loaded.clients);
   const shared = sharedCounters?.(directory);
   let lastError: string | undefined;
-  const unsubscribe = events.on("request.done", (record) => {
-    if (!record.client || !record.usage) return;
-    const at = now();
-    directory.charge(record.client, record.usage.totalTokens, record.usage.cost ?? 0, at);
-    const charged = shared && directory.byName(record.client)?.record;
-    if (charged) shared.charged(charged, record.usage.totalTokens, record.usage.cost ?? 0, at);
-  });
   return {
     ok: true,
     clients: {
       directory,
-      gate: createClientGate({ directory, requireClientKey, now, shared, onRefused: (client, code) => events.emit("client.refused", { client, code }) }),
+      gate: createClientGate({ directory, requireClientKey, now, shared, ...(prices ? { prices } : {}), onRefused: (client, code) => events.emit("client.refused", { client, code }) }),
       savesCounters: shared === undefined,
       adopt(stored, storeName) {
         const loaded = clientsFromDocument(stored, now());
@@ -74,7 +70,6 @@ export function startClients({ doc, keysFile, events, requireClientKey, now, sha
         return stored.ok ? documentWithClients(doc, withOurCounters(stored.clients, directory)) : doc;
       },
       async stop() {
-        unsubscribe();
         await shared?.stop();
       },
     },

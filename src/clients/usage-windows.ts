@@ -7,9 +7,12 @@
  * the keys file, and can be shared as plain atomic increments. The cost: up to twice `--rpm`
  * requests can pass within one minute straddling a boundary (N at 12:34:59, N more at 12:35:00).
  *
- * Requests are counted when admitted, before anything goes upstream; tokens and cost when the
- * answer has ended (its `usage`), in the window of that moment. A request that starts under a
- * limit may end over it: the next one is refused.
+ * Requests are counted when admitted, before anything goes upstream. Tokens and cost are held
+ * back then too, as a reservation (clients/reservations.ts: the request's worst case), and when the
+ * answer has ended the reservation is released and its `usage` charged, in the window of that
+ * moment. A request is admitted only if its reservation fits in what the limit leaves beside what
+ * was spent and what requests in flight hold: concurrent requests cannot all start under a budget
+ * that only one of them fits in.
  */
 
 export type WindowKind = "minute" | "day" | "month";
@@ -21,7 +24,18 @@ export interface WindowCount {
   tokens: number;
   /** USD, from the answers' `usage.cost`. */
   cost: number;
+  /** Held by requests still in flight (their reservations); never saved, never shown as spent. */
+  reservedTokens: number;
+  reservedCost: number;
 }
+
+/** What one request holds of each window while it runs. */
+export interface Held {
+  tokens: number;
+  cost: number;
+}
+
+export const NOTHING_HELD: Held = { tokens: 0, cost: 0 };
 
 export interface ClientUsage {
   minute: WindowCount;
@@ -64,11 +78,13 @@ export function windowEnd(kind: WindowKind, at: number): number {
 
 export function emptyUsage(at: number): ClientUsage {
   return {
-    minute: { start: windowStart("minute", at), requests: 0, tokens: 0, cost: 0 },
-    day: { start: windowStart("day", at), requests: 0, tokens: 0, cost: 0 },
-    month: { start: windowStart("month", at), requests: 0, tokens: 0, cost: 0 },
+    minute: emptyWindow(windowStart("minute", at)),
+    day: emptyWindow(windowStart("day", at)),
+    month: emptyWindow(windowStart("month", at)),
   };
 }
+
+export const emptyWindow = (start: number): WindowCount => ({ start, requests: 0, tokens: 0, cost: 0, reservedTokens: 0, reservedCost: 0 });
 
 /** The window in force at `at`, emptied first if an older one was held. */
 export function currentWindow(usage: ClientUsage, kind: WindowKind, at: number): WindowCount {
@@ -79,22 +95,41 @@ export function currentWindow(usage: ClientUsage, kind: WindowKind, at: number):
     window.requests = 0;
     window.tokens = 0;
     window.cost = 0;
+    window.reservedTokens = 0;
+    window.reservedCost = 0;
   }
   return window;
 }
 
-/** The limits hit at `at`, if any. Budgets outrank rate limits: they decide the code and the wait. */
-export function refusalFor(limits: ClientLimits, usage: ClientUsage, at: number): Refusal | undefined {
+/** Float sums of USD (0.1 + 0.2) must not refuse a reservation that fits exactly. */
+const EPSILON = 1e-9;
+
+/**
+ * The limits `wanted` (a request's reservation) does not fit in at `at`, if any: a limit is hit when
+ * what was spent and what is held reach it, or when `wanted` would take them past it. Budgets
+ * outrank rate limits: they decide the code and the wait.
+ */
+export function refusalFor(limits: ClientLimits, usage: ClientUsage, at: number, wanted: Held = NOTHING_HELD): Refusal | undefined {
   const minute = currentWindow(usage, "minute", at);
   const day = currentWindow(usage, "day", at);
   const month = currentWindow(usage, "month", at);
   const budget: Array<[number, string]> = [];
   const rate: Array<[number, string]> = [];
-  if (limits.usdPerMonth !== undefined && month.cost >= limits.usdPerMonth) budget.push([windowEnd("month", at), `$${limits.usdPerMonth} per month`]);
-  if (limits.usdPerDay !== undefined && day.cost >= limits.usdPerDay) budget.push([windowEnd("day", at), `$${limits.usdPerDay} per day`]);
+  const usd = (limit: number | undefined, window: WindowCount, kind: WindowKind, per: string) => {
+    if (limit === undefined) return;
+    const used = window.cost + window.reservedCost;
+    if (used + EPSILON >= limit) budget.push([windowEnd(kind, at), `$${limit} per ${per}`]);
+    else if (used + wanted.cost > limit + EPSILON) budget.push([windowEnd(kind, at), `$${limit} per ${per} (${dollars(limit - used)} left; this request holds up to ${dollars(wanted.cost)} until its usage is known${wanted.cost > limit ? ": more than the whole budget, so a smaller max_tokens is needed" : ""})`]);
+  };
+  usd(limits.usdPerMonth, month, "month", "month");
+  usd(limits.usdPerDay, day, "day", "day");
   if (limits.rpd !== undefined && day.requests >= limits.rpd) rate.push([windowEnd("day", at), `${limits.rpd} requests per day`]);
   if (limits.rpm !== undefined && minute.requests >= limits.rpm) rate.push([windowEnd("minute", at), `${limits.rpm} requests per minute`]);
-  if (limits.tpm !== undefined && minute.tokens >= limits.tpm) rate.push([windowEnd("minute", at), `${limits.tpm} tokens per minute`]);
+  if (limits.tpm !== undefined) {
+    const used = minute.tokens + minute.reservedTokens;
+    if (used >= limits.tpm) rate.push([windowEnd("minute", at), `${limits.tpm} tokens per minute`]);
+    else if (used + wanted.tokens > limits.tpm) rate.push([windowEnd("minute", at), `${limits.tpm} tokens per minute (${limits.tpm - used} left; this request holds up to ${wanted.tokens}: its prompt and its max_tokens${wanted.tokens > limits.tpm ? ", more than the whole limit, so a smaller max_tokens is needed" : ""})`]);
+  }
   const hits = budget.length > 0 ? budget : rate;
   if (hits.length === 0) return undefined;
   // Every limit hit must have reset before a retry can pass: the latest boundary is the truthful wait.
@@ -102,18 +137,35 @@ export function refusalFor(limits: ClientLimits, usage: ClientUsage, at: number)
   return { code: budget.length > 0 ? "client_budget_exceeded" : "client_rate_limited", until, reasons: hits.map(([, what]) => what) };
 }
 
-/** Counts an admitted request in every window. */
-export function countRequest(usage: ClientUsage, at: number): void {
-  currentWindow(usage, "minute", at).requests++;
-  currentWindow(usage, "day", at).requests++;
-  currentWindow(usage, "month", at).requests++;
+/** $12.50, $0.0061: cents above a dollar, two significant digits below. */
+const dollars = (usd: number) => `$${usd >= 1 ? usd.toFixed(2) : usd.toPrecision(2)}`;
+
+const kinds = ["minute", "day", "month"] as const;
+
+/** Counts an admitted request in every window, with what it holds until it ends. */
+export function countRequest(usage: ClientUsage, at: number, held: Held = NOTHING_HELD): void {
+  for (const kind of kinds) {
+    const window = currentWindow(usage, kind, at);
+    window.requests++;
+    window.reservedTokens += held.tokens;
+    window.reservedCost += held.cost;
+  }
 }
 
-/** Adds an answer's tokens and cost to every window. */
-export function chargeUsage(usage: ClientUsage, tokens: number, cost: number, at: number): void {
-  for (const kind of ["minute", "day", "month"] as const) {
-    const window = currentWindow(usage, kind, at);
-    window.tokens += tokens;
-    window.cost += cost;
+/**
+ * A request admitted at `heldAt` has ended: what it held is released from the windows it was
+ * taken from (a window that has rolled over since took it away already), and the answer's tokens
+ * and cost are added to the windows of `at`.
+ */
+export function settleUsage(usage: ClientUsage, held: Held, heldAt: number, tokens: number, cost: number, at: number): void {
+  for (const kind of kinds) {
+    const window = usage[kind];
+    if (window.start === windowStart(kind, heldAt)) {
+      window.reservedTokens = Math.max(0, window.reservedTokens - held.tokens);
+      window.reservedCost = window.reservedCost - held.cost > EPSILON ? window.reservedCost - held.cost : 0;
+    }
+    const charged = currentWindow(usage, kind, at);
+    charged.tokens += tokens;
+    charged.cost += cost;
   }
 }

@@ -36,6 +36,8 @@ export interface ProxyEventMap {
    * did something once a person should know of ("notice": an import, a start from KEYS_FILE).
    */
   "shared.state": { kind: "degraded" | "recovered" | "notice"; message: string };
+  /** The models catalog (prices for budgets) could not be fetched, after it could; or can again. */
+  "prices.state": { kind: "failed" | "recovered"; message: string };
   /** A client key's request refused before it went upstream (a model outside --models, a limit, expiry). */
   "client.refused": { client: string; code: string };
 }

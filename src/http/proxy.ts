@@ -91,16 +91,20 @@ export function createProxyHandler({ forward, limits, isStopping = () => false, 
         models: undefined,
         session: undefined,
         stream: false,
+        maxTokens: undefined,
         clientAddress: clientAddress(raw),
         client: undefined,
         receivedAt,
+        onDone: undefined,
       };
       // The body is read once, as bytes, checked, and sent upstream untouched on every attempt.
       await readCheckedBody(raw, limits, request);
-      // Models and limits are checked before anything goes upstream.
+      // Models and limits are checked before anything goes upstream; the reservation is settled by the record.
       if (typeof caller === "object" && clients) {
         const admitted = clients.admit(caller, request);
-        request.client = typeof admitted === "string" ? admitted : await admitted;
+        const admission = admitted instanceof Promise ? await admitted : admitted;
+        request.client = admission.name;
+        request.onDone = admission.done;
       }
       response = await forward(request);
     } catch (error) {

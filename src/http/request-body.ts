@@ -18,7 +18,7 @@ const decoder = new TextDecoder();
 
 /**
  * Reads `raw`'s body into `request`: the bytes as they came (`body`, undefined when empty) and what
- * routing, limits and logs read from them (`model`, `models`, `stream`, `session`). Returns the
+ * routing, limits and logs read from them (`model`, `models`, `stream`, `session`, `maxTokens`). Returns the
  * request, which is all the run needs: nothing of the body is kept twice.
  */
 export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: BodyLimits, request: ProxyRequest): Promise<ProxyRequest> {
@@ -59,6 +59,7 @@ export async function readCheckedBody(raw: Request, { maxBytes, timeoutMs }: Bod
   request.models = otherModelsOf(fields);
   request.stream = fields.stream === true;
   request.session = sessionFromBody(fields);
+  request.maxTokens = maxTokensOf(fields);
   return request;
 }
 
@@ -71,6 +72,22 @@ interface BodyFields {
   session_id?: unknown;
   prompt_cache_key?: unknown;
   user?: unknown;
+  max_tokens?: unknown;
+  max_completion_tokens?: unknown;
+  max_output_tokens?: unknown;
+}
+
+/**
+ * The most output the request asks for, by whichever name its API uses (Chat Completions'
+ * `max_tokens` or `max_completion_tokens`, Responses' `max_output_tokens`, Messages' `max_tokens`):
+ * what a client's budget reserves before it is sent (clients/reservations.ts). Not checked further:
+ * the upstream judges the value, this only reads a usable number.
+ */
+function maxTokensOf({ max_tokens, max_completion_tokens, max_output_tokens }: BodyFields): number | undefined {
+  for (const value of [max_tokens, max_completion_tokens, max_output_tokens]) {
+    if (typeof value === "number" && Number.isFinite(value) && value >= 0) return Math.ceil(value);
+  }
+  return undefined;
 }
 
 /**

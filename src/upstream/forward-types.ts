@@ -6,6 +6,7 @@ import type { LiveSet } from "../domain/live-set.ts";
 import type { KeyLease, KeyPool } from "../keys/key-pool.ts";
 import type { Outcome } from "../domain/outcome.ts";
 import type { EventBus } from "../domain/events.ts";
+import type { RequestRecord } from "../domain/request-record.ts";
 import type { Attempt } from "./attempt.ts";
 import type { SessionAffinity } from "./session-affinity.ts";
 import type { SilenceWatcher } from "./silence-watch.ts";
@@ -37,11 +38,18 @@ export interface ProxyRequest {
   /** The body's `session_id`, `prompt_cache_key` or `user` (the first found), for session affinity. */
   session: string | undefined;
   stream: boolean;
+  /** The body's `max_tokens` (or `max_completion_tokens`, `max_output_tokens`): what a budget reserves for the answer. */
+  maxTokens: number | undefined;
   clientAddress: string | undefined;
   /** The client's name (client keys), for the request record. */
   client: string | undefined;
   /** When the proxy received the request (performance.now()). */
   receivedAt: number;
+  /**
+   * Called once with the request's record when it is complete, before it is announced: a client's
+   * reservation is settled by it (clients/client-gate.ts). undefined: nothing to settle.
+   */
+  onDone: ((record: RequestRecord) => void) | undefined;
 }
 
 /**

@@ -36,7 +36,6 @@ import { usageShapeOf, type UsageShape } from "./usage-shapes.ts";
 /** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
  * limit (`upstreamTimeoutMs`) takes its place. https://github.com/oven-sh/bun/issues/16682 */
 type BunFetchInit = BunFetchRequestInit & { timeout: false };
-
 const round = (ms: number) => Math.round(ms * 100) / 100;
 
 /** The answer being relayed after the commit point, for the record when it ends. */
@@ -289,6 +288,7 @@ export class RequestRun implements RelayEnds {
   private finish(status: number): void {
     this.record.status = status;
     this.record.durationMs = round(performance.now() - this.started);
+    this.request.onDone?.(this.record); // a client's reservation is settled before anyone reads the record
     this.context.events?.emit("request.done", this.record);
   }
 

@@ -27,6 +27,11 @@ export interface FakeOpenRouter {
   replyOnce(...handlers: FakeHandler[]): void;
   /** Resolves with the next request to arrive (or the n-th overall, when given). */
   nextRequest(): Promise<FakeRequest>;
+  /**
+   * Serves GET /models with this catalog (each request still recorded, none taking a scripted
+   * reply), or with what the handler answers; null: GET /models is scripted like any request.
+   */
+  serveCatalog(catalog: CatalogModel[] | FakeHandler | null): void;
   stop(): Promise<void>;
 }
 
@@ -35,6 +40,7 @@ export function startFakeOpenRouter(): FakeOpenRouter {
   const queue: FakeHandler[] = [];
   let fallback: FakeHandler = (request) => chatCompletion(`hello from ${request.key.slice(-4)}`);
   const waiters: Array<(request: FakeRequest) => void> = [];
+  let catalog: FakeHandler | undefined;
 
   const server = Bun.serve({
     port: 0,
@@ -62,6 +68,7 @@ export function startFakeOpenRouter(): FakeOpenRouter {
         wasAborted: () => aborted,
       };
       requests.push(request);
+      if (catalog && raw.method === "GET" && request.path === "/models") return catalog(request);
       waiters.shift()?.(request);
       const handler = queue.shift() ?? fallback;
       return handler(request);
@@ -80,10 +87,27 @@ export function startFakeOpenRouter(): FakeOpenRouter {
     nextRequest() {
       return new Promise((resolve) => waiters.push(resolve));
     },
+    serveCatalog(models) {
+      catalog = models === null ? undefined : typeof models === "function" ? models : () => Response.json({ data: models });
+    },
     async stop() {
       await server.stop(true);
     },
   };
+}
+
+/** One model of OpenRouter's catalog (`GET /models`), as it lists them: prices are strings of USD per token. */
+export interface CatalogModel {
+  id: string;
+  name: string;
+  context_length: number;
+  pricing: { prompt: string; completion: string; request: string; image: string };
+}
+
+/** A catalog entry priced in USD per million tokens, as OpenRouter's pages show prices. */
+export function catalogModel(id: string, promptPerMillion: number, completionPerMillion: number): CatalogModel {
+  const perToken = (perMillion: number) => String(perMillion / 1_000_000);
+  return { id, name: id, context_length: 128_000, pricing: { prompt: perToken(promptPerMillion), completion: perToken(completionPerMillion), request: "0", image: "0" } };
 }
 
 export function chatCompletion(content: string, { model = "openai/gpt-4o-mini", headers = {} }: { model?: string; headers?: Record<string, string> } = {}): Response {

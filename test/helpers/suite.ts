@@ -32,6 +32,7 @@ export function useSuite({ secrets, reply }: SuiteOptions = {}): Suite {
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
     fake.requests.length = 0;
+    fake.serveCatalog(null);
     if (reply) fake.reply(reply);
     if (secrets) log.expectNoSecrets(secrets);
   });

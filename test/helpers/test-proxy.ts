@@ -47,6 +47,8 @@ export async function startTestProxy({ upstream, keys = testKeys, keysFileText, 
       counterSaveDelayMs: 20,
       // GET /key at startup would reach the fake and use up scripted replies; tests of it opt in.
       discoverAccounts: false,
+      // GET /models (prices for budgets) would reach the fake too; tests of it opt in.
+      modelCatalog: false,
       logOut: (text) => {
         output.out += text;
       },

@@ -158,6 +158,7 @@ export function startLogging({
     ),
     events.on("store.error", ({ message }) => onError({ kind: "key-store", message })),
     events.on("store.recovered", ({ message }) => onRecovered({ kind: "key-store-recovered", message })),
+    events.on("prices.state", ({ kind, message }) => (kind === "failed" ? onError({ kind: "model-prices", message }) : onRecovered({ kind: "model-prices-recovered", message }))),
     events.on("shared.state", onSharedState),
   ];
 

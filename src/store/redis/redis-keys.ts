@@ -28,7 +28,9 @@
  *   <prefix>client:<name>:<createdAt>:<kind>:<start>
  *                                 hash         requests, tokens (sums), cost (float sum) of one fixed
  *                                              UTC window (minute, day, month; start in epoch ms),
- *                                              expiring a minute after it ends (client-counters.ts)
+ *                                              and reservedTokens, reservedCost: what the requests
+ *                                              in flight hold (clients/reservations.ts); expiring
+ *                                              a minute after it ends (client-counters.ts)
  */
 import { windowStart, type WindowKind } from "../../clients/usage-windows.ts";
 
