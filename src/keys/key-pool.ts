@@ -15,7 +15,7 @@ import type { EventBus } from "../domain/events.ts";
 import { copyAccounts, type AccountState } from "./account-state.ts";
 import { apply } from "./changes.ts";
 import { acquire, outlook, type AcquireOptions, type AcquireResult, type Outlook } from "./key-acquire.ts";
-import { clearRests, paidAgain, replaceKeys } from "./key-edits.ts";
+import { endRests, replaceKeys } from "./key-edits.ts";
 import { learn, report, type KeyFacts, type ReportContext } from "./key-report.ts";
 import { countByState, keyStatus, type KeyState, type KeyStatus } from "./key-status.ts";
 import { viewAccounts, viewKey, type AccountView, type KeyView } from "./key-view.ts";
@@ -146,8 +146,8 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     keysByState: () => countByState(core.keys, core.accounts, now()),
     report: (keyId, outcome, context) => report(core, keyId, outcome, context),
     learn: (keyId, facts) => learn(core, keyId, facts),
-    clearRests: (keyId) => clearRests(core, keyId),
-    paidAgain: (keyId) => paidAgain(core, keyId),
+    clearRests: (keyId) => endRests(core, keyId, "person"),
+    paidAgain: (keyId) => void endRests(core, keyId, "credits"),
     pendingLookups: () => [...core.pending],
     accounts: () => copyAccounts(core.accounts),
     loadAccounts(loaded) {

@@ -62,15 +62,8 @@ export interface KeyLimit {
   checkedAt: number;
 }
 
-/** A key's counters (the server counts them; the file keeps their totals). */
-export interface KeyCounts {
-  requests: number;
-  successes: number;
-  failures: number;
-}
-
 /** A key as the pool holds it: times as epoch milliseconds, the user's extra fields kept aside. */
-export interface KeyRecord extends KeyCounts {
+export interface KeyRecord {
   id: string;
   secret: string;
   label?: string;
@@ -84,6 +77,10 @@ export interface KeyRecord extends KeyCounts {
   consecutiveFailures: number;
   disabled?: { reason: string; at: number };
   lastUsedAt: number;
+  /** The key's counters (the server counts them; the file keeps their totals). */
+  requests: number;
+  successes: number;
+  failures: number;
   /** Fields of the entry (and of its state) that the proxy does not know; written back as they were. */
   extra: Record<string, unknown>;
   extraState: Record<string, unknown>;
