@@ -5,7 +5,7 @@
  */
 import { accountIdOf } from "./account-state.ts";
 import { apply } from "./changes.ts";
-import { describeCleared } from "./outcome-rests.ts";
+import { describeCleared } from "./rests.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { KeyRecord } from "./schema.ts";
 

@@ -3,7 +3,7 @@ import { maskKey } from "../domain/key-identity.ts";
 import { accountIdOf, utcDayOf, type AccountState } from "./account-state.ts";
 import type { RestClass } from "../domain/model-class.ts";
 import { endOf, keyStatus, type Hold, type KeyState, type KeyStatus } from "./key-status.ts";
-import { restTarget } from "./rest-rules.ts";
+import { restTarget } from "./rests.ts";
 import type { KeyRecord } from "./schema.ts";
 
 export interface KeyView {
