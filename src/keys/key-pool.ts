@@ -17,7 +17,7 @@ import { apply } from "./changes.ts";
 import { acquire, outlook, type AcquireOptions, type AcquireResult, type Outlook } from "./key-acquire.ts";
 import { endRests, replaceKeys } from "./key-edits.ts";
 import { learn, report, type KeyFacts, type ReportContext } from "./key-report.ts";
-import { countByState, keyStatus, type KeyState, type KeyStatus } from "./key-status.ts";
+import { keyStatus, type KeyState, type KeyStatus } from "./key-status.ts";
 import { viewAccounts, viewKey, type AccountView, type KeyView } from "./key-view.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { StateChange } from "./state-change.ts";
@@ -128,7 +128,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       return made;
     },
   };
-  return {
+  const pool: KeyPool = {
     acquire: (options) => acquire(core, options),
     outlook: (options) => outlook(core, options),
     availability() {
@@ -143,7 +143,11 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       const available = counts.active + counts.limited;
       return { total: core.keys.length, available, ...counts, ...(Number.isFinite(nextAvailableAt) ? { nextAvailableAt } : {}) };
     },
-    keysByState: () => countByState(core.keys, core.accounts, now()),
+    keysByState() {
+      // The gauge counts as /readyz does: the same statuses, without the totals.
+      const { total: _total, available: _available, nextAvailableAt: _next, ...counts } = pool.availability();
+      return counts;
+    },
     report: (keyId, outcome, context) => report(core, keyId, outcome, context),
     learn: (keyId, facts) => learn(core, keyId, facts),
     clearRests: (keyId) => endRests(core, keyId, "person"),
@@ -173,4 +177,5 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       if (change.kind === "key-account") core.pending.delete(change.keyId);
     },
   };
+  return pool;
 }
