@@ -9,7 +9,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, normalize, relative } from "node:path";
 
-const MAX_LINES = 300;
+const MAX_LINES = 400;
 const root = join(import.meta.dir, "..");
 const src = join(root, "src");
 

@@ -12,7 +12,7 @@ import { contentChunk, startFakeAccounts, type FakeAccountSpec, type FakeAccount
 import { controlledStream } from "./helpers/fake-openrouter.ts";
 import { readLog } from "./helpers/log-files.ts";
 import { startTestProxy, type TestProxy } from "./helpers/test-proxy.ts";
-import { generationIdOf } from "../src/upstream/record-fields.ts";
+import { generationIdOf } from "../src/upstream/record-filling.ts";
 
 const orKey = (name: string) => `sk-or-v1-${"x".repeat(50)}-${name}`;
 const [a1, b1] = [orKey("a1"), orKey("b1")];

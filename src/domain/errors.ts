@@ -12,16 +12,14 @@ export type ProxyErrorType =
   | "authentication_error"
   | "not_found_error"
   | "rate_limit_error"
-  /** OpenAI's type for "no money left": every account is out of credits. */
+  /** OpenAI's type for "no money left": every account is out of credits, or a client's budget is spent (429). */
   | "insufficient_quota"
   | "service_unavailable"
   | "upstream_error"
   | "timeout_error"
   | "internal_error"
   /** 403: the caller may not do this (a client asking for a model outside its `--models`). */
-  | "permission_error"
-  /** 429 for a spent budget, as OpenAI names it (`client_budget_exceeded`). */
-  | "insufficient_quota";
+  | "permission_error";
 
 export interface ProxyErrorOptions {
   type: ProxyErrorType;

@@ -12,7 +12,7 @@ export const classOfModel = (model: string | undefined): ModelClass =>
 
 /**
  * Why something rests, in OpenRouter's terms; a person's `enable-key` clears every cause but a
- * known daily limit (keys/rest-rules.ts `clearableByPerson`). Older files have no cause: read as "rate-limit".
+ * known daily limit (keys/rests.ts `clearableByPerson`). Older files have no cause: read as "rate-limit".
  */
 export const RestCauses = ["free-per-day", "free-per-min", "provider", "rate-limit", "in-flight", "credits", "negative-balance", "key-limit", "workspace-budget", "guardrail-budget", "privacy"] as const;
 export type RestCause = (typeof RestCauses)[number];

@@ -14,7 +14,7 @@ import { utcDay } from "../domain/time-text.ts";
 import type { KeyCheck } from "../domain/key-check.ts";
 import { discoverAccounts, factsOf, mayPay } from "./account-discovery.ts";
 import type { KeyPool } from "./key-pool.ts";
-import { UNTIL_CLEARED_HORIZON_MS } from "./outcome-rests.ts";
+import { UNTIL_CLEARED_HORIZON_MS } from "./rests.ts";
 
 export const REFRESH_EVERY_MS = 3_600_000;
 export const CREDITS_CHECK_EVERY_MS = 5 * 60_000;

@@ -5,9 +5,8 @@
  *
  * Keys whose account is unknown count as an account of their own (`key:<key id>`).
  */
-import { RestCauses, type RestCause, type RestClass } from "../domain/model-class.ts";
+import type { RestCause, RestClass } from "../domain/model-class.ts";
 import { utcDay } from "../domain/time-text.ts";
-import { z } from "zod";
 
 export interface AccountRest {
   /**
@@ -52,60 +51,3 @@ export const utcDayOf = utcDay;
 /** A copy the holder may change without touching the pool's (or the pool's without touching the caller's). */
 export const copyAccounts = (accounts: ReadonlyMap<string, AccountState>): Map<string, AccountState> =>
   new Map([...accounts].map(([id, state]) => [id, { rests: [...state.rests], ...(state.free ? { free: { ...state.free } } : {}) }]));
-
-const isoDate = z.iso.datetime({ offset: true });
-
-export const AccountStateSchema = z.looseObject({
-  rests: z
-    .array(
-      z.looseObject({
-        scope: z.enum(["account", "model", "key"]),
-        modelClass: z.enum(["all", "free", "paid"]),
-        model: z.string().optional(),
-        keyId: z.string().optional(),
-        cause: z.enum(RestCauses).optional(),
-        untilCleared: z.boolean().optional(),
-        until: isoDate,
-        source: z.string(),
-        reason: z.string(),
-      }),
-    )
-    .default([]),
-  free: z.looseObject({ day: z.string(), used: z.number().int().min(0), limit: z.number().int().min(0).optional() }).optional(),
-});
-
-export const AccountsSchema = z.record(z.string(), AccountStateSchema);
-
-export function accountsFromFile(raw: z.infer<typeof AccountsSchema> | undefined): Map<string, AccountState> {
-  const accounts = new Map<string, AccountState>();
-  for (const [id, state] of Object.entries(raw ?? {})) {
-    accounts.set(id, {
-      rests: state.rests.map((rest) => ({
-        scope: rest.scope,
-        modelClass: rest.modelClass,
-        ...(rest.model === undefined ? {} : { model: rest.model }),
-        ...(rest.keyId === undefined ? {} : { keyId: rest.keyId }),
-        ...(rest.cause === undefined ? {} : { cause: rest.cause }),
-        ...(rest.untilCleared ? { untilCleared: true } : {}),
-        until: Date.parse(rest.until),
-        source: rest.source,
-        reason: rest.reason,
-      })),
-      ...(state.free ? { free: { day: state.free.day, used: state.free.used, ...(state.free.limit === undefined ? {} : { limit: state.free.limit }) } } : {}),
-    });
-  }
-  return accounts;
-}
-
-/** For the file: rests that are over are dropped; a budget is kept while it is today's. */
-export function accountsForFile(accounts: ReadonlyMap<string, AccountState>, now: number): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  const today = utcDayOf(now);
-  for (const [id, state] of accounts) {
-    const rests = state.rests.filter((rest) => rest.until > now).map((rest) => ({ ...rest, until: new Date(rest.until).toISOString() }));
-    const free = state.free && state.free.day === today ? { day: state.free.day, used: state.free.used, ...(state.free.limit === undefined ? {} : { limit: state.free.limit }) } : undefined;
-    if (rests.length === 0 && !free) continue;
-    out[id] = { rests, ...(free ? { free } : {}) };
-  }
-  return out;
-}

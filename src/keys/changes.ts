@@ -21,7 +21,7 @@
  */
 import { accountIdOf, type AccountRest, type AccountState, type FreeBudget } from "./account-state.ts";
 import type { Cause, KeyListEntry, StateChange } from "./state-change.ts";
-import { endedBy } from "./rest-rules.ts";
+import { endedBy } from "./rests.ts";
 import type { KeyRecord } from "./schema.ts";
 
 /** What `apply` folds changes into: the pool's records and its accounts (`key:<id>` while a key's account is unknown). */

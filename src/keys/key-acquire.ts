@@ -7,7 +7,7 @@
 import { classOfModel } from "../domain/model-class.ts";
 import { accountIdOf } from "./account-state.ts";
 import { blockFor, keyStatus } from "./key-status.ts";
-import { KEY_LOOKUP_WAIT_MS } from "./outcome-rests.ts";
+import { KEY_LOOKUP_WAIT_MS } from "./rests.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { KeyRecord } from "./schema.ts";
 

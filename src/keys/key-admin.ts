@@ -5,8 +5,7 @@
 import { keyIdOf } from "../domain/key-identity.ts";
 import { accountIdOf, utcDayOf, type AccountState } from "./account-state.ts";
 import type { KeyFacts } from "./key-pool.ts";
-import { describeCleared } from "./outcome-rests.ts";
-import { clearableByPerson } from "./rest-rules.ts";
+import { clearableByPerson, describeCleared } from "./rests.ts";
 import { newKeyRecord, type KeyFileDocument, type KeyRecord } from "./schema.ts";
 
 export type AddOutcome = "added" | "present" | "re-enabled";

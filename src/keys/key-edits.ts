@@ -5,22 +5,16 @@
  */
 import { accountIdOf } from "./account-state.ts";
 import { apply } from "./changes.ts";
-import { describeCleared } from "./outcome-rests.ts";
+import { describeCleared } from "./rests.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { KeyRecord } from "./schema.ts";
 
-/** A person's enable-key: the rests of the key's account that are not a known daily limit end; says which. */
-export function clearRests(core: PoolCore, keyId: string): string[] {
-  return endRests(core, keyId, "person");
-}
-
-/** A background GET /key shows the account can pay again: its credit rests end. */
-export function paidAgain(core: PoolCore, keyId: string): void {
-  endRests(core, keyId, "credits");
-}
-
-/** Ends the rests of the key's account (and of the key itself) that `by` may end; describes those that had not ended yet. */
-function endRests(core: PoolCore, keyId: string, by: "person" | "credits"): string[] {
+/**
+ * Ends the rests of the key's account (and of the key itself) that `by` may end: a person's
+ * enable-key (`person`: all but a known daily limit), or a background GET /key showing credits
+ * again (`credits`). Describes those that had not ended yet.
+ */
+export function endRests(core: PoolCore, keyId: string, by: "person" | "credits"): string[] {
   const key = core.byId.get(keyId);
   if (!key) return [];
   const account = accountIdOf(key);
@@ -86,5 +80,5 @@ export function replaceKeys(core: PoolCore, records: readonly KeyRecord[]): void
   core.lastStamp = Math.max(core.lastStamp, ...core.keys.map((key) => key.lastUsedAt));
   // An enable-key from outside (the CLI edits the file) clears the account's rests here too:
   // the server's memory is what gets written back.
-  for (const record of enabledByPerson) clearRests(core, record.id);
+  for (const record of enabledByPerson) endRests(core, record.id, "person");
 }

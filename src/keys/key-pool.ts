@@ -6,8 +6,8 @@
  * elsewhere come in through `apply`, the same reducer, and are not handed out again.
  *
  * This file is the pool's face and its assembly; each job lives in its own module: choosing
- * (key-acquire.ts), outcomes (key-report.ts), a person's edits and the stored list (key-edits.ts),
- * views (pool-views.ts). A key's status is one pure function (key-status.ts) all of them share.
+ * (key-acquire.ts), outcomes (key-report.ts), a person's edits and the stored list (key-edits.ts);
+ * the views below only read. A key's status is one pure function (key-status.ts) all of them share.
  */
 import type { Rotation } from "../config.ts";
 import type { Outcome } from "../domain/outcome.ts";
@@ -15,20 +15,26 @@ import type { EventBus } from "../domain/events.ts";
 import { copyAccounts, type AccountState } from "./account-state.ts";
 import { apply } from "./changes.ts";
 import { acquire, outlook, type AcquireOptions, type AcquireResult, type Outlook } from "./key-acquire.ts";
-import { clearRests, paidAgain, replaceKeys } from "./key-edits.ts";
+import { endRests, replaceKeys } from "./key-edits.ts";
 import { learn, report, type KeyFacts, type ReportContext } from "./key-report.ts";
-import type { KeyState, KeyStatus } from "./key-status.ts";
-import type { AccountView, KeyView } from "./key-view.ts";
+import { keyStatus, type KeyState, type KeyStatus } from "./key-status.ts";
+import { viewAccounts, viewKey, type AccountView, type KeyView } from "./key-view.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { StateChange } from "./state-change.ts";
-import { accountViews, availability, keysByState, keyViews, records, statusOf, type Availability } from "./pool-views.ts";
 import { createChooser } from "./rotation.ts";
 import type { KeyRecord } from "./schema.ts";
 
 export type { AcquireOptions, AcquireResult, KeyLease, Outlook } from "./key-acquire.ts";
 export type { KeyFacts, ReportContext } from "./key-report.ts";
 export type { KeyState, KeyStatus } from "./key-status.ts";
-export type { Availability } from "./pool-views.ts";
+
+export interface Availability extends Record<KeyState, number> {
+  total: number;
+  /** Keys that can serve some request now: `active` and `limited` ones. */
+  available: number;
+  /** When the first cooling or resting key returns (known times only); absent when none will by itself. */
+  nextAvailableAt?: number;
+}
 
 /**
  * What each decision changed, in the order applied: counters only (`key-counters`, `free-requests`:
@@ -122,25 +128,43 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       return made;
     },
   };
-  return {
+  const pool: KeyPool = {
     acquire: (options) => acquire(core, options),
     outlook: (options) => outlook(core, options),
-    availability: () => availability(core),
-    keysByState: () => keysByState(core),
+    availability() {
+      const at = now();
+      const counts: Record<KeyState, number> = { active: 0, limited: 0, resting: 0, cooling: 0, disabled: 0 };
+      let nextAvailableAt = Infinity;
+      for (const key of core.keys) {
+        const status = keyStatus(key, core.accounts, at);
+        counts[status.state]++;
+        if (status.state === "cooling" || status.state === "resting") nextAvailableAt = Math.min(nextAvailableAt, status.until);
+      }
+      const available = counts.active + counts.limited;
+      return { total: core.keys.length, available, ...counts, ...(Number.isFinite(nextAvailableAt) ? { nextAvailableAt } : {}) };
+    },
+    keysByState() {
+      // The gauge counts as /readyz does: the same statuses, without the totals.
+      const { total: _total, available: _available, nextAvailableAt: _next, ...counts } = pool.availability();
+      return counts;
+    },
     report: (keyId, outcome, context) => report(core, keyId, outcome, context),
     learn: (keyId, facts) => learn(core, keyId, facts),
-    clearRests: (keyId) => clearRests(core, keyId),
-    paidAgain: (keyId) => paidAgain(core, keyId),
+    clearRests: (keyId) => endRests(core, keyId, "person"),
+    paidAgain: (keyId) => void endRests(core, keyId, "credits"),
     pendingLookups: () => [...core.pending],
     accounts: () => copyAccounts(core.accounts),
     loadAccounts(loaded) {
       core.accounts = copyAccounts(loaded);
     },
-    accountViews: () => accountViews(core),
-    keyViews: () => keyViews(core),
+    accountViews: () => viewAccounts(core.keys, core.accounts, now()),
+    keyViews() {
+      const at = now();
+      return core.keys.map((key) => viewKey(key, core.accounts, at));
+    },
     replaceKeys: (list) => replaceKeys(core, list),
-    records: () => records(core),
-    statusOf: (record) => statusOf(core, record),
+    records: () => core.keys.map((key) => ({ ...key })),
+    statusOf: (record) => keyStatus(record, core.accounts, now()),
     onChange(listener) {
       changeListeners.add(listener);
       return () => changeListeners.delete(listener);
@@ -153,4 +177,5 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
       if (change.kind === "key-account") core.pending.delete(change.keyId);
     },
   };
+  return pool;
 }

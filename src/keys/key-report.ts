@@ -9,7 +9,7 @@ import type { Outcome, ResetSource } from "../domain/outcome.ts";
 import { classOfModel } from "../domain/model-class.ts";
 import { accountIdOf, utcDayOf } from "./account-state.ts";
 import { restOfChange } from "./changes.ts";
-import { paymentChanges, rateLimitChanges } from "./outcome-rests.ts";
+import { paymentChanges, rateLimitChanges } from "./rests.ts";
 import type { PoolCore } from "./pool-core.ts";
 import type { StateChange } from "./state-change.ts";
 import type { KeyLimit, KeyRecord } from "./schema.ts";

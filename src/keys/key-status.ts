@@ -156,13 +156,3 @@ export function blockFor(status: KeyStatus, model: string | undefined, modelClas
   if (soft > 0) return { until: soft, why: "soft", known: false };
   return undefined;
 }
-
-/** Whether a key in this status can serve some request now (readiness counts these). */
-export const serves = (status: KeyStatus): boolean => status.state === "active" || status.state === "limited";
-
-/** How many keys are in each state: the metrics gauge and `/readyz` count the same way. */
-export function countByState(keys: readonly KeyRecord[], accounts: ReadonlyMap<string, AccountState>, now: number): Record<KeyState, number> {
-  const counts: Record<KeyState, number> = { active: 0, limited: 0, resting: 0, cooling: 0, disabled: 0 };
-  for (const key of keys) counts[keyStatus(key, accounts, now).state]++;
-  return counts;
-}

@@ -3,11 +3,8 @@ import { maskKey } from "../domain/key-identity.ts";
 import { accountIdOf, utcDayOf, type AccountState } from "./account-state.ts";
 import type { RestClass } from "../domain/model-class.ts";
 import { endOf, keyStatus, type Hold, type KeyState, type KeyStatus } from "./key-status.ts";
-import { restTarget } from "./rest-rules.ts";
+import { restTarget } from "./rests.ts";
 import type { KeyRecord } from "./schema.ts";
-
-/** The state names of key-status.ts: active, limited, resting, cooling, disabled. */
-export type KeyStatusName = KeyState;
 
 export interface KeyView {
   id: string;
@@ -15,7 +12,7 @@ export interface KeyView {
   /** The OpenRouter account (creator_user_id) the key belongs to; null while unknown. */
   account: string | null;
   masked: string;
-  status: KeyStatusName;
+  status: KeyState;
   /**
    * For `limited` and `resting`: what the key cannot serve now and until when, one phrase each
    * ("free models until 2026-11-26T00:00:00.000Z (daily free limit used up)"); empty otherwise.

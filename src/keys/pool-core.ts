@@ -1,7 +1,7 @@
 /**
  * The key pool's state, shared by the modules that each do one of its jobs: choosing a key
  * (key-acquire.ts), applying what the upstream said (key-report.ts), a person's edits and the
- * stored list (key-edits.ts), and what is shown (pool-views.ts). key-pool.ts builds it and is the
+ * stored list (key-edits.ts), and what is shown (key-pool.ts). key-pool.ts builds it and is the
  * only way in from outside: nothing else holds a `PoolCore`.
  *
  * Its records and accounts are the memory `apply` (changes.ts) folds changes into; the rest is

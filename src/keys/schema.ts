@@ -4,7 +4,9 @@
  * object form back. Fields it does not know are kept as they were: nothing a user wrote is lost.
  */
 import { z } from "zod";
-import { AccountsSchema, accountsForFile, accountsFromFile, type AccountState } from "./account-state.ts";
+import { RestCauses } from "../domain/model-class.ts";
+import { utcDay } from "../domain/time-text.ts";
+import type { AccountState } from "./account-state.ts";
 import { keyIdOf } from "../domain/key-identity.ts";
 
 const isoDate = z.iso.datetime({ offset: true });
@@ -22,6 +24,27 @@ export const KeyStateSchema = z.looseObject({
   successes: z.number().int().min(0).default(0),
   failures: z.number().int().min(0).default(0),
 });
+
+const AccountStateSchema = z.looseObject({
+  rests: z
+    .array(
+      z.looseObject({
+        scope: z.enum(["account", "model", "key"]),
+        modelClass: z.enum(["all", "free", "paid"]),
+        model: z.string().optional(),
+        keyId: z.string().optional(),
+        cause: z.enum(RestCauses).optional(),
+        untilCleared: z.boolean().optional(),
+        until: isoDate,
+        source: z.string(),
+        reason: z.string(),
+      }),
+    )
+    .default([]),
+  free: z.looseObject({ day: z.string(), used: z.number().int().min(0), limit: z.number().int().min(0).optional() }).optional(),
+});
+
+const AccountsSchema = z.record(z.string(), AccountStateSchema);
 
 const keyString = z
   .string()
@@ -62,15 +85,8 @@ export interface KeyLimit {
   checkedAt: number;
 }
 
-/** A key's counters (the server counts them; the file keeps their totals). */
-export interface KeyCounts {
-  requests: number;
-  successes: number;
-  failures: number;
-}
-
 /** A key as the pool holds it: times as epoch milliseconds, the user's extra fields kept aside. */
-export interface KeyRecord extends KeyCounts {
+export interface KeyRecord {
   id: string;
   secret: string;
   label?: string;
@@ -84,6 +100,10 @@ export interface KeyRecord extends KeyCounts {
   consecutiveFailures: number;
   disabled?: { reason: string; at: number };
   lastUsedAt: number;
+  /** The key's counters (the server counts them; the file keeps their totals). */
+  requests: number;
+  successes: number;
+  failures: number;
   /** Fields of the entry (and of its state) that the proxy does not know; written back as they were. */
   extra: Record<string, unknown>;
   extraState: Record<string, unknown>;
@@ -99,6 +119,40 @@ export interface KeyFileDocument {
 
 const time = (iso: string | undefined): number => (iso === undefined ? 0 : Date.parse(iso));
 const iso = (ms: number): string => new Date(ms).toISOString();
+
+function accountsFromFile(raw: z.infer<typeof AccountsSchema> | undefined): Map<string, AccountState> {
+  const accounts = new Map<string, AccountState>();
+  for (const [id, state] of Object.entries(raw ?? {})) {
+    accounts.set(id, {
+      rests: state.rests.map((rest) => ({
+        scope: rest.scope,
+        modelClass: rest.modelClass,
+        ...(rest.model === undefined ? {} : { model: rest.model }),
+        ...(rest.keyId === undefined ? {} : { keyId: rest.keyId }),
+        ...(rest.cause === undefined ? {} : { cause: rest.cause }),
+        ...(rest.untilCleared ? { untilCleared: true } : {}),
+        until: time(rest.until),
+        source: rest.source,
+        reason: rest.reason,
+      })),
+      ...(state.free ? { free: { day: state.free.day, used: state.free.used, ...(state.free.limit === undefined ? {} : { limit: state.free.limit }) } } : {}),
+    });
+  }
+  return accounts;
+}
+
+/** For the file: rests that are over are dropped; a budget is kept while it is today's. */
+function accountsForFile(accounts: ReadonlyMap<string, AccountState>, now: number): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const today = utcDay(now);
+  for (const [id, state] of accounts) {
+    const rests = state.rests.filter((rest) => rest.until > now).map((rest) => ({ ...rest, until: iso(rest.until) }));
+    const free = state.free && state.free.day === today ? { day: state.free.day, used: state.free.used, ...(state.free.limit === undefined ? {} : { limit: state.free.limit }) } : undefined;
+    if (rests.length === 0 && !free) continue;
+    out[id] = { rests, ...(free ? { free } : {}) };
+  }
+  return out;
+}
 
 const knownEntryFields = new Set(["key", "label", "id", "addedAt", "resetAt", "account", "keyLimit", "state"]);
 const knownStateFields = new Set(Object.keys(KeyStateSchema.shape));

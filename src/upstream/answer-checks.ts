@@ -1,7 +1,8 @@
 /** Small judgements about an upstream answer, kept apart from the attempt loop that uses them. */
 import type { AttemptRecord } from "../domain/request-record.ts";
 
-const round = (ms: number) => Math.round(ms * 100) / 100;
+/** Milliseconds to two decimals, for records and Server-Timing. */
+export const round = (ms: number): number => Math.round(ms * 100) / 100;
 
 /**
  * Whether a body sent as JSON plainly is not: its first and last non-blank characters are not

@@ -90,26 +90,14 @@ export interface ForwarderOptions {
 }
 
 /** The options with their defaults applied, and the parts shared by every request run. */
-export interface ForwardContext {
-  readonly pool: KeyPool;
-  readonly baseUrl: string;
-  /** OPENROUTER_BASE_URL as messages show it (`http://***@host/…` when it carries credentials). */
-  readonly shownBaseUrl: string;
-  readonly redactUrl: (text: string) => string;
-  readonly maxAttempts: number;
-  readonly defaultCooldownMs: number;
-  readonly upstreamTimeoutMs: number;
-  readonly retryBackoffMs: number;
-  readonly fetch: typeof fetch;
-  readonly reserve: Reserve;
-  readonly now: () => number;
-  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
-  readonly events: EventBus | undefined;
-  readonly logBodies: boolean;
-  readonly streamCommitMs: number;
-  readonly shutdown: AbortSignal | undefined;
-  readonly affinity: SessionAffinity | undefined;
-  readonly silenceWatcher: SilenceWatcher;
-  /** Every attempt until its answer has ended: what the shutdown aborts. */
-  readonly attemptsInFlight: LiveSet<Attempt>;
-}
+export type ForwardContext = Readonly<
+  Required<Omit<ForwarderOptions, "events" | "shutdown" | "affinity">> & { [K in "events" | "shutdown" | "affinity"]: ForwarderOptions[K] } & {
+    /** OPENROUTER_BASE_URL as messages show it (`http://***@host/…` when it carries credentials). */
+    shownBaseUrl: string;
+    redactUrl: (text: string) => string;
+    reserve: Reserve;
+    silenceWatcher: SilenceWatcher;
+    /** Every attempt until its answer has ended: what the shutdown aborts. */
+    attemptsInFlight: LiveSet<Attempt>;
+  }
+>;

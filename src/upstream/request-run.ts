@@ -12,31 +12,28 @@
  * reports it to the pool once, notes it in the record once, and asks the retry plan once.
  * When nothing serves, `answerWithLast` gives the upstream's last answer or the proxy's own error.
  */
-import type { ProxyError } from "../domain/errors.ts";
+import { ProxyError } from "../domain/errors.ts";
 import { redactHeaders, redactSecret, type ChunkReader, type ReadResult } from "../domain/redact.ts";
-import type { KeyLease, ReportContext } from "../keys/key-pool.ts";
+import type { AcquireResult, KeyLease, ReportContext } from "../keys/key-pool.ts";
 import { Attempt, type Failure } from "./attempt.ts";
-import { describeFetchError, serverTiming } from "./answer-checks.ts";
+import { describeFetchError, round, serverTiming } from "./answer-checks.ts";
 import type { ForwardContext, ProxyRequest } from "./forward-types.ts";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
-import { clientClosedError, dropRest, shuttingDownError, mayTellWhenKeysReturn, onlyWaitingHelps, rateLimitMessage, unreachableError, type LastFailure } from "./last-failure.ts";
 import { noKeyError } from "./no-key-error.ts";
 import { classify, classifyError, type ErrorBodyFacts } from "./policy.ts";
 import type { Outcome } from "../domain/outcome.ts";
 import { keepsEncoding } from "./encoded-answers.ts";
 import { judgeAnswer, type Judged } from "./read-answer.ts";
 import { relay, type RelayEnd, type RelayEnds } from "./relay.ts";
-import { newRequestRecord, recordRelayEnd } from "./record-filling.ts";
-import { BODY_LOG_LIMIT, bodyForLog, generationIdOf } from "./record-fields.ts";
+import { BODY_LOG_LIMIT, bodyForLog, generationIdOf, newRequestRecord, recordRelayEnd } from "./record-filling.ts";
 import type { AttemptRecord, RequestRecord } from "../domain/request-record.ts";
-import { RetryPlan } from "./retry-plan.ts";
+import { answerStands, RetryPlan } from "./retry-plan.ts";
 import { UsageTap } from "./usage-tap.ts";
 import { usageShapeOf, type UsageShape } from "./usage-shapes.ts";
 
 /** Bun's `fetch` ends any request after 5 minutes of silence unless told not to; our own
  * limit (`upstreamTimeoutMs`) takes its place. https://github.com/oven-sh/bun/issues/16682 */
 type BunFetchInit = BunFetchRequestInit & { timeout: false };
-const round = (ms: number) => Math.round(ms * 100) / 100;
 
 /** The answer being relayed after the commit point, for the record when it ends. */
 interface Relayed {
@@ -298,3 +295,72 @@ export class RequestRun implements RelayEnds {
     return shutdown ? AbortSignal.any([this.request.signal, shutdown]) : this.request.signal;
   }
 }
+
+/* What the last failed attempt left, to answer with when no attempt serves, and the small
+ * judgements about it the run needs at its end. */
+
+type LastFailure =
+  | {
+      kind: "response";
+      keyId: string;
+      status: number;
+      headers: Headers;
+      bytes: Uint8Array;
+      outcome: Outcome;
+      /** The bytes are as the upstream encoded them: relayed with their Content-Encoding. */
+      encoded: boolean;
+      /** An error answer larger than what was read: the rest, and the attempt it belongs to. */
+      rest?: { reader: ChunkReader; attempt: Attempt } | undefined;
+    }
+  | { kind: "unreachable"; reason: string; timedOut: boolean };
+
+/** The upstream's last answer is the one to give when nothing else can serve (see answerStands). */
+function answersItself(last: LastFailure): boolean {
+  return last.kind === "response" && answerStands(last.outcome);
+}
+
+/**
+ * Whether a rate limit ended the request and the proxy may say when a key returns instead: then
+ * the run asks the pool once more, for nothing but that answer (see RequestRun.run).
+ */
+function mayTellWhenKeysReturn(last: LastFailure | undefined): boolean {
+  return last?.kind === "response" && (last.outcome.kind === "rate-limited" || last.outcome.kind === "payment") && !answersItself(last);
+}
+
+/** The pool's "no key" is the answer (rather than the upstream's last): only waiting helps. */
+function onlyWaitingHelps(acquired: Exclude<AcquireResult, { ok: true }>, last: LastFailure | undefined): boolean {
+  if (last && answersItself(last)) return false;
+  return !last || acquired.reason === "all-cooling" || acquired.reason === "free-budget-exhausted" || acquired.reason === "over-budget";
+}
+
+function rateLimitMessage(last: LastFailure | undefined): string | undefined {
+  return last?.kind === "response" && last.outcome.kind === "rate-limited" ? last.outcome.message : undefined;
+}
+
+/** Every attempt failed without an answer to pass back (none was made: a 500, which cannot happen with MAX_ATTEMPTS ≥ 1). */
+function unreachableError(last: Extract<LastFailure, { kind: "unreachable" }> | undefined, shownBaseUrl: string, attempts: number): ProxyError {
+  if (!last) return new ProxyError(500, "no upstream attempt was made", { type: "internal_error", code: "internal_error" });
+  return new ProxyError(
+    last.timedOut ? 504 : 502,
+    `the upstream ${shownBaseUrl} could not be reached after ${attempts} attempt${attempts === 1 ? "" : "s"}: ${last.reason}`,
+    { type: last.timedOut ? "timeout_error" : "upstream_error", code: last.timedOut ? "upstream_timeout" : "upstream_unreachable" },
+  );
+}
+
+/** Ends the unread rest of the last error answer: another attempt follows, or nobody needs it. */
+function dropRest(last: LastFailure | undefined): void {
+  if (last?.kind !== "response" || !last.rest) return;
+  const { reader, attempt } = last.rest;
+  last.rest = undefined;
+  attempt.drop(reader);
+}
+
+const shuttingDownError = (): ProxyError =>
+  new ProxyError(503, "the proxy shut down before the upstream answered (SHUTDOWN_GRACE_SECONDS ran out): retry in a moment", {
+    type: "service_unavailable",
+    code: "shutting_down",
+    headers: { connection: "close", "retry-after": "1" },
+  });
+
+const clientClosedError = (): ProxyError =>
+  new ProxyError(499, "the client closed the request", { type: "invalid_request_error", code: "client_closed_request" });
