@@ -12,6 +12,7 @@ import { startSharedPool } from "../src/store/redis/shared-pool.ts";
 import { openSharedState, type SharedState } from "../src/store/redis/shared-state.ts";
 import { hasRedis, useRedisServer } from "./helpers/redis-suite.ts";
 import { eventually } from "./helpers/test-proxy.ts";
+import { utcDayOf } from "../src/keys/account-state.ts";
 
 const { redis, cleanups } = useRedisServer({ optional: true });
 const PREFIX = "sp:";
@@ -23,19 +24,19 @@ interface Instance {
   shared: SharedState;
 }
 
-async function startInstance(): Promise<Instance> {
+async function startInstance(keys = records): Promise<Instance & { synced: Promise<boolean> }> {
   const opened = await openSharedState({ url: redis.url, prefix: PREFIX, failureThreshold: 5, timeoutMs: 2_000 });
   if (!opened.ok) throw new Error(opened.message);
   const { shared } = opened;
   const events = createEventBus();
   const pool = createKeyPool({ rotation: "least-recently-used", failureThreshold: 5, events });
-  pool.replaceKeys(records);
-  const sharedPool = startSharedPool({ pool, shared, events, now: Date.now });
+  pool.replaceKeys(keys);
+  const sharedPool = startSharedPool({ pool, shared, events, now: Date.now, resyncMs: 600_000 });
   cleanups.push(async () => {
     await sharedPool.stop();
     await shared.close();
   });
-  return { pool, shared };
+  return { pool, shared, synced: sharedPool.synced };
 }
 
 const statusOf = (instance: Instance) => instance.pool.keyViews().find((view) => view.id === keyId)?.status;
@@ -69,5 +70,17 @@ describe.skipIf(!hasRedis)("the pool's change stream and Redis", () => {
     const stats = await redis.cli("HGET", `${PREFIX}key:stats:${acquired.lease.keyId}`, "requests");
     const successes = await redis.cli("HGET", `${PREFIX}key:stats:${acquired.lease.keyId}`, "successes");
     expect({ stats, successes }).toEqual({ stats: "1", successes: "1" });
+  });
+
+  test("a pool wired after Redis was subscribed to knows the day's free count and limit Redis holds at once, not at the next backstop resync", async () => {
+    const account = "acct-late";
+    const day = utcDayOf(Date.now());
+    const early = await startInstance();
+    for (const write of early.shared.scripts.learnFreeLimit(account, day, 10)) await early.shared.connection.write(write);
+    for (let i = 0; i < 3; i++) await early.shared.scripts.reserveFreeSlot({ account, day });
+
+    const late = await startInstance(records.map((record) => ({ ...record, account })));
+    expect(await late.synced).toBe(true);
+    expect(late.pool.accounts().get(account)?.free).toMatchObject({ day, used: 3, limit: 10 });
   });
 });

@@ -35,6 +35,12 @@ export interface SharedPoolOptions {
 }
 
 export interface SharedPool {
+  /**
+   * The first resync, started with the wiring: Redis was subscribed to before the pool was wired,
+   * so the resync that subscribing runs found no pool, and what Redis holds (account rests, the
+   * day's free counts and limits) would otherwise wait for the backstop.
+   */
+  synced: Promise<boolean>;
   /** The discovery lease holder's GET /key taught the pool about a key: tell the other instances. */
   publishLearned(keyId: string): void;
   stop(): Promise<void>;
@@ -137,6 +143,7 @@ export function startSharedPool({ pool, shared, events, now, resyncMs = 5_000 }:
   timer.unref?.();
 
   return {
+    synced: resync(),
     publishLearned,
     async stop() {
       clearInterval(timer);
