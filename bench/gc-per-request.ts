@@ -9,39 +9,18 @@
  * The command defaults to ./dist/openrouter-proxy; `bun run bench/pass-through.ts` gives the floor.
  * A warm-up of 2,000 requests is not counted. The load comes from fetch in this process.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { commandArgv, cpuMs, freePort, killTree, readReadyLine, waitForOk } from "./lib/proc.ts";
+import { cpuMs } from "./lib/proc.ts";
+import { HOST, numberOption, startStandalone } from "./lib/standalone.ts";
 
 const args = process.argv.slice(2);
-const option = (name: string, fallback: number): number => {
-  const at = args.indexOf(name);
-  if (at === -1) return fallback;
-  const value = Number(args[at + 1]);
-  args.splice(at, 2);
-  return value;
-};
-const requests = option("--requests", 20_000);
-const connections = option("--connections", 32);
+const requests = numberOption(args, "--requests", 20_000);
+const connections = numberOption(args, "--connections", 32);
 const command = args.length > 0 ? args.join(" ") : "./dist/openrouter-proxy";
-const HOST = "127.0.0.1";
-const ROOT = join(import.meta.dir, "..");
 
-const dir = mkdtempSync(join(tmpdir(), "gc-per-request-"));
-const mock = Bun.spawn([process.execPath, "run", join(import.meta.dir, "mock-upstream.ts")], { cwd: ROOT, env: { ...process.env, PORT: "0", HOST }, stdout: "pipe", stderr: "inherit" });
-const ready = await readReadyLine(mock, 10_000);
-const upstream = `http://${HOST}:${Number(ready.port)}/api/v1`;
-const keys = ["a", "b", "c", "d"].map((label, i) => ({ key: `sk-or-v1-bench${i}${"0123456789abcdef".repeat(4)}`, label }));
-writeFileSync(join(dir, "keys.json"), JSON.stringify({ keys }));
-mkdirSync(join(dir, "logs"));
-const port = freePort();
+const { dir, port, target, stop } = await startStandalone({ name: "gc-per-request", command, env: { BUN_JSC_logGC: "1", BUN_CONFIG_MAX_HTTP_REQUESTS: "4096" }, stderrTo: "gc.log" });
 const gcLog = join(dir, "gc.log");
-const env: Record<string, string> = {};
-for (const [name, value] of Object.entries(process.env)) if (value !== undefined && !name.startsWith("OPENROUTER_")) env[name] = value;
-Object.assign(env, { PORT: String(port), HOST, OPENROUTER_BASE_URL: upstream, KEYS_FILE: join(dir, "keys.json"), LOG_DIR: join(dir, "logs"), BUN_JSC_logGC: "1", BUN_CONFIG_MAX_HTTP_REQUESTS: "4096" });
-const target = Bun.spawn(commandArgv(command), { cwd: ROOT, env, stdout: "ignore", stderr: Bun.file(gcLog) });
-await waitForOk(`http://${HOST}:${port}/healthz`, performance.now(), 15_000, 5, target);
 
 const body = JSON.stringify({ model: "openai/gpt-4o-mini", max_tokens: 64, messages: [{ role: "user", content: "What is the capital of France?" }] });
 async function load(count: number): Promise<void> {
@@ -67,9 +46,7 @@ const cpuUsed = cpuMs(target.pid) - cpuBefore;
 const seconds = (performance.now() - started) / 1000;
 await Bun.sleep(200);
 const text = readFileSync(gcLog, "utf8").slice(from);
-await killTree(target);
-await killTree(mock);
-rmSync(dir, { recursive: true, force: true });
+await stop();
 
 const eden = (text.match(/=> EdenCollection/g) ?? []).length;
 const full = (text.match(/=> FullCollection/g) ?? []).length;

@@ -9,39 +9,16 @@
  * a new file over the old one, so the writes are counted as changes of the file's inode
  * (bench/lib/file-writes.ts, polled every 2 ms). The first 2 s (startup, the first save) are not counted.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { countFileWrites } from "./lib/file-writes.ts";
-import { commandArgv, freePort, killTree, readReadyLine, waitForOk } from "./lib/proc.ts";
+import { HOST, numberOption, ROOT, startStandalone } from "./lib/standalone.ts";
+import { join } from "node:path";
 
 const args = process.argv.slice(2);
-const option = (name: string, fallback: number): number => {
-  const at = args.indexOf(name);
-  if (at === -1) return fallback;
-  const value = Number(args[at + 1]);
-  args.splice(at, 2);
-  return value;
-};
-const rate = option("--rate", 1000);
-const seconds = option("--seconds", 16);
-const ROOT = join(import.meta.dir, "..");
+const rate = numberOption(args, "--rate", 1000);
+const seconds = numberOption(args, "--seconds", 16);
 const command = args.length > 0 ? args.join(" ") : `${process.execPath} run ${join(ROOT, "src", "main.ts")} serve`;
-const HOST = "127.0.0.1";
 
-const dir = mkdtempSync(join(tmpdir(), "keys-file-writes-"));
-const mock = Bun.spawn([process.execPath, "run", join(import.meta.dir, "mock-upstream.ts")], { cwd: ROOT, env: { ...process.env, PORT: "0", HOST }, stdout: "pipe", stderr: "inherit" });
-const ready = await readReadyLine(mock, 10_000);
-const upstream = `http://${HOST}:${Number(ready.port)}/api/v1`;
-const keysFile = join(dir, "keys.json");
-writeFileSync(keysFile, JSON.stringify({ keys: ["a", "b", "c", "d"].map((label, i) => ({ key: `sk-or-v1-bench${i}${"0123456789abcdef".repeat(4)}`, label })) }));
-mkdirSync(join(dir, "logs"));
-const port = freePort();
-const env: Record<string, string> = {};
-for (const [name, value] of Object.entries(process.env)) if (value !== undefined && !name.startsWith("OPENROUTER_")) env[name] = value;
-Object.assign(env, { PORT: String(port), HOST, OPENROUTER_BASE_URL: upstream, KEYS_FILE: keysFile, LOG_DIR: join(dir, "logs"), LOG_LEVEL: "error" });
-const target = Bun.spawn(commandArgv(command), { cwd: ROOT, env, stdout: "ignore", stderr: "inherit" });
-await waitForOk(`http://${HOST}:${port}/healthz`, performance.now(), 15_000, 5, target);
+const { keysFile, port, stop } = await startStandalone({ name: "keys-file-writes", command, env: { LOG_LEVEL: "error" } });
 
 const watcher = countFileWrites(keysFile, 2);
 
@@ -69,9 +46,7 @@ while (performance.now() - started < seconds * 1000) {
 await Promise.all(inFlight);
 const ended = performance.now();
 const writes = await watcher.stop();
-await killTree(target);
-await killTree(mock);
-rmSync(dir, { recursive: true, force: true });
+await stop();
 
 const counted = writes.filter((at) => at >= countFrom);
 const gaps = counted.slice(1).map((at, i) => at - (counted[i] as number));
