@@ -12,7 +12,7 @@
 import type { Rotation } from "../config.ts";
 import type { Outcome } from "../domain/outcome.ts";
 import type { EventBus } from "../domain/events.ts";
-import { copyAccounts, type AccountState } from "./account-state.ts";
+import { copyAccounts, type AccountState, type FreeBudget } from "./account-state.ts";
 import { apply } from "./changes.ts";
 import { acquire, outlook, type AcquireOptions, type AcquireResult, type Outlook } from "./key-acquire.ts";
 import { endRests, replaceKeys } from "./key-edits.ts";
@@ -66,6 +66,8 @@ export interface KeyPool {
   pendingLookups(): string[];
   /** The per-account state, for the store (the server's to write) and for views. */
   accounts(): Map<string, AccountState>;
+  /** One account's free-model budget as held now, read without copying every account (the free-model reservation asks per request). */
+  freeBudget(account: string): Readonly<FreeBudget> | undefined;
   /** Adopts account state read at startup. */
   loadAccounts(accounts: ReadonlyMap<string, AccountState>): void;
   accountViews(): AccountView[];
@@ -154,6 +156,7 @@ export function createKeyPool({ rotation, failureThreshold, now = Date.now, even
     paidAgain: (keyId) => void endRests(core, keyId, "credits"),
     pendingLookups: () => [...core.pending],
     accounts: () => copyAccounts(core.accounts),
+    freeBudget: (account) => core.accounts.get(account)?.free,
     loadAccounts(loaded) {
       core.accounts = copyAccounts(loaded);
     },

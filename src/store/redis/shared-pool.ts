@@ -117,7 +117,7 @@ export function startSharedPool({ pool, shared, events, now, resyncMs = 5_000 }:
   };
 
   const publishFreeLimit = (account: string): void => {
-    const free = pool.accounts().get(account)?.free;
+    const free = pool.freeBudget(account);
     if (free?.limit === undefined) return;
     record({ kind: "free-limit", account, day: free.day, limit: free.limit, learnedAt: now() });
   };
@@ -172,7 +172,7 @@ export function startSharedPool({ pool, shared, events, now, resyncMs = 5_000 }:
 export function freeSlotReserve({ pool, shared, now }: { pool: KeyPool; shared: SharedState; now: () => number }): Reserve {
   const reserve = async ({ account }: KeyLease, at: number): Promise<Outcome | undefined> => {
     const day = utcDayOf(at);
-    const free = pool.accounts().get(account)?.free;
+    const free = pool.freeBudget(account);
     const slot = await shared.scripts.reserveFreeSlot({ account, day, knownLimit: free?.day === day ? free.limit : undefined });
     if (!slot.ok) {
       shared.writer.record({ kind: "free-requests", account, day, delta: 1 });
